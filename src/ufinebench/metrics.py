@@ -1,0 +1,606 @@
+"""Retrieval metrics for text-based person retrieval: R@K, mAP, mINP and mSD.
+
+Pure functions. Inputs are either a similarity matrix or query and gallery features (cosine
+similarity is then computed a chunk of queries at a time, never the whole Q x G matrix), plus
+the person id of every query and gallery item. numpy arrays and torch tensors (CPU or CUDA)
+are accepted; features may be float16, bfloat16, float32 or float64 (they are compared in float32).
+
+Ranking rule
+    For each query the gallery is ordered by descending similarity; ties are broken by
+    ascending gallery index (a stable sort). Every metric is computed from that order.
+
+Queries without a positive in the gallery are left out of every metric and counted in
+``RetrievalResult.num_without_positive`` (never a NaN, never a division by zero).
+
+Metrics (all reported in percent, mean over evaluated queries)
+    R@K   first positive at rank <= K.
+    AP    mean over positives i (in rank order) of i / rank_i.
+    INP   |positives| / rank of the last positive (Ye et al., TPAMI 2021).
+    SD    mean Similarity Distribution (UFineBench, Zuo et al., CVPR 2024), the ``paper``
+          variant: with similarities mapped from cosine [-1, 1] to [0, 1] by s/2 + 0.5 and the
+          gallery in rank order,
+            PNR = 1 - exp(-mean(s over positives) / mean(s over negatives))
+            ASP = mean over positive ranks k of  sum(s_j: j <= k, j positive) / sum(s_j: j <= k)
+            SD  = PNR * ASP.
+          The ``official`` variant reproduces the released ``mSD_Calculator.py``: it takes
+          the cumulative sums over the row in *gallery* order while the positive mask is in
+          *rank* order, so its value changes when the gallery is shuffled. Use it only to
+          compare with published tables (see docs/metrics.md).
+
+Edge cases of mSD (not covered by the paper, chosen here): a query whose gallery is all
+positives has PNR = 1; a zero mean negative similarity gives PNR = 1 (or 1 - e^-1 when the
+positive mean is zero too); a zero cumulative sum up to rank k counts as precision at k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from ufinebench.errors import UFineBenchError
+
+if TYPE_CHECKING:  # torch is imported lazily: the numpy path does not need it
+    import torch
+
+MsdVariant = Literal["paper", "official"]
+Direction = Literal["t2i", "i2t"]
+Backend = Literal["auto", "numba", "torch"]
+
+_CPU_CHUNK_ELEMENTS = 8 * 1024 * 1024  # ~32 MB of float32 similarities per chunk
+_CUDA_CHUNK_ELEMENTS = 32 * 1024 * 1024
+SORT_THRESHOLD = 64  # rows with more positives than this are ranked by a full stable sort
+
+
+class MetricsInputError(UFineBenchError, ValueError):
+    """Inputs that cannot be evaluated (shapes, dtypes, non-finite values, bad ids)."""
+
+
+@dataclass(frozen=True)
+class PerQuery:
+    """Per-query values aligned with the input queries (after ``direction`` is applied).
+
+    Queries without a positive have ``has_positive`` False, ``first_hit_rank`` -1 and NaN in
+    the float arrays; they are excluded from every summary figure.
+    """
+
+    has_positive: np.ndarray  # (Q,) bool
+    num_positives: np.ndarray  # (Q,) int64
+    first_hit_rank: np.ndarray  # (Q,) int64, 1-based
+    ap: np.ndarray  # (Q,) float64 in [0, 1]
+    inp: np.ndarray  # (Q,) float64 in [0, 1]
+    sd: np.ndarray  # (Q,) float64 in [0, 1], the requested mSD variant
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """Summary metrics in percent, plus counts and optional per-query values."""
+
+    recall: dict[int, float]  # k -> R@k in percent
+    mAP: float
+    mINP: float
+    mSD: float
+    num_queries: int  # queries evaluated (with at least one positive)
+    num_without_positive: int  # queries left out
+    msd_variant: str = "paper"
+    per_query: PerQuery | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Flat dict: ``R1, R5, ... mAP, mINP, mSD, queries, queries_without_positive``."""
+        out: dict[str, float | int] = {f"R{k}": float(v) for k, v in self.recall.items()}
+        out.update(
+            mAP=float(self.mAP),
+            mINP=float(self.mINP),
+            mSD=float(self.mSD),
+            queries=int(self.num_queries),
+            queries_without_positive=int(self.num_without_positive),
+        )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def metrics_from_similarity(
+    similarity: Any,
+    query_ids: Any,
+    gallery_ids: Any,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    msd: MsdVariant = "paper",
+    direction: Direction = "t2i",
+    per_query: bool = False,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
+    progress: bool = False,
+) -> RetrievalResult:
+    """Evaluate a (Q, G) similarity matrix of text queries (rows) against gallery images.
+
+    ``direction="i2t"`` evaluates the transpose: images query the texts. The matrix is read a
+    chunk of rows (or columns) at a time; it is never copied whole.
+    """
+    _check_options(ks, msd, direction, backend)
+    sim = _as_array(similarity, "similarity")
+    if sim.ndim != 2:
+        raise MetricsInputError(f"similarity must be 2-D (queries x gallery), got shape {tuple(sim.shape)}")
+    qids = _as_ids(query_ids, "query_ids")
+    gids = _as_ids(gallery_ids, "gallery_ids")
+    if sim.shape[0] != len(qids) or sim.shape[1] != len(gids):
+        raise MetricsInputError(
+            f"similarity has shape {tuple(sim.shape)} but there are {len(qids)} query ids "
+            f"and {len(gids)} gallery ids"
+        )
+    _check_nonempty(sim.shape[0], sim.shape[1])
+    if direction == "i2t":
+        qids, gids = gids, qids
+    num_q, num_g = len(qids), len(gids)
+    use_torch = _use_torch(backend, sim)
+    chunk = chunk_size or _default_chunk(num_g, use_torch and _is_cuda(sim))
+
+    if use_torch:
+        import torch
+
+        t = _to_torch(sim)
+        if not t.is_floating_point():
+            raise MetricsInputError("similarity must be a floating-point array")
+
+        def rows_t(i0: int, i1: int) -> "torch.Tensor":
+            block = t[i0:i1] if direction == "t2i" else t[:, i0:i1].T
+            block = block.to(torch.float64 if block.dtype == torch.float64 else torch.float32)
+            if not bool(torch.isfinite(block).all()):
+                raise MetricsInputError("similarity contains NaN or inf")
+            return block.contiguous()
+
+        return _evaluate(rows_t, None, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
+
+    arr = _to_numpy(sim)
+    if arr.dtype.kind != "f":
+        raise MetricsInputError(f"similarity must be a floating-point array, got dtype {arr.dtype}")
+
+    def rows_np(i0: int, i1: int) -> np.ndarray:
+        block = arr[i0:i1] if direction == "t2i" else arr[:, i0:i1].T
+        dtype = np.float64 if block.dtype == np.float64 else np.float32
+        block = np.ascontiguousarray(block, dtype=dtype)
+        if not np.isfinite(block).all():
+            raise MetricsInputError("similarity contains NaN or inf")
+        return block
+
+    def rowsum_np(block: np.ndarray, i0: int, i1: int) -> np.ndarray:
+        return block.sum(axis=1, dtype=np.float64)
+
+    return _evaluate(rows_np, rowsum_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
+
+
+def metrics_from_features(
+    query_features: Any,
+    gallery_features: Any,
+    query_ids: Any,
+    gallery_ids: Any,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    msd: MsdVariant = "paper",
+    direction: Direction = "t2i",
+    per_query: bool = False,
+    chunk_size: int | None = None,
+    backend: Backend = "auto",
+    progress: bool = False,
+) -> RetrievalResult:
+    """Evaluate by cosine similarity between (Q, D) text features and (G, D) image features.
+
+    Features are L2-normalised here (zero vectors stay zero); the similarity is computed in
+    float32 a chunk of queries at a time. ``direction="i2t"`` lets the images query the texts.
+    """
+    _check_options(ks, msd, direction, backend)
+    qf = _as_array(query_features, "query_features")
+    gf = _as_array(gallery_features, "gallery_features")
+    for name, f in (("query_features", qf), ("gallery_features", gf)):
+        if f.ndim != 2:
+            raise MetricsInputError(f"{name} must be 2-D (items x dim), got shape {tuple(f.shape)}")
+    if qf.shape[1] != gf.shape[1]:
+        raise MetricsInputError(
+            f"feature dimensions differ: query_features {qf.shape[1]} vs gallery_features {gf.shape[1]}"
+        )
+    qids = _as_ids(query_ids, "query_ids")
+    gids = _as_ids(gallery_ids, "gallery_ids")
+    if qf.shape[0] != len(qids):
+        raise MetricsInputError(f"query_features has {qf.shape[0]} rows but there are {len(qids)} query ids")
+    if gf.shape[0] != len(gids):
+        raise MetricsInputError(f"gallery_features has {gf.shape[0]} rows but there are {len(gids)} gallery ids")
+    _check_nonempty(qf.shape[0], gf.shape[0])
+    if qf.shape[1] == 0:
+        raise MetricsInputError("features have dimension 0")
+    if direction == "i2t":
+        qf, gf, qids, gids = gf, qf, gids, qids
+    num_q, num_g = len(qids), len(gids)
+    use_torch = _use_torch(backend, qf, gf)
+
+    if use_torch:
+        import torch
+
+        qt, gt = _to_torch(qf), _to_torch(gf)
+        if qt.device != gt.device:
+            raise MetricsInputError(f"query and gallery features are on different devices ({qt.device}, {gt.device})")
+        if not (qt.is_floating_point() and gt.is_floating_point()):
+            raise MetricsInputError("features must be floating-point")
+        chunk = chunk_size or _default_chunk(num_g, qt.is_cuda)
+        g_n = _normalise_torch(gt.to(torch.float32), "gallery_features")  # (G, D)
+
+        def rows_t(i0: int, i1: int) -> "torch.Tensor":
+            q_n = _normalise_torch(qt[i0:i1].to(torch.float32), "query_features")  # (n, D)
+            return q_n @ g_n.T  # (n, G)
+
+        return _evaluate(rows_t, None, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
+
+    qa, ga = _to_numpy(qf), _to_numpy(gf)
+    for name, a in (("query_features", qa), ("gallery_features", ga)):
+        if a.dtype.kind != "f":
+            raise MetricsInputError(f"{name} must be floating-point, got dtype {a.dtype}")
+    chunk = chunk_size or _default_chunk(num_g, False)
+    g_n = _normalise_np(ga, "gallery_features")  # (G, D) float32
+    g_t = np.ascontiguousarray(g_n.T)  # (D, G): BLAS is fastest with this layout
+    g_sum = g_n.sum(axis=0, dtype=np.float64)  # (D,): row sums of S without a pass over S
+    buf = np.empty((min(chunk, num_q), num_g), dtype=np.float32)
+    q_cache: dict[str, np.ndarray] = {}
+
+    def rows_np(i0: int, i1: int) -> np.ndarray:
+        q_n = _normalise_np(qa[i0:i1], "query_features")  # (n, D)
+        q_cache["q"] = q_n
+        out = buf[: i1 - i0]
+        np.matmul(q_n, g_t, out=out)  # (n, G) cosine similarities
+        return out
+
+    def rowsum_np(block: np.ndarray, i0: int, i1: int) -> np.ndarray:
+        return q_cache["q"].astype(np.float64) @ g_sum
+
+    return _evaluate(rows_np, rowsum_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def _evaluate(
+    rows: Callable[[int, int], Any],
+    rowsum: Callable[[np.ndarray, int, int], np.ndarray] | None,
+    qids: np.ndarray,
+    gids: np.ndarray,
+    num_q: int,
+    num_g: int,
+    ks: Sequence[int],
+    msd: MsdVariant,
+    want_per_query: bool,
+    chunk: int,
+    progress: bool,
+    backend: str,
+) -> RetrievalResult:
+    """Run the chosen kernel over chunks of query rows and reduce to a RetrievalResult."""
+    qlab, glab = _contiguous_labels(qids, gids)
+    order = np.argsort(glab, kind="stable")  # gallery indices grouped by label
+    counts = np.bincount(glab, minlength=int(max(qlab.max(initial=-1), glab.max(initial=-1))) + 1)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    npos_all = counts[qlab].astype(np.int64)  # (Q,) positives per query
+    official = msd == "official"
+
+    first = np.full(num_q, -1, dtype=np.int64)
+    ap = np.full(num_q, np.nan)
+    inp = np.full(num_q, np.nan)
+    sd = np.full(num_q, np.nan)
+
+    bar = _progress_bar(num_q, progress)
+    try:
+        for i0 in range(0, num_q, chunk):
+            i1 = min(i0 + chunk, num_q)
+            npos = npos_all[i0:i1]
+            if npos.max() == 0:  # no query here has a positive: skip the similarity work
+                bar.update(i1 - i0)
+                continue
+            ql = qlab[i0:i1]
+            width = int(npos.max())
+            slot = np.arange(width)
+            pos = order[np.minimum(starts[ql][:, None] + slot[None, :], num_g - 1)]  # (n, P)
+            if backend == "torch":
+                block = rows(i0, i1)
+                out = _torch_chunk(block, ql, glab, npos, width, official)
+            else:
+                block = rows(i0, i1)
+                out = _numba_chunk(block, pos, npos, ql, glab, width, official)
+                rs = rowsum(block, i0, i1) if rowsum is not None else None
+                out = out[:5] + (rs,)
+            f, a, n_, s_ = _finalize(*out, npos=npos, num_g=num_g, official=official)
+            first[i0:i1], ap[i0:i1], inp[i0:i1], sd[i0:i1] = f, a, n_, s_
+            bar.update(i1 - i0)
+    finally:
+        bar.close()
+
+    valid = npos_all > 0
+    n_valid = int(valid.sum())
+    if n_valid:
+        recall = {int(k): 100.0 * float(np.mean(first[valid] <= k)) for k in ks}
+        m_ap, m_inp, m_sd = (100.0 * float(np.mean(x[valid])) for x in (ap, inp, sd))
+    else:
+        recall = {int(k): 0.0 for k in ks}
+        m_ap = m_inp = m_sd = 0.0
+    pq = None
+    if want_per_query:
+        pq = PerQuery(valid, npos_all, first, ap, inp, sd)
+    return RetrievalResult(recall, m_ap, m_inp, m_sd, n_valid, num_q - n_valid, msd, pq)
+
+
+def _numba_chunk(
+    block: np.ndarray, pos: np.ndarray, npos: np.ndarray, ql: np.ndarray, glab: np.ndarray, width: int, official: bool
+) -> tuple:
+    from ufinebench._rank_kernels import positive_ranks
+
+    n = block.shape[0]
+    rank = np.full((n, width), np.iinfo(np.int64).max, dtype=np.int64)
+    above = np.zeros((n, width))
+    psim = np.zeros((n, width))
+    off_prefix = np.zeros((n, width))
+    off_val = np.zeros((n, width))
+    positive_ranks(
+        block, pos, npos, ql, glab, SORT_THRESHOLD, official, rank, above, psim, off_prefix, off_val
+    )
+    return rank, above, psim, off_prefix, off_val
+
+
+def _torch_chunk(block: "torch.Tensor", ql: np.ndarray, glab: np.ndarray, npos: np.ndarray, width: int, official: bool) -> tuple:
+    """Same outputs as the numba kernel, by a stable sort of each row (the GPU path)."""
+    import torch
+
+    dev = block.device
+    n, num_g = block.shape
+    vals, idx = torch.sort(block, dim=1, descending=True, stable=True)  # (n, G)
+    g_lab = torch.as_tensor(glab, device=dev)
+    q_lab = torch.as_tensor(ql, device=dev)
+    match = g_lab[idx] == q_lab[:, None]  # (n, G) positive at each rank
+    rows_i, cols_i = match.nonzero(as_tuple=True)  # row-major: ranks ascend within a row
+    npos_t = torch.as_tensor(npos, device=dev)
+    offsets = torch.cumsum(npos_t, 0) - npos_t
+    slots = torch.arange(rows_i.numel(), device=dev) - offsets[rows_i]
+    cum = torch.cumsum(vals, dim=1, dtype=torch.float64)  # (n, G) prefix sums in rank order
+
+    rank = torch.full((n, width), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    above = torch.zeros((n, width), dtype=torch.float64, device=dev)
+    psim = torch.zeros((n, width), dtype=torch.float64, device=dev)
+    rank[rows_i, slots] = cols_i + 1
+    above[rows_i, slots] = cum[rows_i, cols_i]
+    psim[rows_i, slots] = vals[rows_i, cols_i].double()
+    off_prefix = torch.zeros((n, width), dtype=torch.float64, device=dev)
+    off_val = torch.zeros((n, width), dtype=torch.float64, device=dev)
+    if official:
+        cum_gal = torch.cumsum(block, dim=1, dtype=torch.float64)  # (n, G) in gallery order
+        off_prefix[rows_i, slots] = cum_gal[rows_i, cols_i]  # position rank-1 == cols_i
+        off_val[rows_i, slots] = block[rows_i, cols_i].double()
+    rowsum = block.sum(dim=1, dtype=torch.float64)
+    return tuple(t.cpu().numpy() for t in (rank, above, psim, off_prefix, off_val, rowsum))
+
+
+def _finalize(
+    rank: np.ndarray,  # (n, P) 1-based ranks; padding slots hold int64 max
+    above: np.ndarray,  # (n, P) raw similarity summed over items ranked <= rank
+    psim: np.ndarray,  # (n, P) raw similarity of the positive
+    off_prefix: np.ndarray,  # (n, P) ascending-rank order: sum of row[0 .. rank-1] (gallery order)
+    off_val: np.ndarray,  # (n, P) ascending-rank order: row[rank - 1]
+    rowsum: np.ndarray,  # (n,) sum of the raw row
+    *,
+    npos: np.ndarray,  # (n,)
+    num_g: int,
+    official: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query first-hit rank, AP, INP and SD from per-positive ranks and sums."""
+    n, width = rank.shape
+    valid_q = npos > 0
+    sort_idx = np.argsort(rank, axis=1, kind="stable")
+    r_sorted = np.take_along_axis(rank, sort_idx, axis=1)
+    a_sorted = np.take_along_axis(above, sort_idx, axis=1)
+    p_sorted = np.take_along_axis(psim, sort_idx, axis=1)
+    slot = np.arange(1, width + 1, dtype=np.float64)  # (P,) 1-based position among positives
+    valid = slot[None, :] <= npos[:, None]  # (n, P)
+    r_f = np.where(valid, r_sorted, 1).astype(np.float64)
+    safe_n = np.maximum(npos, 1).astype(np.float64)
+
+    first = np.where(valid_q, r_sorted[:, 0], -1)
+    ap = np.where(valid, slot[None, :] / r_f, 0.0).sum(axis=1) / safe_n
+    last = np.take_along_axis(r_f, np.maximum(npos - 1, 0)[:, None], axis=1)[:, 0]
+    inp = npos / last
+
+    neg = num_g - npos  # (n,)
+    row_u = rowsum / 2.0 + 0.5 * num_g  # sum of mapped similarities over the whole row
+    if not official:
+        u_pos = np.where(valid, p_sorted / 2.0 + 0.5, 0.0)  # (n, P) mapped positive sims
+        cum_pos = np.cumsum(u_pos, axis=1)
+        cum_all = a_sorted / 2.0 + 0.5 * r_f  # mapped sum over ranks <= r
+        sum_pos = cum_pos[:, -1]
+    else:
+        u_val = np.where(valid, off_val / 2.0 + 0.5, 0.0)
+        cum_pos = np.cumsum(u_val, axis=1)
+        cum_all = off_prefix / 2.0 + 0.5 * r_f
+        sum_pos = cum_pos[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cum_all > 0, cum_pos / np.where(cum_all > 0, cum_all, 1.0), slot[None, :] / r_f)
+        asp = np.where(valid, ratio, 0.0).sum(axis=1) / safe_n
+        mean_pos = sum_pos / safe_n
+        mean_neg = (row_u - sum_pos) / np.maximum(neg, 1)
+        pnr = _pnr(mean_pos, mean_neg, neg)
+    sd = pnr * asp
+    nan = np.nan
+    return (
+        first,
+        np.where(valid_q, ap, nan),
+        np.where(valid_q, inp, nan),
+        np.where(valid_q, sd, nan),
+    )
+
+
+def _pnr(mean_pos: np.ndarray, mean_neg: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """1 - exp(-mean_pos / mean_neg) with the edge cases documented in the module."""
+    tiny = 1e-12
+    ratio = np.where(mean_neg > tiny, mean_pos / np.maximum(mean_neg, tiny), np.where(mean_pos > tiny, np.inf, 1.0))
+    pnr = 1.0 - np.exp(-ratio)
+    return np.where(neg > 0, pnr, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Input handling
+
+
+def _check_options(ks: Sequence[int], msd: str, direction: str, backend: str) -> None:
+    if msd not in ("paper", "official"):
+        raise MetricsInputError(f"msd must be 'paper' or 'official', got {msd!r}")
+    if direction not in ("t2i", "i2t"):
+        raise MetricsInputError(f"direction must be 't2i' or 'i2t', got {direction!r}")
+    if backend not in ("auto", "numba", "torch"):
+        raise MetricsInputError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise MetricsInputError(f"ks must be positive integers, got {list(ks)}")
+
+
+def _check_nonempty(num_q: int, num_g: int) -> None:
+    if num_q == 0:
+        raise MetricsInputError("there are no queries")
+    if num_g == 0:
+        raise MetricsInputError("the gallery is empty")
+
+
+def _is_torch(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch")
+
+
+def _is_cuda(x: Any) -> bool:
+    return _is_torch(x) and x.device.type != "cpu"
+
+
+def _as_array(x: Any, name: str) -> Any:
+    """numpy array or torch tensor as given; lists become numpy arrays."""
+    if _is_torch(x) or isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - anything unconvertible is bad input
+        raise MetricsInputError(f"{name} cannot be read as an array: {exc}") from None
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if _is_torch(x):
+        import torch
+
+        t = x.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.numpy()
+    return np.asarray(x)
+
+
+def _to_torch(x: Any) -> "torch.Tensor":
+    import torch
+
+    if _is_torch(x):
+        return x.detach()
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _use_torch(backend: str, *arrays: Any) -> bool:
+    if backend == "torch":
+        return True
+    if backend == "numba":
+        if any(_is_cuda(a) for a in arrays):
+            raise MetricsInputError("the numba backend runs on the CPU; move the tensors or use backend='torch'")
+        return False
+    return any(_is_cuda(a) for a in arrays)
+
+
+def _default_chunk(num_g: int, cuda: bool) -> int:
+    budget = _CUDA_CHUNK_ELEMENTS if cuda else _CPU_CHUNK_ELEMENTS
+    return max(1, budget // max(num_g, 1))
+
+
+def _as_ids(x: Any, name: str) -> np.ndarray:
+    """Person ids as a 1-D int64 array; integral floats are accepted, anything else is refused."""
+    arr = _to_numpy(_as_array(x, name))
+    if arr.ndim != 1:
+        raise MetricsInputError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
+    if arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise MetricsInputError(f"{name} has ids too large for int64")
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
+            raise MetricsInputError(f"{name} must be integers, found non-integral values")
+        return arr.astype(np.int64)
+    raise MetricsInputError(f"{name} must be integers, got dtype {arr.dtype}")
+
+
+def _contiguous_labels(qids: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map raw ids to 0..L-1 over the union of query and gallery ids."""
+    _, inv = np.unique(np.concatenate([qids, gids]), return_inverse=True)
+    inv = inv.astype(np.int64).reshape(-1)
+    return inv[: len(qids)], inv[len(qids):]
+
+
+def _normalise_np(x: np.ndarray, name: str) -> np.ndarray:
+    """(n, D) -> float32 rows of unit L2 norm (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))  # (n,)
+    if not np.isfinite(norms).all():
+        raise MetricsInputError(f"{name} contains NaN or inf")
+    return (x / np.maximum(norms, 1e-12)[:, None].astype(np.float32)).astype(np.float32, copy=False)
+
+
+def _normalise_torch(x: "torch.Tensor", name: str) -> "torch.Tensor":
+    import torch
+
+    if not bool(torch.isfinite(x).all()):
+        raise MetricsInputError(f"{name} contains NaN or inf")
+    return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="query", desc="ranking", leave=False)
+
+
+def msd_single(similarities: Sequence[float], positive: Sequence[bool]) -> float:
+    """SD of one already-mapped ranked list (values in [0, 1], best first): the paper's formula.
+
+    A tiny, readable reference used in the docs and tests; the fast path is ``metrics_from_*``.
+    """
+    s = np.asarray(similarities, dtype=np.float64)
+    m = np.asarray(positive, dtype=bool)
+    if s.shape != m.shape or s.ndim != 1:
+        raise MetricsInputError("similarities and positive must be 1-D of equal length")
+    if not m.any():
+        raise MetricsInputError("the list has no positive")
+    neg = ~m
+    mean_pos = s[m].mean()
+    pnr = 1.0 if not neg.any() else float(_pnr(np.array([mean_pos]), np.array([s[neg].mean()]), np.array([neg.sum()]))[0])
+    cum_all = np.cumsum(s)
+    cum_pos = np.cumsum(np.where(m, s, 0.0))
+    k = np.nonzero(m)[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(cum_all[k] > 0, cum_pos[k] / cum_all[k], (np.arange(len(k)) + 1) / (k + 1))
+    return float(pnr * ratios.mean())
+
+
+__all__ = [
+    "MetricsInputError",
+    "PerQuery",
+    "RetrievalResult",
+    "metrics_from_features",
+    "metrics_from_similarity",
+    "msd_single",
+    "SORT_THRESHOLD",
+]
