@@ -34,6 +34,9 @@ positive mean is zero too); a zero cumulative sum up to rank k counts as precisi
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -48,7 +51,8 @@ MsdVariant = Literal["paper", "official"]
 Direction = Literal["t2i", "i2t"]
 Backend = Literal["auto", "numba", "torch"]
 
-_CPU_CHUNK_ELEMENTS = 8 * 1024 * 1024  # ~32 MB of float32 similarities per chunk
+_CPU_CHUNK_ELEMENTS = 2 * 1024 * 1024  # ~8 MB of float32 similarities per thread: stays in cache
+_CPU_CHUNK_MAX_ROWS = 256
 _CUDA_CHUNK_ELEMENTS = 32 * 1024 * 1024
 SORT_THRESHOLD = 64  # rows with more positives than this are ranked by a full stable sort
 
@@ -137,12 +141,12 @@ def metrics_from_similarity(
         qids, gids = gids, qids
     num_q, num_g = len(qids), len(gids)
     use_torch = _use_torch(backend, sim)
-    chunk = chunk_size or _default_chunk(num_g, use_torch and _is_cuda(sim))
 
     if use_torch:
         import torch
 
         t = _to_torch(sim)
+        chunk = chunk_size or _default_chunk(num_g, t.is_cuda)
         if not t.is_floating_point():
             raise MetricsInputError("similarity must be a floating-point array")
 
@@ -153,24 +157,22 @@ def metrics_from_similarity(
                 raise MetricsInputError("similarity contains NaN or inf")
             return block.contiguous()
 
-        return _evaluate(rows_t, None, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
+        return _evaluate(rows_t, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
 
     arr = _to_numpy(sim)
     if arr.dtype.kind != "f":
         raise MetricsInputError(f"similarity must be a floating-point array, got dtype {arr.dtype}")
 
-    def rows_np(i0: int, i1: int) -> np.ndarray:
+    def block_np(i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
         block = arr[i0:i1] if direction == "t2i" else arr[:, i0:i1].T
         dtype = np.float64 if block.dtype == np.float64 else np.float32
-        block = np.ascontiguousarray(block, dtype=dtype)
+        block = np.ascontiguousarray(block, dtype=dtype)  # (n, G)
         if not np.isfinite(block).all():
             raise MetricsInputError("similarity contains NaN or inf")
-        return block
+        return block, block.sum(axis=1, dtype=np.float64)
 
-    def rowsum_np(block: np.ndarray, i0: int, i1: int) -> np.ndarray:
-        return block.sum(axis=1, dtype=np.float64)
-
-    return _evaluate(rows_np, rowsum_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
+    chunk = chunk_size or _default_chunk(num_g, False)
+    return _evaluate(block_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
 
 
 def metrics_from_features(
@@ -231,30 +233,28 @@ def metrics_from_features(
             q_n = _normalise_torch(qt[i0:i1].to(torch.float32), "query_features")  # (n, D)
             return q_n @ g_n.T  # (n, G)
 
-        return _evaluate(rows_t, None, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
+        return _evaluate(rows_t, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
 
     qa, ga = _to_numpy(qf), _to_numpy(gf)
     for name, a in (("query_features", qa), ("gallery_features", ga)):
         if a.dtype.kind != "f":
             raise MetricsInputError(f"{name} must be floating-point, got dtype {a.dtype}")
     chunk = chunk_size or _default_chunk(num_g, False)
-    g_n = _normalise_np(ga, "gallery_features")  # (G, D) float32
-    g_t = np.ascontiguousarray(g_n.T)  # (D, G): BLAS is fastest with this layout
-    g_sum = g_n.sum(axis=0, dtype=np.float64)  # (D,): row sums of S without a pass over S
-    buf = np.empty((min(chunk, num_q), num_g), dtype=np.float32)
-    q_cache: dict[str, np.ndarray] = {}
+    g_t = _normalise_np(ga, "gallery_features", transpose=True)  # (D, G) float32, unit columns
+    # (D,) sum of gallery rows: q . g_sum is a row sum of S without another pass over S
+    g_sum = g_t.sum(axis=1, dtype=np.float64).astype(np.float32)
+    local = threading.local()  # one similarity buffer per worker thread
 
-    def rows_np(i0: int, i1: int) -> np.ndarray:
+    def block_np(i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.empty((chunk, num_g), dtype=np.float32)
         q_n = _normalise_np(qa[i0:i1], "query_features")  # (n, D)
-        q_cache["q"] = q_n
         out = buf[: i1 - i0]
         np.matmul(q_n, g_t, out=out)  # (n, G) cosine similarities
-        return out
+        return out, (q_n @ g_sum).astype(np.float64)
 
-    def rowsum_np(block: np.ndarray, i0: int, i1: int) -> np.ndarray:
-        return q_cache["q"].astype(np.float64) @ g_sum
-
-    return _evaluate(rows_np, rowsum_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
+    return _evaluate(block_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,8 +262,7 @@ def metrics_from_features(
 
 
 def _evaluate(
-    rows: Callable[[int, int], Any],
-    rowsum: Callable[[np.ndarray, int, int], np.ndarray] | None,
+    block_fn: Callable[[int, int], Any],
     qids: np.ndarray,
     gids: np.ndarray,
     num_q: int,
@@ -275,7 +274,16 @@ def _evaluate(
     progress: bool,
     backend: str,
 ) -> RetrievalResult:
-    """Run the chosen kernel over chunks of query rows and reduce to a RetrievalResult."""
+    """Run the chosen kernel over blocks of query rows and reduce to a RetrievalResult.
+
+    ``block_fn(i0, i1)`` gives the similarities of queries i0..i1-1 to the whole gallery: a
+    torch tensor (torch backend) or a ``(block, row_sums)`` pair of numpy arrays (numba).
+
+    CPU (numba) path: each worker thread computes its own block with single-threaded BLAS and
+    ranks it straight away while the block is still in cache. This beats multi-threaded BLAS
+    followed by a parallel scan: no idle spinning of one thread pool while the other runs, and
+    the block is read from cache rather than memory.
+    """
     qlab, glab = _contiguous_labels(qids, gids)
     order = np.argsort(glab, kind="stable")  # gallery indices grouped by label
     counts = np.bincount(glab, minlength=int(max(qlab.max(initial=-1), glab.max(initial=-1))) + 1)
@@ -288,29 +296,40 @@ def _evaluate(
     inp = np.full(num_q, np.nan)
     sd = np.full(num_q, np.nan)
 
+    def process(i0: int, i1: int) -> int:
+        npos = npos_all[i0:i1]
+        if npos.max() == 0:  # no query here has a positive: skip the similarity work
+            return i1 - i0
+        ql = qlab[i0:i1]
+        width = int(npos.max())
+        slot = np.arange(width)
+        if backend == "torch":
+            out = _torch_chunk(block_fn(i0, i1), ql, glab, npos, width, official)
+        else:
+            pos = order[np.minimum(starts[ql][:, None] + slot[None, :], num_g - 1)]  # (n, P)
+            block, row_sums = block_fn(i0, i1)
+            out = _numba_chunk(block, pos, npos, ql, glab, width, official) + (row_sums,)
+        f, a, n_, s_ = _finalize(*out, npos=npos, num_g=num_g, official=official)
+        first[i0:i1], ap[i0:i1], inp[i0:i1], sd[i0:i1] = f, a, n_, s_
+        return i1 - i0
+
+    spans = [(i0, min(i0 + chunk, num_q)) for i0 in range(0, num_q, chunk)]
     bar = _progress_bar(num_q, progress)
     try:
-        for i0 in range(0, num_q, chunk):
-            i1 = min(i0 + chunk, num_q)
-            npos = npos_all[i0:i1]
-            if npos.max() == 0:  # no query here has a positive: skip the similarity work
-                bar.update(i1 - i0)
-                continue
-            ql = qlab[i0:i1]
-            width = int(npos.max())
-            slot = np.arange(width)
-            pos = order[np.minimum(starts[ql][:, None] + slot[None, :], num_g - 1)]  # (n, P)
-            if backend == "torch":
-                block = rows(i0, i1)
-                out = _torch_chunk(block, ql, glab, npos, width, official)
-            else:
-                block = rows(i0, i1)
-                out = _numba_chunk(block, pos, npos, ql, glab, width, official)
-                rs = rowsum(block, i0, i1) if rowsum is not None else None
-                out = out[:5] + (rs,)
-            f, a, n_, s_ = _finalize(*out, npos=npos, num_g=num_g, official=official)
-            first[i0:i1], ap[i0:i1], inp[i0:i1], sd[i0:i1] = f, a, n_, s_
-            bar.update(i1 - i0)
+        if backend == "torch" or len(spans) == 1:
+            for i0, i1 in spans:
+                bar.update(process(i0, i1))
+        else:
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                with ThreadPoolExecutor(max_workers=_num_workers()) as pool:
+                    futures = [pool.submit(process, i0, i1) for i0, i1 in spans]
+                    try:
+                        for fut in as_completed(futures):
+                            bar.update(fut.result())
+                    except BaseException:
+                        for fut in futures:
+                            fut.cancel()
+                        raise
     finally:
         bar.close()
 
@@ -326,6 +345,27 @@ def _evaluate(
     if want_per_query:
         pq = PerQuery(valid, npos_all, first, ap, inp, sd)
     return RetrievalResult(recall, m_ap, m_inp, m_sd, n_valid, num_q - n_valid, msd, pq)
+
+
+_CONTROLLER: Any = None
+
+
+def _blas_controller() -> Any:
+    """A cached threadpoolctl controller (building one scans the loaded libraries: ~10 ms)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+def _num_workers() -> int:
+    """CPU cores this process may use (respects affinity masks, e.g. under taskset or cgroups)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _numba_chunk(
@@ -378,24 +418,24 @@ def _torch_chunk(block: "torch.Tensor", ql: np.ndarray, glab: np.ndarray, npos: 
 
 
 def _finalize(
-    rank: np.ndarray,  # (n, P) 1-based ranks; padding slots hold int64 max
+    rank: np.ndarray,  # (n, P) 1-based ranks, ascending; padding slots hold int64 max
     above: np.ndarray,  # (n, P) raw similarity summed over items ranked <= rank
     psim: np.ndarray,  # (n, P) raw similarity of the positive
-    off_prefix: np.ndarray,  # (n, P) ascending-rank order: sum of row[0 .. rank-1] (gallery order)
-    off_val: np.ndarray,  # (n, P) ascending-rank order: row[rank - 1]
+    off_prefix: np.ndarray,  # (n, P) sum of row[0 .. rank-1] in gallery order
+    off_val: np.ndarray,  # (n, P) row[rank - 1]
     rowsum: np.ndarray,  # (n,) sum of the raw row
     *,
     npos: np.ndarray,  # (n,)
     num_g: int,
     official: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-query first-hit rank, AP, INP and SD from per-positive ranks and sums."""
+    """Per-query first-hit rank, AP, INP and SD from per-positive ranks and sums.
+
+    Both kernels deliver each row's positives in ascending rank order.
+    """
     n, width = rank.shape
     valid_q = npos > 0
-    sort_idx = np.argsort(rank, axis=1, kind="stable")
-    r_sorted = np.take_along_axis(rank, sort_idx, axis=1)
-    a_sorted = np.take_along_axis(above, sort_idx, axis=1)
-    p_sorted = np.take_along_axis(psim, sort_idx, axis=1)
+    r_sorted, a_sorted, p_sorted = rank, above, psim
     slot = np.arange(1, width + 1, dtype=np.float64)  # (P,) 1-based position among positives
     valid = slot[None, :] <= npos[:, None]  # (n, P)
     r_f = np.where(valid, r_sorted, 1).astype(np.float64)
@@ -513,8 +553,10 @@ def _use_torch(backend: str, *arrays: Any) -> bool:
 
 
 def _default_chunk(num_g: int, cuda: bool) -> int:
-    budget = _CUDA_CHUNK_ELEMENTS if cuda else _CPU_CHUNK_ELEMENTS
-    return max(1, budget // max(num_g, 1))
+    """Query rows per block: a fixed similarity budget, capped on the CPU for load balance."""
+    if cuda:
+        return max(1, _CUDA_CHUNK_ELEMENTS // max(num_g, 1))
+    return max(1, min(_CPU_CHUNK_MAX_ROWS, _CPU_CHUNK_ELEMENTS // max(num_g, 1)))
 
 
 def _as_ids(x: Any, name: str) -> np.ndarray:
@@ -540,13 +582,21 @@ def _contiguous_labels(qids: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, 
     return inv[: len(qids)], inv[len(qids):]
 
 
-def _normalise_np(x: np.ndarray, name: str) -> np.ndarray:
-    """(n, D) -> float32 rows of unit L2 norm (zero rows stay zero)."""
+def _normalise_np(x: np.ndarray, name: str, transpose: bool = False) -> np.ndarray:
+    """(n, D) -> float32 rows of unit L2 norm (zero rows stay zero); (D, n) with ``transpose``.
+
+    The transposed form is written in the same pass, saving a separate copy for BLAS.
+    """
     x = np.asarray(x, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))  # (n,)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # (n,)
     if not np.isfinite(norms).all():
         raise MetricsInputError(f"{name} contains NaN or inf")
-    return (x / np.maximum(norms, 1e-12)[:, None].astype(np.float32)).astype(np.float32, copy=False)
+    inv = (1.0 / np.maximum(norms, np.float32(1e-12))).astype(np.float32)
+    if transpose:
+        out = np.empty((x.shape[1], x.shape[0]), dtype=np.float32)
+        np.multiply(x.T, inv[None, :], out=out)
+        return out
+    return x * inv[:, None]
 
 
 def _normalise_torch(x: "torch.Tensor", name: str) -> "torch.Tensor":
