@@ -11,7 +11,6 @@ that set our metrics apart:
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,19 +40,17 @@ def run_demo(out: str | Path = "demo_out") -> int:
     print("ufinebench demo: metrics engine (training, evaluation and reports arrive with later issues)")
     prob = make_problem()
     save_metrics_npz(out / "features.npz", **prob)
-    t0 = time.perf_counter()
     res = metrics_from_features(prob["query_features"], prob["gallery_features"], prob["query_ids"], prob["gallery_ids"])
-    dt = time.perf_counter() - t0
     q, g = prob["query_features"], prob["gallery_features"]
     sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
     # A monotone squashing keeps every ranking (R@K, mAP, mINP identical) but pulls positive and
     # negative similarities together: only mSD notices.
     squashed = 0.9 + 0.05 * np.tanh(sim)
     res_sq = metrics_from_similarity(squashed, prob["query_ids"], prob["gallery_ids"])
-    rows = {"model A": res.as_dict(), "model A, squashed scores": res_sq.as_dict()}
-    print(f"\n{len(q)} text queries x {len(g)} gallery images, {len(np.unique(prob['gallery_ids']))} identities "
-          f"(metrics in {dt:.2f} s)\n")
+    rows = {"simulated dual encoder": res.as_dict(), "same ranking, squashed scores": res_sq.as_dict()}
+    print(f"\n{len(q)} text queries x {len(g)} gallery images, {len(np.unique(prob['gallery_ids']))} identities\n")
     print(format_table(rows))
+    print("Same ranking, so the same R@K, mAP and mINP; only mSD sees the positives and negatives move closer.")
 
     perm = np.random.default_rng(1).permutation(len(g))
     shuffled = sim[:, perm]
