@@ -76,7 +76,12 @@ def worker(impl: str, problem: str, dim: int, seed: int, path: str | None, repea
     if impl.startswith("ours"):
         from ufinebench.metrics import metrics_from_features
 
-        args = (q, g, qids, gids) if impl == "ours" else (q.numpy(), g.numpy(), qids.numpy(), gids.numpy())
+        if impl == "ours-cuda":
+            args = (q.cuda(), g.cuda(), qids.cuda(), gids.cuda())
+        elif impl == "ours-numpy":
+            args = (q.numpy(), g.numpy(), qids.numpy(), gids.numpy())
+        else:
+            args = (q, g, qids, gids)
         t0 = time.perf_counter()
         metrics_from_features(*[a[:64] for a in args[:2]], args[2][:64], args[3][:64])  # load/compile kernels
         out["first_call_s"] = time.perf_counter() - t0
@@ -113,6 +118,8 @@ def worker(impl: str, problem: str, dim: int, seed: int, path: str | None, repea
     else:
         raise SystemExit(f"unknown implementation {impl}")
     out["peak_rss_mb"] = _peak_rss_mb()
+    if impl == "ours-cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out["data_rss_mb"] = rss_data
     _ = np
     return out
@@ -127,6 +134,7 @@ def main() -> int:
     ap.add_argument("--official", metavar="PATH", help="the released mSD_Calculator.py, to time against")
     ap.add_argument("--irra", metavar="PATH", help="IRRA's utils/metrics.py, to time against")
     ap.add_argument("--numpy-too", action="store_true", help="also time ours with numpy inputs")
+    ap.add_argument("--cuda", action="store_true", help="also time ours with CUDA tensors (needs a GPU)")
     ap.add_argument("--worker", nargs=2, metavar=("IMPL", "PROBLEM"), help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -138,6 +146,8 @@ def main() -> int:
     impls: list[tuple[str, str | None]] = [("ours", None)]
     if args.numpy_too:
         impls.append(("ours-numpy", None))
+    if args.cuda:
+        impls.append(("ours-cuda", None))
     for name, path in (("official", args.official), ("irra", args.irra)):
         if path:
             if not os.path.isfile(path):
@@ -178,6 +188,7 @@ def main() -> int:
                 + (f" mSD {m['mSD']:.4f}" if "mSD" in m else "")
                 + (f" [our official variant {r['official_mSD']:.4f}]" if "official_mSD" in r else "")
                 + extra
+                + (f" GPU peak {r['gpu_peak_mb']:.0f} MB" if "gpu_peak_mb" in r else "")
             )
     return 0
 
