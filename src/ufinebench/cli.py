@@ -47,6 +47,76 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ufinebench.data.annotations import DataError, check_images, read_annotations
+
+    if not Path(args.dataset).exists():
+        raise UFineBenchError(f"{args.dataset}: no such file or folder")
+    try:
+        ann = read_annotations(args.dataset, args.format)
+    except DataError as exc:
+        if "unknown format" in str(exc):
+            raise
+        print(f"{args.dataset}: {exc}")
+        print("INVALID: the annotation file cannot be read")
+        return 1
+    problems = list(ann.problems)
+    if args.check_images:
+        problems += check_images(ann.samples, workers=args.workers, progress=sys.stderr.isatty())
+        problems.sort(key=lambda p: (-1 if p.index is None else p.index))
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = len(problems) - len(errors)
+    shown = problems if args.max_problems <= 0 else problems[: args.max_problems]
+    for p in shown:
+        print(f"{ann.path}: {p}")
+    if len(shown) < len(problems):
+        print(f"... and {len(problems) - len(shown)} more (use --max-problems 0 to list all)")
+    checked = "images decoded" if args.check_images else "image files present"
+    summary = (
+        f"{ann.format}, {ann.num_records:,} records, {len(ann.samples):,} usable, {checked}: "
+        f"{len(errors)} error{'s' if len(errors) != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}"
+    )
+    print(("OK: " if not errors else "INVALID: ") + summary)
+    return 0 if not errors else 1
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from ufinebench.data.annotations import read_annotations
+    from ufinebench.data.stats import dataset_stats, format_stats, plot_word_histogram
+    from ufinebench.io import write_json
+
+    ann = read_annotations(args.dataset, args.format)
+    if ann.errors:
+        print(
+            f"note: {len(ann.errors)} invalid records left out of the figures (see `ufinebench validate {args.dataset}`)",
+            file=sys.stderr,
+        )
+    if not ann.samples:
+        raise UFineBenchError(f"{ann.path}: no usable records")
+    st = dataset_stats(ann)
+    print(format_stats(st))
+    if args.json:
+        write_json(args.json, st)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_word_histogram(st, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    from ufinebench.data.annotations import FORMATS
+
+    p.add_argument("dataset", metavar="DATASET", help="annotation file, or the dataset folder that holds it")
+    p.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="dataset format when it cannot be inferred from the file name or fields",
+    )
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ufinebench.demo import run_demo
 
@@ -85,6 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="OUT", help="also write R1 R5 R10 mAP mINP mSD queries queries_without_positive as JSON")
     p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser(
+        "validate",
+        help="check a dataset's annotations (and images) and report every problem",
+        description=(
+            "Check every record of an annotation file: missing or wrong-typed fields, empty captions, "
+            "non-integer ids, unknown splits, one image listed with two ids, missing image files; with "
+            "--check-images also unreadable, truncated or zero-size images. Exit 0 when clean, 1 otherwise. "
+            "Record numbers are 0-based positions in the file's list."
+        ),
+    )
+    _add_dataset_args(p)
+    p.add_argument("--check-images", action="store_true", help="decode every image (slower)")
+    p.add_argument("--workers", type=int, default=4, help="threads for --check-images (default 4)")
+    p.add_argument("--max-problems", type=int, default=200, help="list at most this many problems (0: all; default 200)")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "stats",
+        help="identities, images, captions per split; words per caption; vocabulary",
+        description="Dataset statistics per split: counts, words per caption (mean, median, 5th/95th "
+        "percentile, histogram), captions per image, images per identity, vocabulary size.",
+    )
+    _add_dataset_args(p)
+    p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw the word-count histogram")
+    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser(
         "demo",

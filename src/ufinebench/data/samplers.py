@@ -1,0 +1,129 @@
+"""Batch samplers that give N processes exactly the batches one process would see.
+
+Each epoch a sampler builds the *global* batch order from (seed, epoch) alone: the same on every
+process. Process ``rank`` of ``world_size`` then takes the rank-th contiguous shard of every
+global batch. Concatenating the shards of all processes, batch by batch, gives back the global
+batches, so losses computed over the gathered batch see the same examples as a single process
+with the same global batch size (``tests/test_data_samplers.py`` checks this for 2 and 3
+processes).
+
+Strategies:
+
+* ``random``: a permutation of all items cut into batches.
+* ``identity``: identity-balanced batches of P persons x K items (``num_instances`` = K); a person
+  with fewer than K items is topped up by sampling its items with replacement.
+
+The sampler yields ``(index, epoch)`` pairs; the datasets in ``ufinebench.data.datasets`` use the
+epoch to seed each item's augmentation, so results do not depend on the number of loader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+class DistributedBatchSampler:
+    """Global batches from a strategy, sharded across processes (see module docstring)."""
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        strategy: str = "random",
+        labels: Sequence[int] | None = None,
+        num_instances: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ) -> None:
+        if strategy not in ("random", "identity"):
+            raise ValueError(f"strategy must be 'random' or 'identity', got {strategy!r}")
+        if batch_size < 1 or num_items < 1:
+            raise ValueError("batch_size and num_items must be positive")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if batch_size % world_size:
+            raise ValueError(f"the global batch size {batch_size} must be a multiple of the {world_size} processes")
+        if strategy == "identity":
+            if labels is None or len(labels) != num_items:
+                raise ValueError("the identity strategy needs one label per item")
+            if num_instances < 1 or batch_size % num_instances:
+                raise ValueError(f"batch size {batch_size} must be a multiple of num_instances {num_instances}")
+            if len(set(labels)) < batch_size // num_instances:
+                raise ValueError(
+                    f"{len(set(labels))} identities cannot fill batches of {batch_size // num_instances} distinct persons"
+                )
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.strategy = strategy
+        self.labels = None if labels is None else np.asarray(labels)
+        self.num_instances = num_instances
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose batch order the next iteration yields."""
+        self.epoch = int(epoch)
+
+    def _rng(self, epoch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch])
+
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every process's view combined: the batches a single process would see."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = self._rng(epoch)
+        if self.strategy == "random":
+            perm = rng.permutation(self.num_items).tolist()
+            batches = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
+            if batches and len(batches[-1]) < self.batch_size:
+                if self.drop_last:
+                    batches.pop()
+                else:  # top up from the start so every process gets an equal shard
+                    need = self.batch_size - len(batches[-1])
+                    batches[-1] = batches[-1] + (perm * (need // len(perm) + 1))[:need]
+            return batches
+        return self._identity_batches(rng)
+
+    def _identity_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        assert self.labels is not None
+        k = self.num_instances
+        p = self.batch_size // k
+        chunks: dict[int, list[list[int]]] = {}
+        for lab in np.unique(self.labels):  # sorted: the order is reproducible
+            idx = np.flatnonzero(self.labels == lab)
+            if len(idx) < k:
+                idx = rng.choice(idx, size=k, replace=True)
+            else:
+                idx = rng.permutation(idx)
+            n = len(idx) // k
+            chunks[int(lab)] = [idx[j * k : (j + 1) * k].tolist() for j in range(n)]
+        batches: list[list[int]] = []
+        while True:
+            ready = sorted(lab for lab, c in chunks.items() if c)
+            if len(ready) < p:
+                break
+            chosen = rng.choice(ready, size=p, replace=False)
+            batch: list[int] = []
+            for lab in chosen:
+                batch.extend(chunks[int(lab)].pop())
+            batches.append(batch)
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        shard = self.batch_size // self.world_size
+        lo = self.rank * shard
+        for batch in self.global_batches():
+            yield [(i, self.epoch) for i in batch[lo : lo + shard]]
+
+    def __len__(self) -> int:
+        if self.strategy == "random":
+            full, rest = divmod(self.num_items, self.batch_size)
+            return full + (1 if rest and not self.drop_last else 0)
+        return len(self.global_batches())
