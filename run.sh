@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 
 setup() {
     local stamp="$VENV/.ufinebench-setup" want
-    want=$(sha256sum pyproject.toml | cut -c1-16)
+    want=$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)
     if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return 0
     fi
@@ -21,7 +21,9 @@ setup() {
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$VENV/bin/python" -m pip install --quiet -e ".[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-    "$VENV/bin/python" -c "import ufinebench, torch, numba" \
+    # CLIP's BPE vocabulary file ships inside clip-anytorch; --no-deps keeps its torchvision out.
+    "$VENV/bin/python" -m pip install --quiet --no-deps "clip-anytorch==2.6.0" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$VENV/bin/python" -c "import ufinebench, torch, numba; from ufinebench.data.tokenizer import find_clip_vocab; find_clip_vocab()" \
         || { echo "run.sh: set-up failed (see pip's messages above)" >&2; exit 1; }
     echo "$want" > "$stamp"
 }

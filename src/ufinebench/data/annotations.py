@@ -164,7 +164,7 @@ def resolve_dataset(path: str | os.PathLike[str], fmt: str | None = None) -> tup
         ann = p
     name = fmt or _format_from_name(ann.name) or _format_from_fields(ann)
     spec = FORMATS[name]
-    base = ann.parent
+    base = ann.resolve().parent
     root = base / spec.image_root if spec.image_root and (base / spec.image_root).is_dir() else base
     return ann, name, root
 
@@ -309,7 +309,7 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
     caption_tags = tuple(dict(t) for t in tags) if tags is not None else tuple({} for _ in caps)
     return Sample(
         index=i,
-        image_path=(root / fpath).resolve(),
+        image_path=root / fpath,
         file_path=fpath,
         person_id=int(pid),
         split=split,

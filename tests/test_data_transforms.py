@@ -1,0 +1,78 @@
+"""Image pipeline: decode with EXIF orientation, resize, normalise, seeded augmentations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ufinebench.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform, denormalise, load_image
+
+
+def _gradient(w=64, h=160):
+    x = np.zeros((h, w, 3), np.uint8)
+    x[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]  # red grows to the right
+    x[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]  # green grows downwards
+    return Image.fromarray(x)
+
+
+def test_eval_transform_shape_and_normalisation():
+    t = ImageTransform(size=(96, 32))
+    img = Image.new("RGB", (20, 50), (255, 0, 128))
+    x = t(img)
+    assert x.shape == (3, 96, 32) and x.dtype == torch.float32
+    want = [(255 / 255 - CLIP_MEAN[0]) / CLIP_STD[0], (0 - CLIP_MEAN[1]) / CLIP_STD[1], (128 / 255 - CLIP_MEAN[2]) / CLIP_STD[2]]
+    assert torch.allclose(x.mean(dim=(1, 2)), torch.tensor(want), atol=1e-3)
+    assert np.array_equal(denormalise(x)[0, 0], [255, 0, 128])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = _gradient(40, 100)  # portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif)
+    loaded = load_image(p)
+    assert loaded.size == (100, 40) and loaded.mode == "RGB"
+    p2 = tmp_path / "gray.png"
+    Image.new("L", (10, 20), 7).save(p2)
+    assert load_image(p2).mode == "RGB"
+
+
+def test_augmentations_are_seeded_and_keep_left_right_by_default():
+    t = ImageTransform(size=(80, 32), train=True)
+    img = _gradient()
+    a = t(img, np.random.default_rng(1))
+    b = t(img, np.random.default_rng(1))
+    c = t(img, np.random.default_rng(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    plain = ImageTransform(size=(80, 32))(img)
+    no_aug = ImageTransform(size=(80, 32), train=True, pad=0, color_jitter=0, erase_prob=0)
+    assert torch.equal(no_aug(img, np.random.default_rng(0)), plain)
+    # without hflip, red still grows to the right in every augmented sample
+    for seed in range(10):
+        x = ImageTransform(size=(80, 32), train=True, erase_prob=0, pad=2)(img, np.random.default_rng(seed))
+        red = x[0].mean(dim=0)
+        assert red[-4:].mean() > red[:4].mean()
+    flipped = [ImageTransform(size=(80, 32), train=True, hflip=True, pad=0, color_jitter=0, erase_prob=0)(img, np.random.default_rng(s)) for s in range(20)]
+    assert any(torch.equal(f, plain.flip(-1)) for f in flipped) and any(torch.equal(f, plain) for f in flipped)
+
+
+def test_random_erasing_changes_a_rectangle():
+    t = ImageTransform(size=(80, 32), train=True, pad=0, color_jitter=0, erase_prob=1.0)
+    img = Image.new("RGB", (32, 80), (100, 100, 100))
+    x = t(img, np.random.default_rng(3))
+    base = ImageTransform(size=(80, 32))(img)
+    changed = (x != base).any(dim=0)
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    assert 0 < changed.sum() < 80 * 32
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert box == changed.sum()  # one filled rectangle
+
+
+def test_training_transform_needs_rng_and_sizes_are_checked():
+    with pytest.raises(ValueError):
+        ImageTransform(train=True)(Image.new("RGB", (4, 4)))
+    with pytest.raises(ValueError):
+        ImageTransform(size=(0, 10))
