@@ -1,0 +1,312 @@
+"""Writing a UFine-Synth dataset: images, the three annotation files, identities, preview, card.
+
+Everything about identity ``pid`` comes from a generator seeded by (seed, pid), so the output is
+byte-identical for the same options whatever the number of worker processes. The dataset is
+built in a temporary folder next to OUT and moved into place at the end: an interrupted build
+leaves nothing half-written under OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ufinebench.errors import UFineBenchError
+from ufinebench.io import atomic_write_bytes
+from ufinebench.synth.attributes import Record, draw_population
+from ufinebench.synth.describe import GRANULARITY_WORDS, STYLES, TRAIN_STYLES, VIEWS, caption
+from ufinebench.synth.render import HELD_OUT_DOMAINS, TRAIN_DOMAINS, jpeg_bytes, render
+
+FINE_FILE = "ufine_synth.json"
+COARSE_FILE = "ufine_synth_coarse.json"
+THREEC_FILE = "ufine_synth_3c.json"
+IDENTITIES_FILE = "identities.jsonl"
+UNSEEN_STYLES = tuple(s for s in STYLES if s not in TRAIN_STYLES and s != "cuhk")
+QUERY_STYLES = ("annotator_a",) + UNSEEN_STYLES  # 3C queries: one seen style and the unseen ones
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Options of one UFine-Synth build (all of them shape the output)."""
+
+    identities: int = 1000
+    images_per_id: tuple[int, int] = (2, 5)
+    size: tuple[int, int] = (384, 128)  # (H, W)
+    seed: int = 0
+    extra_3c_images: int = 2  # per test identity, in held-out domains
+    queries_per_3c_image: int = 5
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+
+    def check(self) -> None:
+        a, b = self.images_per_id
+        if self.identities < 3:
+            raise UFineBenchError("--identities must be at least 3 (one per split)")
+        if not 2 <= a <= b <= 50:
+            raise UFineBenchError(f"--images-per-id must be A:B with 2 <= A <= B <= 50, got {a}:{b}")
+        h, w = self.size
+        if not (32 <= h <= 2048 and 16 <= w <= 1024):
+            raise UFineBenchError(f"--size must be between 32x16 and 2048x1024, got {h}x{w}")
+        if self.extra_3c_images < 0 or not 1 <= self.queries_per_3c_image <= 15:
+            raise UFineBenchError("3C options out of range")
+
+
+def assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
+    """Split identities 1..n into train / val / test (each non-empty), by a seeded permutation."""
+    order = np.random.default_rng([seed, 0x5B]).permutation(n)
+    n_val = max(1, int(round(n * fractions[1])))
+    n_test = max(1, int(round(n * fractions[2])))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise UFineBenchError("too few identities for three splits")
+    split = [""] * n
+    for rank, i in enumerate(order):
+        split[i] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
+    return split
+
+
+def _identity_job(args: tuple[int, Record, str, SynthConfig, str]) -> dict[str, Any]:
+    """Render and describe every image of one identity; write its images; return its records."""
+    pid, rec, split, cfg, out = args
+    rng = np.random.default_rng([cfg.seed, pid])
+    a, b = cfg.images_per_id
+    n_img = int(rng.integers(a, b + 1))
+    start_view = int(rng.integers(3))
+    fine_recs, coarse_recs, threec_recs = [], [], []
+
+    def make(k_name: str, view: str, domain: str) -> tuple[str, str]:
+        pose = "walking" if rng.random() < 0.7 else "standing"
+        img = render(rec, view, pose, domain, cfg.size, rng)
+        rel = f"images/{pid:05d}_{k_name}.jpg"
+        data = jpeg_bytes(img, domain, rng)
+        with open(os.path.join(out, rel), "wb") as fh:
+            fh.write(data)
+        return rel, pose
+
+    def described(view: str, pose: str, domain: str, combos: Iterable[tuple[str, str]]) -> tuple[list[str], list[dict]]:
+        caps, tags = [], []
+        for gran, style in combos:
+            text, mentions = caption(rec, view, gran, style, rng, pose)
+            caps.append(text)
+            tags.append({"granularity": gran, "style": style, "view": view, "pose": pose, "domain": domain, "mentions": mentions})
+        return caps, tags
+
+    combos_3c = [(g, s) for g in ("fine", "medium", "coarse") for s in QUERY_STYLES]
+    for k in range(n_img):
+        view = VIEWS[(start_view + k) % 3]
+        domain = TRAIN_DOMAINS[int(rng.integers(len(TRAIN_DOMAINS)))]
+        rel, pose = make(f"{k:02d}", view, domain)
+        caps, tags = described(view, pose, domain, [("fine", s) for s in TRAIN_STYLES])
+        fine_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
+        caps, tags = described(view, pose, domain, [("coarse", "cuhk"), ("coarse", "cuhk")])
+        coarse_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
+        if split == "test":
+            pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)
+            caps, tags = described(view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
+            threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
+    if split == "test":
+        for k in range(cfg.extra_3c_images):
+            view = VIEWS[int(rng.integers(3))]
+            domain = HELD_OUT_DOMAINS[int(rng.integers(len(HELD_OUT_DOMAINS)))]
+            rel, pose = make(f"x{k}", view, domain)
+            pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)
+            caps, tags = described(view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
+            threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
+    return {"fine": fine_recs, "coarse": coarse_recs, "threec": threec_recs}
+
+
+def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
+    """Mean number of identities (among ``ids``) consistent with a caption, per granularity.
+
+    Vectorised: identities become a (N, slots) table of value codes, and each caption's mentions
+    are compared against the columns it names.
+    """
+    pool = [identities[i] for i in ids]
+    slots = sorted({k for r in pool for k in r})
+    codes: dict[str, dict[Any, int]] = {s: {} for s in slots}
+    table = np.asarray(
+        [[codes[s].setdefault(json.dumps(r.get(s)), len(codes[s])) for s in slots] for r in pool], dtype=np.int64
+    ).reshape(len(pool), len(slots))  # (N, S)
+    col = {s: j for j, s in enumerate(slots)}
+    out: dict[str, list[int]] = {}
+    for r in records:
+        for tag in r["caption_tags"]:
+            mask = np.ones(len(pool), dtype=bool)
+            for slot, value in tag["mentions"].items():
+                code = codes[slot].get(json.dumps(value), -1) if slot in col else -1
+                mask &= table[:, col[slot]] == code if code >= 0 else False
+            out.setdefault(tag["granularity"], []).append(int(mask.sum()))
+    return {g: float(np.mean(v)) for g, v in sorted(out.items())}
+
+
+def _word_stats(records: list[dict]) -> dict[str, dict[str, float]]:
+    by: dict[str, list[int]] = {}
+    for r in records:
+        for c, t in zip(r["captions"], r["caption_tags"]):
+            by.setdefault(t["granularity"], []).append(len(c.split()))
+    return {g: {"captions": len(v), "mean": float(np.mean(v)), "min": int(min(v)), "max": int(max(v))} for g, v in sorted(by.items())}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))  # compact: C encoder
+
+
+def build(out: str | os.PathLike[str], cfg: SynthConfig, *, workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Generate a UFine-Synth dataset into ``out``; return its summary (also in the card)."""
+    cfg.check()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UFineBenchError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "images").mkdir(parents=True)
+    try:
+        summary = _build_into(tmp, cfg, workers, progress)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        _write_card(tmp, cfg, summary)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> dict[str, Any]:
+    pop = draw_population(cfg.identities, cfg.seed)
+    splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions)
+    jobs = [(pid, pop[pid - 1], splits[pid - 1], cfg, str(tmp)) for pid in range(1, cfg.identities + 1)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), unit="id", desc="generating identities", leave=False)
+    results: list[dict[str, Any]] = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(_identity_job(job))
+            if bar is not None:
+                bar.update(1)
+    else:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers) as pool:
+            for res in pool.imap(_identity_job, jobs, chunksize=8):
+                results.append(res)
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    fine = [r for res in results for r in res["fine"]]
+    coarse = [r for res in results for r in res["coarse"]]
+    threec = [r for res in results for r in res["threec"]]
+    _write_json(tmp / FINE_FILE, fine)
+    _write_json(tmp / COARSE_FILE, coarse)
+    _write_json(tmp / THREEC_FILE, threec)
+    lines = [json.dumps({"id": pid, "split": splits[pid - 1], "attributes": pop[pid - 1]}, sort_keys=True) for pid in range(1, cfg.identities + 1)]
+    atomic_write_bytes(tmp / IDENTITIES_FILE, ("\n".join(lines) + "\n").encode())
+    identities = {pid: pop[pid - 1] for pid in range(1, cfg.identities + 1)}
+    test_ids = [pid for pid in identities if splits[pid - 1] == "test"]
+    _preview(tmp, threec, test_ids or list(identities))
+    per_split = {s: {"identities": splits.count(s), "images": sum(r["split"] == s for r in fine)} for s in ("train", "val", "test")}
+    return {
+        "identities": cfg.identities,
+        "images": len(fine) + sum(1 for r in threec if "_x" in r["file_path"]),
+        "splits": per_split,
+        "captions": {"fine": sum(len(r["captions"]) for r in fine), "coarse": sum(len(r["captions"]) for r in coarse),
+                     "3c_queries": sum(len(r["captions"]) for r in threec), "3c_images": len(threec)},
+        "words": {"ufine_synth": _word_stats(fine), "coarse": _word_stats(coarse), "3c": _word_stats(threec)},
+        "ambiguity_test_identities": ambiguity(threec, identities, test_ids),
+        "test_identities": len(test_ids),
+    }
+
+
+def _preview(tmp: Path, threec: list[dict], ids: list[int], n: int = 30) -> None:
+    """A contact sheet: up to ``n`` identities, four images each, across views and domains."""
+    from PIL import Image, ImageDraw
+
+    chosen = ids[:n]
+    by_id: dict[int, list[dict]] = {}
+    for r in threec:
+        by_id.setdefault(r["id"], []).append(r)
+    cols, th_h = 6, 144
+    sample = Image.open(tmp / threec[0]["file_path"]) if threec else None
+    th_w = int(round(th_h * sample.width / sample.height)) if sample else 48
+    cell_w, cell_h = 4 * th_w + 8, th_h + 16
+    rows = max(1, (len(chosen) + cols - 1) // cols)
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (250, 250, 250))
+    d = ImageDraw.Draw(sheet)
+    for i, pid in enumerate(chosen):
+        x0, y0 = (i % cols) * cell_w, (i // cols) * cell_h
+        recs = by_id.get(pid, [])
+        picks = [r for r in recs if "_x" not in r["file_path"]][:2] + [r for r in recs if "_x" in r["file_path"]][:2]
+        for j, r in enumerate(picks[:4]):
+            with Image.open(tmp / r["file_path"]) as im:
+                sheet.paste(im.convert("RGB").resize((th_w, th_h)), (x0 + j * th_w, y0 + 14))
+        d.text((x0 + 2, y0 + 1), f"id {pid}: " + ", ".join(r["source"] for r in picks[:4]), fill=(20, 20, 20))
+    import io
+
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write_bytes(tmp / "preview.png", buf.getvalue())
+
+
+def _write_card(tmp: Path, cfg: SynthConfig, s: dict[str, Any]) -> None:
+    h, w = cfg.size
+    a, b = cfg.images_per_id
+    amb = s["ambiguity_test_identities"]
+    words = s["words"]
+    lines = [
+        "# UFine-Synth dataset card",
+        "",
+        "A procedurally generated stand-in for UFine6926 / UFine3C made by `ufinebench synth`.",
+        "",
+        f"Command: `ufinebench synth OUT --identities {cfg.identities} --images-per-id {a}:{b} --size {h}x{w} --seed {cfg.seed}`",
+        f"(generated in {s['seconds']} s; the same options give byte-identical files)",
+        "",
+        "| split | identities | images |",
+        "|---|---|---|",
+    ] + [f"| {k} | {v['identities']} | {v['images']} |" for k, v in s["splits"].items()] + [
+        "",
+        f"- `{FINE_FILE}` (UFine6926 format): two fine captions per image by the training annotators "
+        f"({', '.join(TRAIN_STYLES)}); {s['captions']['fine']} captions.",
+        f"- `{COARSE_FILE}`: the same images with two coarse, CUHK-PEDES-like captions each; {s['captions']['coarse']} captions.",
+        f"- `{THREEC_FILE}` (UFine3C format): {s['test_identities']} test identities, {s['captions']['3c_images']} images from the "
+        f"training domains ({', '.join(TRAIN_DOMAINS)}) and held-out domains ({', '.join(HELD_OUT_DOMAINS)}), "
+        f"{s['captions']['3c_queries']} queries at fine / medium / coarse granularity in the styles {', '.join(QUERY_STYLES)} "
+        f"({', '.join(UNSEEN_STYLES)} never appear in training captions).",
+        f"- `{IDENTITIES_FILE}`: every identity's ground-truth attribute record; `preview.png`: a contact sheet.",
+        "",
+        "Words per caption (mean, min-max):",
+        "",
+        "| file | granularity | captions | mean | min | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, table in words.items():
+        for g, v in table.items():
+            lines.append(f"| {name} | {g} | {v['captions']} | {v['mean']:.1f} | {v['min']} | {v['max']} |")
+    lines += [
+        "",
+        "Ambiguity: the mean number of test identities whose ground-truth record is consistent with a",
+        f"3C query (over {s['test_identities']} test identities; 1.0 means every caption singles out its person):",
+        "",
+        "| granularity | consistent identities |",
+        "|---|---|",
+    ] + [f"| {g} | {v:.2f} |" for g, v in amb.items()] + [
+        "",
+        f"Target ranges of words: {', '.join(f'{g} {lo}-{hi}' for g, (lo, hi) in GRANULARITY_WORDS.items())}.",
+        "",
+        "Options: " + json.dumps(asdict(cfg)),
+        "",
+    ]
+    atomic_write_bytes(tmp / "CARD.md", "\n".join(lines).encode())

@@ -1,0 +1,472 @@
+"""Drawing UFine-Synth pedestrians with PIL: a figure that shows exactly what a view shows.
+
+The figure is laid out on a 128 x 384 design grid and scaled to the requested size. What is
+drawn for a view comes from ``describe.visible`` (the same table the captions use), so a chest
+logo is drawn only from the front and a backpack's label only from behind. Domains vary the
+background scene and clutter, lighting and colour cast, blur, noise, JPEG quality, resolution
+and partial occlusion.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+
+from ufinebench.synth.attributes import COLOURS, HAIR_RGB, SKIN_RGB, Record
+from ufinebench.synth.describe import visible
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Imaging conditions of one camera domain."""
+
+    name: str
+    sky: tuple[RGB, RGB]  # background gradient top -> bottom
+    ground: RGB
+    clutter: tuple[RGB, ...]
+    light: float  # brightness multiplier
+    cast: tuple[float, float, float]  # per-channel colour cast
+    blur: tuple[float, float]  # Gaussian blur radius range (at 384 px height)
+    noise: float  # Gaussian noise sigma (0-255 scale)
+    jpeg: tuple[int, int]  # JPEG quality range
+    scale: tuple[float, float]  # down-scale factor range (resolution loss)
+    occlusion: float  # probability of a foreground occluder
+    saturation: float = 1.0
+    scale_prob: float = 1.0  # probability that the resolution loss applies at all
+
+
+DOMAINS: dict[str, Domain] = {
+    # training domains
+    "street": Domain("street", ((170, 185, 200), (150, 150, 150)), (118, 118, 122), ((90, 90, 100), (160, 140, 120), (120, 60, 50)),
+                     1.0, (1.0, 1.0, 1.0), (0.0, 0.6), 3.0, (85, 95), (0.8, 1.0), 0.15, 1.0, 0.3),
+    "campus": Domain("campus", ((180, 205, 225), (120, 150, 110)), (96, 132, 84), ((60, 100, 60), (140, 120, 100), (200, 200, 190)),
+                     1.05, (0.97, 1.03, 0.96), (0.0, 0.8), 3.0, (80, 95), (0.75, 1.0), 0.15, 1.0, 0.3),
+    "mall": Domain("mall", ((222, 210, 190), (190, 175, 150)), (200, 190, 170), ((230, 220, 200), (120, 90, 70), (80, 110, 150)),
+                   0.95, (1.06, 1.0, 0.9), (0.0, 0.6), 2.0, (85, 95), (0.8, 1.0), 0.2, 1.0, 0.3),
+    # held-out domains (only in the 3C-style evaluation set)
+    "night": Domain("night", ((20, 24, 40), (40, 40, 50)), (36, 36, 42), ((70, 70, 90), (200, 180, 90), (40, 40, 60)),
+                    0.62, (0.9, 0.95, 1.18), (0.6, 1.2), 7.0, (60, 75), (0.7, 0.9), 0.2, 0.8),
+    "cctv": Domain("cctv", ((150, 150, 150), (120, 120, 120)), (105, 105, 105), ((90, 90, 90), (130, 130, 130), (70, 70, 70)),
+                   1.0, (1.0, 1.0, 1.0), (0.4, 1.0), 6.0, (45, 60), (0.35, 0.5), 0.25, 0.35),
+    "rain": Domain("rain", ((120, 128, 140), (90, 95, 100)), (70, 75, 82), ((60, 66, 75), (100, 110, 120), (140, 60, 40)),
+                   0.85, (0.95, 1.0, 1.06), (0.5, 1.2), 4.0, (65, 85), (0.6, 0.85), 0.2, 0.7),
+}
+TRAIN_DOMAINS = ("street", "campus", "mall")
+HELD_OUT_DOMAINS = ("night", "cctv", "rain")
+
+_GRID_W, _GRID_H = 128, 384
+_FONT = ImageFont.load_default()
+
+
+def _c(name: str | None, default: RGB = (128, 128, 128)) -> RGB:
+    if name is None:
+        return default
+    if name == "camouflage":
+        return (92, 98, 60)
+    return COLOURS.get(name, default)
+
+
+def _shade(c: RGB, f: float) -> RGB:
+    return tuple(int(max(0, min(255, v * f))) for v in c)  # type: ignore[return-value]
+
+
+class _Painter:
+    """Draws on the 128 x 384 design grid; ``p`` maps grid coordinates to pixels."""
+
+    def __init__(self, img: Image.Image, dx: float, rng: np.random.Generator) -> None:
+        self.img = img
+        self.d = ImageDraw.Draw(img)
+        self.sx = img.width / _GRID_W
+        self.sy = img.height / _GRID_H
+        self.dx = dx
+        self.rng = rng
+
+    def p(self, x: float, y: float) -> tuple[float, float]:
+        return ((x + self.dx) * self.sx, y * self.sy)
+
+    def poly(self, pts: list[tuple[float, float]], fill: RGB, outline: RGB | None = None) -> None:
+        self.d.polygon([self.p(x, y) for x, y in pts], fill=fill, outline=outline)
+
+    def rect(self, x0: float, y0: float, x1: float, y1: float, fill: RGB) -> None:
+        (a, b), (c, d) = self.p(x0, y0), self.p(x1, y1)
+        self.d.rectangle([min(a, c), min(b, d), max(a, c), max(b, d)], fill=fill)
+
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float, fill: RGB) -> None:
+        (a, b), (c, d) = self.p(cx - rx, cy - ry), self.p(cx + rx, cy + ry)
+        self.d.ellipse([a, b, c, d], fill=fill)
+
+    def line(self, pts: list[tuple[float, float]], fill: RGB, width: float) -> None:
+        self.d.line([self.p(x, y) for x, y in pts], fill=fill, width=max(1, int(round(width * self.sx))))
+
+    def text(self, x: float, y: float, s: str, fill: RGB) -> None:
+        self.d.text(self.p(x, y), s, fill=fill, font=_FONT, anchor="mm")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _background(img: Image.Image, dom: Domain, rng: np.random.Generator) -> int:
+    """Sky/wall gradient, ground, buildings and clutter. Returns the horizon row."""
+    w, h = img.size
+    top, bottom = np.asarray(dom.sky[0], np.float32), np.asarray(dom.sky[1], np.float32)
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    rows = top * (1 - t) + bottom * t  # (H, 3)
+    horizon = int(h * rng.uniform(0.55, 0.7))
+    rows[horizon:] = np.asarray(dom.ground, np.float32)
+    img.paste(Image.fromarray(np.repeat(rows.astype(np.uint8)[:, None, :], w, axis=1)))
+    d = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(3, 8))):  # buildings, shop fronts, trees, windows
+        c = dom.clutter[int(rng.integers(len(dom.clutter)))]
+        x0 = rng.uniform(-0.2, 1.0) * w
+        bw = rng.uniform(0.15, 0.6) * w
+        y0 = rng.uniform(0.05, 0.5) * h
+        d.rectangle([x0, y0, x0 + bw, horizon], fill=_shade(c, rng.uniform(0.8, 1.2)))
+        for _ in range(int(rng.integers(0, 4))):
+            wx, wy = x0 + rng.uniform(0, bw), rng.uniform(y0, horizon)
+            d.rectangle([wx, wy, wx + 0.06 * w, wy + 0.03 * h], fill=_shade(c, 1.4))
+    for _ in range(int(rng.integers(0, 3))):  # ground clutter: kerbs, bins, poles
+        c = dom.clutter[int(rng.integers(len(dom.clutter)))]
+        x = rng.uniform(0, w)
+        y_top = rng.uniform(0.3, 0.6) * h
+        d.rectangle([x, y_top, x + rng.uniform(0.02, 0.08) * w, max(y_top, horizon + rng.uniform(0, 0.2) * h)], fill=c)
+    if dom.name == "rain":
+        for _ in range(60):
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
+            d.line([x, y, x - 2, y + 0.03 * h], fill=(170, 175, 185))
+    return horizon
+
+
+def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.random.Generator) -> None:
+    """Paint the figure of ``r`` as seen from ``view`` onto ``img``."""
+    v = visible(r, view)
+    P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng)
+    cx = 64.0
+    bw = {"slim": 0.85, "average": 1.0, "heavy": 1.22}[r["build"]]
+    side = view == "side"
+    half = (17 if side else 27) * bw  # shoulder half-width
+    waist = (15 if side else 22) * bw
+    skin = SKIN_RGB[r["skin"]]
+    walking = pose == "walking"
+    top_y, waist_y, hip_y, knee_y, ankle_y, foot_y = 78.0, 188.0, 204.0, 268.0, 342.0, 358.0
+    inner = _c(r["upper_color"])
+    outer = r["outer"] if r["outer"] != "none" else None
+    outer_c = _c(r["outer_color"])
+    lower_c = _c(r["lower_color"])
+    # legs: (x of hip, x of foot) for the two legs
+    stride = 10 if walking else 2
+    if side:
+        legs = [(cx - 2, cx - 2 - stride * 1.4), (cx + 2, cx + 2 + stride * 1.4)]
+    else:
+        legs = [(cx - 9 * bw, cx - 9 * bw - (3 if walking else 1)), (cx + 9 * bw, cx + 9 * bw + (3 if walking else 1))]
+    leg_w = 8.5 * bw
+
+    # --- legs and lower garment -------------------------------------------------------------
+    lt, ll = r["lower_type"], r["lower_length"]
+    cover_to = {"ankle-length": ankle_y, "cropped": ankle_y - 22, "knee-length": knee_y, "above-knee": knee_y - 26}[ll]
+    for hx, fx in legs:
+        def at(y: float) -> float:
+            return hx + (fx - hx) * (y - hip_y) / (ankle_y - hip_y)
+
+        P.poly([(at(hip_y) - leg_w, hip_y), (at(hip_y) + leg_w, hip_y), (at(ankle_y) + leg_w * 0.7, ankle_y),
+                (at(ankle_y) - leg_w * 0.7, ankle_y)], skin)
+        if lt in ("jeans", "trousers", "shorts"):
+            P.poly([(at(hip_y) - leg_w - 1, hip_y - 2), (at(hip_y) + leg_w + 1, hip_y - 2),
+                    (at(cover_to) + leg_w * 0.85, cover_to), (at(cover_to) - leg_w * 0.85, cover_to)], lower_c)
+            if lt == "jeans":
+                P.line([(at(hip_y + 6), hip_y + 6), (at(cover_to - 2), cover_to - 2)], _shade(lower_c, 1.35), 1)
+        # shoes with their soles
+        sc, sole = _c(r["shoes_color"]), _c(r["sole_color"])
+        st = r["shoes_type"]
+        toe = (9 if side else 2)
+        if st == "boots":
+            P.rect(fx - leg_w * 0.8, ankle_y - 20, fx + leg_w * 0.8 + toe, foot_y - 3, sc)
+        elif st == "sandals":
+            P.rect(fx - leg_w * 0.7, ankle_y, fx + leg_w * 0.7 + toe, foot_y - 3, skin)
+            for yy in (ankle_y + 4, ankle_y + 10):
+                P.line([(fx - leg_w * 0.7, yy), (fx + leg_w * 0.7 + toe, yy)], sc, 2.5)
+        elif st == "leather shoes":
+            P.poly([(fx - leg_w * 0.8, ankle_y + 2), (fx + leg_w * 0.8, ankle_y + 2), (fx + leg_w * 0.8 + toe + 3, foot_y - 3),
+                    (fx - leg_w * 0.8, foot_y - 3)], sc)
+        else:  # sneakers
+            P.rect(fx - leg_w * 0.85, ankle_y - 1, fx + leg_w * 0.85 + toe, foot_y - 3, sc)
+            P.line([(fx - leg_w * 0.5, ankle_y + 4), (fx + leg_w * 0.5, ankle_y + 4)], _shade(sc, 1.6 if sum(sc) < 300 else 0.7), 1.5)
+        P.rect(fx - leg_w * 0.85, foot_y - 4, fx + leg_w * 0.85 + toe, foot_y, sole)
+    if lt == "skirt":
+        P.poly([(cx - waist, waist_y), (cx + waist, waist_y), (cx + waist * 1.45, cover_to), (cx - waist * 1.45, cover_to)], lower_c)
+    else:  # seat of the trousers/shorts
+        P.poly([(cx - waist, waist_y), (cx + waist, waist_y), (cx + waist + 2, hip_y + 10), (cx - waist - 2, hip_y + 10)], lower_c)
+
+    # --- hair hanging behind the body (front view: drawn first, so the torso covers it) --------
+    if view == "front" and r["hair_length"] in ("shoulder-length", "long") and r["hair_style"] not in ("ponytail", "bun"):
+        down = 42 if r["hair_length"] == "shoulder-length" else 82
+        P.poly([(cx - 17, 44), (cx + 17, 44), (cx + 19, 50 + down), (cx - 19, 50 + down)], HAIR_RGB[r["hair_color"]])
+
+    # --- torso ------------------------------------------------------------------------------
+    torso = [(cx - half, top_y + 4), (cx + half, top_y + 4), (cx + waist + 1, waist_y + 2), (cx - waist - 1, waist_y + 2)]
+    P.poly(torso, inner)
+    pat = v.get("upper_pattern")
+    if "upper_type" in v and pat and pat != "logo":
+        pc = _c(v["pattern_color"])
+        if pat == "horizontal stripes":
+            for y in np.arange(top_y + 16, waist_y, 13):
+                P.line([(cx - half + 3, y), (cx + half - 3, y)], pc, 3)
+        elif pat == "vertical stripes":
+            for x in np.arange(cx - half + 6, cx + half - 3, 9):
+                P.line([(x, top_y + 8), (x, waist_y)], pc, 2.5)
+        else:  # checked
+            for y in np.arange(top_y + 14, waist_y, 12):
+                P.line([(cx - half + 3, y), (cx + half - 3, y)], pc, 1.5)
+            for x in np.arange(cx - half + 6, cx + half - 3, 10):
+                P.line([(x, top_y + 8), (x, waist_y)], pc, 1.5)
+    if r["upper_type"] == "hoodie" and view == "back" and not outer:
+        P.poly([(cx - 14, top_y + 2), (cx + 14, top_y + 2), (cx + 10, top_y + 30), (cx - 10, top_y + 30)], _shade(inner, 0.85))
+    if r["upper_type"] == "shirt" and view == "front":
+        P.poly([(cx - 9, top_y + 4), (cx, top_y + 14), (cx + 9, top_y + 4)], _shade(inner, 0.8))
+        for y in (top_y + 30, top_y + 55, top_y + 80):
+            P.ellipse(cx, y, 1.4, 1.4, _shade(inner, 0.6))
+    if pat == "logo":
+        pc = _c(v["pattern_color"])
+        lx = cx
+        P.rect(lx - 12, top_y + 24, lx + 12, top_y + 40, _shade(inner, 0.9))
+        P.text(lx, top_y + 32, v["logo_text"], pc)
+    if "belt" in v:
+        bc = {"black belt": (20, 20, 20), "brown belt": (100, 62, 30)}[v["belt"]]
+        P.rect(cx - waist - 1, waist_y - 6, cx + waist + 1, waist_y, bc)
+        if view == "front":
+            P.rect(cx - 3, waist_y - 7, cx + 3, waist_y + 1, (180, 180, 170))
+    if outer:
+        bottom = {"jacket": waist_y + 12, "vest": waist_y + 4, "coat": knee_y - 6}[outer]
+        flare = 6 if outer == "coat" else 2
+        if view == "front":
+            gap = 7
+            P.poly([(cx - half - 1, top_y + 2), (cx - gap, top_y + 2), (cx - gap, bottom), (cx - waist - flare - 1, bottom)], outer_c)
+            P.poly([(cx + gap, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom), (cx + gap, bottom)], outer_c)
+            P.line([(cx - gap, top_y + 2), (cx - gap, bottom)], _shade(outer_c, 0.7), 1)
+            P.line([(cx + gap, top_y + 2), (cx + gap, bottom)], _shade(outer_c, 0.7), 1)
+        else:
+            P.poly([(cx - half - 1, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom), (cx - waist - flare - 1, bottom)], outer_c)
+            if view == "back":
+                P.line([(cx, top_y + 10), (cx, bottom)], _shade(outer_c, 0.75), 1)
+
+    # --- arms ---------------------------------------------------------------------------------
+    sleeve_c = outer_c if outer in ("jacket", "coat") else inner
+    long_sleeve = outer in ("jacket", "coat") or r["upper_sleeve"] == "long"
+    swing = 7 if walking else 1
+    arm_xs = [cx + 3] if side else [cx - half - 4, cx + half + 4]
+    hands: list[tuple[float, float]] = []  # in image order: left of image first
+    for k, ax in enumerate(arm_xs):
+        s = (swing if k == 0 else -swing) if not side else swing
+        elbow = (ax + s * 0.4, 140.0)
+        wrist = (ax + s, 198.0)
+        P.line([(ax, top_y + 8), elbow, wrist], skin, 9 * bw)
+        end = wrist if long_sleeve else elbow
+        P.line([(ax, top_y + 8), (ax + (end[0] - ax) * 0.5, (top_y + 8 + end[1]) / 2), end], sleeve_c, 10 * bw)
+        P.ellipse(wrist[0], wrist[1] + 4, 4.2, 5, skin)
+        hands.append((wrist[0], wrist[1] + 6))
+
+    # --- bag ------------------------------------------------------------------------------------
+    if "bag_type" in v:
+        bc = _c(r["bag_color"])
+        if r["bag_color"] == "camouflage":
+            bc = (92, 98, 60)
+        bt = r["bag_type"]
+        # the person's left is the image's right from the front and the image's left from behind
+        left_on_image_right = view == "front"
+        s_sign = 1 if ((r["bag_side"] == "left") == left_on_image_right) else -1
+        if bt == "backpack":
+            if view == "back":
+                P.rect(cx - half * 0.8, top_y + 14, cx + half * 0.8, waist_y - 8, bc)
+                if r["bag_color"] == "camouflage":
+                    for _ in range(8):
+                        P.ellipse(cx + rng.uniform(-15, 15), rng.uniform(top_y + 20, waist_y - 14), 5, 3, (60, 70, 40))
+                if "bag_label_color" in v:
+                    P.rect(cx - 11, top_y + 60, cx + 11, top_y + 76, _c(v["bag_label_color"]))
+                    P.text(cx, top_y + 68, v["bag_label_text"], (255, 255, 255) if sum(_c(v["bag_label_color"])) < 350 else (0, 0, 0))
+            elif view == "front":
+                for sx in (-1, 1):
+                    P.line([(cx + sx * (half - 8), top_y + 3), (cx + sx * (half - 6), waist_y - 30)], bc, 4)
+            else:
+                P.rect(cx - half - 16, top_y + 14, cx - half + 2, waist_y - 10, bc)
+        elif bt == "shoulder bag":
+            bx = cx + s_sign * (half + 2) if not side else cx + 8
+            P.line([(cx - s_sign * (half - 6), top_y + 4), (bx, hip_y - 6)], _shade(bc, 0.8), 2.5)
+            P.rect(bx - 11, hip_y - 14, bx + 11, hip_y + 10, bc)
+            if "bag_label_color" in v:
+                P.rect(bx - 7, hip_y - 8, bx + 7, hip_y + 2, _c(v["bag_label_color"]))
+                P.text(bx, hip_y - 3, v["bag_label_text"], (0, 0, 0))
+        else:  # handbag, hanging from one hand
+            bag_hand = 0 if len(hands) == 1 else (1 if s_sign > 0 else 0)
+            hx, hy = hands[bag_hand]
+            P.rect(hx - 10, hy + 4, hx + 10, hy + 22, bc)
+            P.line([(hx - 6, hy + 4), (hx, hy - 2), (hx + 6, hy + 4)], _shade(bc, 0.7), 2)
+            if "bag_label_color" in v:
+                P.rect(hx - 6, hy + 9, hx + 6, hy + 17, _c(v["bag_label_color"]))
+                P.text(hx, hy + 13, v["bag_label_text"], (0, 0, 0))
+
+    # --- carried object (front / side views) -------------------------------------------------
+    if "carried" in v:
+        hand = len(hands) - 1
+        if r["bag_type"] == "handbag" and len(hands) > 1:
+            hand = 1 - (1 if ((r["bag_side"] == "left") == (view == "front")) else 0)  # the free hand
+        hx, hy = hands[hand]
+        obj = v["carried"]
+        if obj == "phone":
+            P.rect(hx - 3, hy - 8, hx + 3, hy + 2, (25, 25, 30))
+        elif obj == "umbrella":
+            P.line([(hx, hy - 4), (hx + 2, hy + 70)], (40, 40, 60), 3)
+            P.line([(hx, hy - 4), (hx - 4, hy - 8)], (40, 40, 60), 2)
+        elif obj == "paper cup":
+            P.poly([(hx - 4, hy - 10), (hx + 4, hy - 10), (hx + 3, hy + 2), (hx - 3, hy + 2)], (235, 230, 215))
+        else:  # book
+            P.rect(hx - 6, hy - 6, hx + 6, hy + 10, (150, 40, 40))
+
+    # --- head, hair, headwear, glasses --------------------------------------------------------
+    hcx, hcy = cx + (3 if side else 0), 50.0
+    P.rect(cx - 5, 62, cx + 5, top_y + 6, skin)  # neck
+    P.ellipse(hcx, hcy, 12.5 if side else 13, 16, skin)
+    if side:
+        P.poly([(hcx + 11, hcy - 2), (hcx + 15, hcy + 4), (hcx + 11, hcy + 6)], skin)
+    hl = r["hair_length"]
+    if hl != "bald":
+        hc = HAIR_RGB[r["hair_color"]]
+        style = r["hair_style"]
+        down = {"short": 0, "shoulder-length": 42, "long": 82}[hl]
+        if style in ("ponytail", "bun"):
+            down = 0
+        if view == "back":
+            P.ellipse(hcx, hcy - 1, 14, 17, hc)
+        else:
+            P.poly([(hcx - 14, hcy + 2), (hcx - 12, hcy - 12), (hcx, hcy - 19), (hcx + 12, hcy - 12), (hcx + 14, hcy + 2),
+                    (hcx + 10, hcy - 8), (hcx - 10, hcy - 8)], hc)
+            if side:
+                P.ellipse(hcx - 6, hcy - 2, 8, 14, hc)
+        if down and view == "front":  # strands over the shoulders, clear of the chest's centre
+            for sgn in (-1, 1):
+                P.poly([(hcx + sgn * 10, hcy), (hcx + sgn * 15, hcy - 4), (hcx + sgn * 20, hcy + down),
+                        (hcx + sgn * 13, hcy + down)], hc)
+        if down and view != "front":  # from behind or the side, hanging hair covers the back
+            back_x = hcx - 6 if side else hcx
+            P.poly([(back_x - 15, hcy - 6), (back_x + 15 if not side else back_x + 2, hcy - 6),
+                    (back_x + 16 if not side else back_x + 3, hcy + down), (back_x - 16, hcy + down)], hc)
+        if style == "curly":
+            for ang in np.linspace(0, np.pi, 9):
+                P.ellipse(hcx - 14 * np.cos(ang), hcy - 8 - 10 * np.sin(ang), 4, 4, _shade(hc, 1.15))
+        if style == "ponytail" and view != "front":
+            tx = hcx - 14 if side else hcx
+            P.poly([(tx - 4, hcy - 4), (tx + 4, hcy - 4), (tx + 3, hcy + 40), (tx - 3, hcy + 40)], hc)
+        if style == "bun" and view != "front":
+            P.ellipse(hcx - (12 if side else 0), hcy - 16, 7, 6, _shade(hc, 0.9))
+    if view != "back":
+        eye = (30, 24, 24)
+        if side:
+            P.ellipse(hcx + 7, hcy - 1, 1.4, 1.4, eye)
+        else:
+            P.ellipse(hcx - 5, hcy - 1, 1.5, 1.5, eye)
+            P.ellipse(hcx + 5, hcy - 1, 1.5, 1.5, eye)
+    if "headwear" in v:
+        hwc = _c(v["headwear_color"])
+        hw = v["headwear"]
+        if hw == "cap":
+            P.ellipse(hcx, hcy - 10, 14, 9, hwc)
+            P.rect(hcx - 14, hcy - 10, hcx + 14, hcy - 6, hwc)
+            if view == "front":
+                P.ellipse(hcx, hcy - 6, 12, 3, _shade(hwc, 0.8))
+            elif side:
+                P.rect(hcx + 6, hcy - 8, hcx + 20, hcy - 5, _shade(hwc, 0.8))
+        elif hw == "beanie":
+            P.ellipse(hcx, hcy - 11, 14.5, 11, hwc)
+            P.rect(hcx - 14.5, hcy - 11, hcx + 14.5, hcy - 5, _shade(hwc, 0.85))
+        else:  # hat
+            P.rect(hcx - 22, hcy - 11, hcx + 22, hcy - 8, hwc)
+            P.rect(hcx - 11, hcy - 26, hcx + 11, hcy - 10, hwc)
+    if "glasses" in v:
+        gc = (15, 15, 15)
+        lens = (20, 20, 25) if v["glasses"] == "sunglasses" else skin
+        if side:
+            P.ellipse(hcx + 7, hcy - 1, 3.6, 3, gc)
+            P.ellipse(hcx + 7, hcy - 1, 2.4, 1.9, lens)
+            P.line([(hcx + 4, hcy - 2), (hcx - 6, hcy - 3)], gc, 1)
+        else:
+            for ex in (hcx - 5, hcx + 5):
+                P.ellipse(ex, hcy - 1, 4.2, 3.3, gc)
+                P.ellipse(ex, hcy - 1, 3.0, 2.2, lens)
+            P.line([(hcx - 1.5, hcy - 1), (hcx + 1.5, hcy - 1)], gc, 1)
+
+
+def _occlude(img: Image.Image, dom: Domain, rng: np.random.Generator) -> None:
+    """A pole or the edge of a passer-by in front of the person, hiding a narrow strip."""
+    w, h = img.size
+    d = ImageDraw.Draw(img)
+    c = dom.clutter[int(rng.integers(len(dom.clutter)))]
+    if rng.random() < 0.5:
+        x = rng.uniform(0.05, 0.2) * w if rng.random() < 0.5 else rng.uniform(0.8, 0.95) * w
+        d.rectangle([x, 0, x + 0.06 * w, h], fill=_shade(c, 0.7))
+    else:
+        left = rng.random() < 0.5
+        x0, x1 = (-0.2 * w, 0.12 * w) if left else (0.88 * w, 1.2 * w)
+        d.ellipse([x0, 0.25 * h, x1, 1.1 * h], fill=_shade(c, 0.5))
+
+
+_NOISE_BANK: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _noise_field(h: int, w: int) -> np.ndarray:
+    """A fixed (2H, 2W, 3) field of unit Gaussian noise per image size, made once per process.
+
+    Each image takes a window at a random offset drawn from its own generator: deterministic
+    per image and far cheaper than drawing fresh noise for every pixel.
+    """
+    key = (h, w)
+    if key not in _NOISE_BANK:
+        gen = np.random.default_rng([h, w, 0x5E])
+        _NOISE_BANK[key] = gen.standard_normal((2 * h, 2 * w, 3), dtype=np.float32)
+    return _NOISE_BANK[key]
+
+
+def _camera(img: Image.Image, dom: Domain, rng: np.random.Generator) -> Image.Image:
+    """Lighting, colour cast, saturation, blur, resolution loss and sensor noise of a domain."""
+    w, h = img.size
+    blur = rng.uniform(*dom.blur) * h / 384
+    if blur > 0.25:
+        img = img.filter(ImageFilter.BoxBlur(blur))
+    scale = rng.uniform(*dom.scale)
+    if rng.random() < dom.scale_prob and scale < 0.98:
+        small = img.resize((max(8, int(w * scale)), max(8, int(h * scale))), Image.BOX)
+        img = small.resize((w, h), Image.BILINEAR)
+    if dom.saturation != 1.0:
+        img = ImageEnhance.Color(img).enhance(dom.saturation)
+    gain = dom.light * rng.uniform(0.92, 1.08)
+    ramp = np.arange(256, dtype=np.float32)
+    lut = np.concatenate([np.minimum(255.0, ramp * (gain * c) + 0.5) for c in dom.cast]).astype(np.int32)
+    img = img.point(lut.tolist())
+    if dom.noise > 0:
+        field = _noise_field(h, w)
+        oy, ox = int(rng.integers(0, h)), int(rng.integers(0, w))
+        x = np.asarray(img, dtype=np.float32) + dom.noise * field[oy : oy + h, ox : ox + w]
+        img = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+    return img
+
+
+def render(r: Record, view: str, pose: str, domain: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """One image (H, W = ``size``) of identity ``r`` seen from ``view`` in ``domain``."""
+    h, w = size
+    dom = DOMAINS[domain]
+    img = Image.new("RGB", (w, h))
+    _background(img, dom, rng)
+    draw_person(img, r, view, pose, rng)
+    if rng.random() < dom.occlusion:
+        _occlude(img, dom, rng)
+    return _camera(img, dom, rng)
+
+
+def jpeg_bytes(img: Image.Image, domain: str, rng: np.random.Generator) -> bytes:
+    """The image encoded as JPEG at a quality drawn from the domain's range (deterministic)."""
+    lo, hi = DOMAINS[domain].jpeg
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(rng.integers(lo, hi + 1)), optimize=False)
+    return buf.getvalue()

@@ -1,0 +1,178 @@
+"""UFine-Synth: format validity, determinism, captions that match their identity, ambiguity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ufinebench.cli import main
+from ufinebench.data.annotations import read_annotations
+from ufinebench.errors import UFineBenchError
+from ufinebench.synth import build as B
+from ufinebench.synth.attributes import SLOTS, consistent, draw_identity, draw_population, record_key
+from ufinebench.synth.describe import GRANULARITY_WORDS, TRAIN_STYLES, VIEWS, caption, visible
+from ufinebench.synth.render import HELD_OUT_DOMAINS, TRAIN_DOMAINS, render
+
+CFG = B.SynthConfig(identities=30, images_per_id=(2, 3), size=(96, 32), seed=7)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    B.build(out, CFG, workers=1)
+    return out
+
+
+def _identities(out: Path) -> dict[int, dict]:
+    return {r["id"]: r for r in map(json.loads, (out / B.IDENTITIES_FILE).read_text().splitlines())}
+
+
+def test_outputs_are_valid_datasets(synth):
+    for name, fmt, splits in ((B.FINE_FILE, "ufine6926", {"train", "val", "test"}), (B.COARSE_FILE, "ufine6926", {"train", "val", "test"}),
+                              (B.THREEC_FILE, "ufine3c", {"test"})):
+        ann = read_annotations(synth / name)
+        assert ann.format == fmt and ann.ok, [str(p) for p in ann.problems][:5]
+        assert {s.split for s in ann.samples} == splits
+        assert all(len(t) and "granularity" in t and "style" in t for s in ann.samples for t in s.caption_tags)
+    assert (synth / "preview.png").read_bytes()[:4] == b"\x89PNG" and "Ambiguity" in (synth / "CARD.md").read_text()
+    assert not list(synth.parent.glob(".ds.partial-*"))
+
+
+def test_splits_are_by_identity_and_3c_holds_test_identities_only(synth):
+    ids = _identities(synth)
+    fine = json.loads((synth / B.FINE_FILE).read_text())
+    for r in fine:
+        assert r["split"] == ids[r["id"]]["split"]
+    assert all(len(r["captions"]) == 2 for r in fine)
+    assert [t["style"] for t in fine[0]["caption_tags"]] == list(TRAIN_STYLES)
+    threec = json.loads((synth / B.THREEC_FILE).read_text())
+    test_ids = {i for i, r in ids.items() if r["split"] == "test"}
+    assert {r["id"] for r in threec} == test_ids
+    sources = {r["source"] for r in threec}
+    assert sources & set(TRAIN_DOMAINS) and sources & set(HELD_OUT_DOMAINS)
+    styles = {t["style"] for r in threec for t in r["caption_tags"]}
+    assert len(styles - set(TRAIN_STYLES) - {"cuhk"}) >= 2
+    assert {t["granularity"] for r in threec for t in r["caption_tags"]} == {"fine", "medium", "coarse"}
+    coarse = json.loads((synth / B.COARSE_FILE).read_text())
+    assert [r["file_path"] for r in coarse] == [r["file_path"] for r in fine]
+    assert all(t["granularity"] == "coarse" for r in coarse for t in r["caption_tags"])
+
+
+def test_every_caption_agrees_with_its_identity_and_view(synth):
+    ids = _identities(synth)
+    for name in (B.FINE_FILE, B.COARSE_FILE, B.THREEC_FILE):
+        for r in json.loads((synth / name).read_text()):
+            truth = ids[r["id"]]["attributes"]
+            for text, tag in zip(r["captions"], r["caption_tags"]):
+                assert tag["mentions"] and consistent(truth, tag["mentions"]), (text, tag["mentions"])
+                shown = visible(truth, tag["view"])
+                for slot, value in tag["mentions"].items():
+                    assert slot in shown or value == "none", (slot, tag["view"], text)
+                for value in tag["mentions"].values():  # what is mentioned is written out
+                    if isinstance(value, str) and value.isupper():
+                        assert f"'{value}'" in text
+
+
+def test_caption_lengths_per_granularity():
+    rng = np.random.default_rng(0)
+    pop = draw_population(200, 3)
+    for g, (lo, hi) in GRANULARITY_WORDS.items():
+        lens = []
+        for r in pop:
+            for view in VIEWS:
+                for style in ("annotator_a", "annotator_b", "narrative", "witness", "colloquial"):
+                    lens.append(len(caption(r, view, g, style, rng)[0].split()))
+        lens = np.asarray(lens)
+        assert lo <= np.mean(lens) <= hi, (g, np.mean(lens))
+        assert np.mean((lens >= lo - 5) & (lens <= hi + 5)) > 0.97, g
+
+
+def test_logo_only_visible_from_the_front():
+    rng = np.random.default_rng(1)
+    while True:
+        r = draw_identity(rng)
+        if r["upper_pattern"] == "logo" and r["outer"] == "none":
+            break
+    assert "logo_text" in visible(r, "front") and "logo_text" not in visible(r, "back")
+    texts = {v: caption(r, v, "fine", "annotator_a", rng)[0] for v in VIEWS}
+    assert r["logo_text"] in texts["front"] and r["logo_text"] not in texts["back"]
+    front = np.asarray(render(r, "front", "standing", "street", (384, 128), np.random.default_rng(0)))
+    assert front.shape == (384, 128, 3)
+
+
+def test_population_unique_and_skewed():
+    pop = draw_population(500, 0)
+    assert len({record_key(r) for r in pop}) == 500
+    assert len(SLOTS) >= 15
+    top = max(np.unique([r["upper_color"] for r in pop], return_counts=True)[1]) / 500
+    assert top > 0.3  # black dominates, as in street scenes
+
+
+def test_ambiguity_recomputed_from_identities(synth):
+    ids = _identities(synth)
+    test_ids = [i for i, r in ids.items() if r["split"] == "test"]
+    threec = json.loads((synth / B.THREEC_FILE).read_text())
+    naive: dict[str, list[int]] = {}
+    for r in threec:
+        for tag in r["caption_tags"]:
+            naive.setdefault(tag["granularity"], []).append(sum(consistent(ids[i]["attributes"], tag["mentions"]) for i in test_ids))
+    got = B.ambiguity(threec, {i: r["attributes"] for i, r in ids.items()}, test_ids)
+    assert got == pytest.approx({g: float(np.mean(v)) for g, v in naive.items()})
+    assert got["coarse"] >= got["fine"] >= 1.0
+
+
+def test_ambiguity_targets_at_1000_identities():
+    """The issue's targets, on captions made as the 3C set makes them (no rendering needed)."""
+    pop = draw_population(1000, 0)
+    splits = B.assign_splits(1000, 0, CFG.split_fractions)
+    ids = {i + 1: r for i, r in enumerate(pop)}
+    test_ids = [i for i in ids if splits[i - 1] == "test"]
+    rng = np.random.default_rng(0)
+    recs = []
+    for pid in test_ids:
+        for view in VIEWS:
+            caps = [caption(ids[pid], view, g, s, rng) for g in ("fine", "coarse") for s in B.QUERY_STYLES]
+            recs.append({"caption_tags": [{"granularity": g, "mentions": c[1]} for c, g in zip(caps, ["fine"] * 5 + ["coarse"] * 5)]})
+    amb = B.ambiguity(recs, ids, test_ids)
+    assert amb["coarse"] >= 5.0 and amb["fine"] <= 1.1, amb
+
+
+def test_byte_identical_whatever_the_workers(tmp_path, synth):
+    other = tmp_path / "ds2"
+    B.build(other, CFG, workers=2)
+    files = sorted(p.relative_to(synth) for p in synth.rglob("*") if p.is_file() and p.name != "CARD.md")
+    assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file() and p.name != "CARD.md")
+    for f in files:
+        assert (synth / f).read_bytes() == (other / f).read_bytes(), f
+    B.build(tmp_path / "ds3", B.SynthConfig(**{**CFG.__dict__, "seed": 8}), workers=1)
+    assert (tmp_path / "ds3" / B.FINE_FILE).read_bytes() != (synth / B.FINE_FILE).read_bytes()
+
+
+def test_refuses_to_clobber_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UFineBenchError, match="--overwrite"):
+        B.build(out, CFG)
+    assert (out / "keep.txt").read_text() == "mine"
+
+    def boom(*a, **k):
+        raise RuntimeError("renderer failed")
+
+    monkeypatch.setattr(B, "render", boom)
+    with pytest.raises(RuntimeError):
+        B.build(tmp_path / "new", CFG)
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new.partial-*"))
+
+
+def test_cli_synth_and_bad_options(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "s"), "--identities", "6", "--images-per-id", "2:2", "--size", "64x32", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "UFine-Synth: 6 identities" in out and (tmp_path / "s" / B.FINE_FILE).exists()
+    for argv, msg in ((["--size", "64-32"], "--size"), (["--images-per-id", "5:2"], "--images-per-id"), (["--identities", "2"], "at least 3")):
+        assert main(["synth", str(tmp_path / "t"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1
