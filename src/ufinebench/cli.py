@@ -152,6 +152,32 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ufinebench.config import load_config
+    from ufinebench.train import train
+
+    if args.resume:
+        if args.config or args.set:
+            raise UFineBenchError("--resume continues a run with its own config; drop --config/--set")
+        run = train(resume=args.resume, progress=sys.stderr.isatty())
+    else:
+        if not args.config:
+            raise UFineBenchError("give --config CONFIG.yaml (or a preset name such as synth-cpu-small), or --resume RUN_DIR")
+        run = train(load_config(args.config, args.set), progress=sys.stderr.isatty())
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"run finished: {run} (checkpoints in {run}/checkpoints, log in {run}/log.jsonl)")
+    return 0
+
+
+def _cmd_import_clip(args: argparse.Namespace) -> int:
+    from ufinebench.model.pretrained import import_clip
+
+    size = _parse_pair(args.image_size, "x", "--image-size")
+    out = import_clip(args.weights, args.out, image_size=size, context_length=args.text_length)
+    print(f"wrote {out}: CLIP encoders at {size[0]}x{size[1]}, {args.text_length} text positions (use train.init_from={out})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ufinebench.demo import run_demo
 
@@ -236,6 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-3c-images", type=int, default=2, help="held-out-domain images per test person (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it holds a dataset")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "train",
+        help="train CFAM or a baseline (torchrun --nproc_per_node N -m ufinebench train ... for DDP)",
+        description=(
+            "Train from a YAML config (or a preset in configs/: synth-cpu-small, ufine6926-vitb16, "
+            "ufine6926-vitl14, cuhk-pedes-vitb16). Under torchrun each process takes its shard of every "
+            "global batch; batch-level losses gather the whole batch, so N processes match one."
+        ),
+    )
+    p.add_argument("--config", metavar="CONFIG", help="YAML file or preset name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. train.lr=1e-4 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "import-clip",
+        help="convert OpenAI CLIP weights (TorchScript or state dict) into a checkpoint",
+        description="Convert OpenAI CLIP ViT weights into our checkpoint format, interpolating image and text "
+        "position embeddings. TorchScript archives are read without running their code or unpickling arbitrary objects.",
+    )
+    p.add_argument("weights", metavar="WEIGHTS.pt", help="e.g. ViT-B-16.pt from OpenAI")
+    p.add_argument("--image-size", default="384x128", metavar="HxW", help="target image size (default 384x128)")
+    p.add_argument("--text-length", type=int, default=168, help="target text length in tokens (default 168)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="checkpoint folder to write")
+    p.set_defaults(func=_cmd_import_clip)
 
     p = sub.add_parser(
         "demo",

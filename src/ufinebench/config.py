@@ -1,0 +1,258 @@
+"""Run configuration: frozen dataclasses read from YAML, with checked types and clear errors.
+
+A config file has three sections, ``model`` (``ModelConfig``), ``data`` and ``train``. Presets
+live in ``configs/``; ``--config NAME`` finds ``configs/NAME.yaml``. ``--set train.lr=1e-4``
+overrides one key (the value is parsed as YAML). Unknown keys, wrong types and impossible values
+raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ufinebench.errors import UFineBenchError
+from ufinebench.model.cfam import ARCHS, ModelConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class ConfigError(UFineBenchError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "data/ufine_synth/ufine_synth.json"
+    format: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"  # None: no validation
+    tokenizer: str = "clip"  # clip | bpe (trained on the training captions)
+    bpe_vocab_size: int = 4000
+    hflip: bool = False
+    pad: int = 10
+    color_jitter: float = 0.1
+    erase_prob: float = 0.5
+    sampler: str = "random"  # random | identity
+    num_instances: int = 4
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 64  # global: split across processes
+    lr: float = 1e-5
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
+    adam_eps: float = 1e-8
+    weight_decay: float = 4e-5
+    warmup_epochs: float = 5.0
+    min_lr_ratio: float = 0.0
+    lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> multiplier
+    grad_clip: float = 0.0  # 0: off
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    seed: int = 0
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"granularity": 1.0, "match": 1.0, "id": 1.0, "mlm": 1.0})
+    init_from: str | None = None  # a checkpoint (e.g. from `ufinebench import-clip`) to start from
+    out_dir: str = "runs/run"
+    eval_every: int = 1  # epochs; 0: never
+    best_metric: str = "R1"
+    log_every: int = 20  # steps
+    tensorboard: bool = True  # when the tensorboard package is installed
+    max_steps_per_epoch: int = 0  # 0: whole epoch (for quick tests and benchmarks)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check (and lightly convert) a YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str) and "x" in value:  # "384x128"
+            value = value.lower().split("x")
+            try:
+                value = [int(v) for v in value]
+            except ValueError:
+                raise ConfigError(f"{key}: expected HxW, got {value!r}") from None
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            raise ConfigError(f"{section}.{k}: unknown key (known: {', '.join(sorted(names))})")
+    kw = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    try:
+        return cls(**kw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, raw: str) -> None:
+    parts = dotted.split(".")
+    if len(parts) < 2 or parts[0] not in _SECTIONS:
+        raise ConfigError(f"{dotted}: --set keys look like model.KEY, data.KEY or train.KEY")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    node = tree.setdefault(parts[0], {})
+    for p in parts[1:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: cannot set inside a non-mapping")
+    node[parts[-1]] = value
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a preset in configs/."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        return p
+    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        known = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+        raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(known)})")
+    return preset
+
+
+def load_config(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a config (YAML path, preset name or dict), apply ``KEY=VALUE`` overrides, check it."""
+    if source is None:
+        tree: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        tree = {k: dict(v) for k, v in source.items()}
+    else:
+        path = resolve_config_path(str(source))
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected sections model, data, train")
+    for k in tree:
+        if k not in _SECTIONS:
+            raise ConfigError(f"{k}: unknown section (expected model, data, train)")
+        if not isinstance(tree[k], dict):
+            raise ConfigError(f"{k}: expected a mapping of keys")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"{item}: --set expects KEY=VALUE")
+        k, v = item.split("=", 1)
+        _set_dotted(tree, k.strip(), v.strip())
+    cfg = Config(
+        model=_build(ModelConfig, tree.get("model", {}), "model"),
+        data=_build(DataConfig, tree.get("data", {}), "data"),
+        train=_build(TrainConfig, tree.get("train", {}), "train"),
+    )
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    """Values that parse but cannot work."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.arch not in ARCHS:
+        raise ConfigError(f"model.arch: must be one of {', '.join(ARCHS)}")
+    h, w = m.image_size
+    if h <= 0 or w <= 0 or h % m.patch_size or w % m.patch_size:
+        raise ConfigError(f"model.image_size: {h}x{w} must be positive multiples of model.patch_size ({m.patch_size})")
+    for key, width, heads in (("vision", m.vision_width, m.vision_heads), ("text", m.text_width, m.text_heads)):
+        if width <= 0 or heads <= 0 or width % heads:
+            raise ConfigError(f"model.{key}_width: {width} must be a positive multiple of model.{key}_heads ({heads})")
+    if m.embed_dim <= 0 or m.embed_dim % m.decoder_heads:
+        raise ConfigError(f"model.embed_dim: {m.embed_dim} must be a positive multiple of model.decoder_heads ({m.decoder_heads})")
+    if m.context_length < 4:
+        raise ConfigError("model.context_length: must be at least 4")
+    if m.temperature <= 0:
+        raise ConfigError("model.temperature: must be positive")
+    if d.tokenizer not in ("clip", "bpe"):
+        raise ConfigError("data.tokenizer: must be clip or bpe")
+    if d.sampler not in ("random", "identity"):
+        raise ConfigError("data.sampler: must be random or identity")
+    if t.epochs < 1:
+        raise ConfigError("train.epochs: must be at least 1")
+    if t.batch_size < 2:
+        raise ConfigError("train.batch_size: must be at least 2")
+    if d.sampler == "identity" and (d.num_instances < 1 or t.batch_size % d.num_instances):
+        raise ConfigError(f"data.num_instances: {d.num_instances} must divide train.batch_size ({t.batch_size})")
+    if t.lr <= 0:
+        raise ConfigError("train.lr: must be positive")
+    if t.optimizer not in ("adamw", "sgd"):
+        raise ConfigError("train.optimizer: must be adamw or sgd")
+    if t.amp not in ("none", "bf16", "fp16"):
+        raise ConfigError("train.amp: must be none, bf16 or fp16")
+    if t.best_metric not in ("R1", "R5", "R10", "mAP", "mINP", "mSD"):
+        raise ConfigError("train.best_metric: must be one of R1 R5 R10 mAP mINP mSD")
+    for k in t.loss_weights:
+        if k not in ("granularity", "match", "id", "mlm"):
+            raise ConfigError(f"train.loss_weights.{k}: unknown loss (granularity, match, id, mlm)")
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of a config (tuples as lists)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

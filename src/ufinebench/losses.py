@@ -1,0 +1,168 @@
+"""Training losses over the model's named outputs: SDM, granularity SDM, identity, matching, MLM.
+
+All losses see the *global* batch. Each process holds ``n`` local anchors; candidates (the other
+modality's embeddings, tokens for hard negatives) are gathered from every process with gradients
+(``torch.distributed.nn.functional.all_gather``). A loss returns the sum over local anchors
+divided by the global count, so summing it over processes gives exactly the single-process loss;
+the trainer multiplies by the number of processes before backward because DDP averages
+gradients. With one process nothing is gathered.
+
+SDM (IRRA, Jiang & Ye, CVPR 2023): with p_i = softmax over candidates of scale * cos(a_i, b_j)
+and q_i the true-match distribution (same person id = match, normalised),
+loss = mean_i KL(p_i || q_i), in both directions (image->text and text->image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+@dataclass
+class DistContext:
+    """What the losses need to know about the process group (defaults: a single process)."""
+
+    world_size: int = 1
+    rank: int = 0
+    seed: int = 0
+    step: int = 0
+    gather_grad: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
+    gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
+
+    @classmethod
+    def from_process_group(cls, seed: int, step: int) -> "DistContext":
+        """The context of the current torch.distributed process group."""
+        import torch.distributed as dist
+        import torch.distributed.nn.functional as dnn
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+
+        def gather_grad(t: torch.Tensor) -> torch.Tensor:
+            flat = t.reshape(t.shape[0], -1).contiguous()  # gathered as 2-D rows (see tests/test_train.py)
+            return torch.cat(dnn.all_gather(flat), dim=0).reshape(-1, *t.shape[1:])
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            parts = [torch.empty_like(t) for _ in range(world)]
+            dist.all_gather(parts, t.contiguous())
+            return torch.cat(parts, dim=0)
+
+        def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+            t = t.clone()
+            dist.all_reduce(t)
+            return t
+
+        return cls(world, rank, seed, step, gather_grad, gather, all_reduce_sum)
+
+
+def sdm_from_logits(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of KL(softmax(logits_i) || match_i / sum(match_i)). logits, match: (n, N)."""
+    q = match.float() / match.float().sum(dim=1, keepdim=True).clamp_min(EPS)
+    logp = F.log_softmax(logits.float(), dim=1)
+    return (logp.exp() * (logp - torch.log(q + EPS))).sum()
+
+
+def sdm_loss(
+    a_local: torch.Tensor, b_all: torch.Tensor, ids_local: torch.Tensor, ids_all: torch.Tensor, scale: torch.Tensor, n_total: int
+) -> torch.Tensor:
+    """One direction of SDM: local anchors (n, D) against all candidates (N, D); / n_total."""
+    logits = scale * F.normalize(a_local.float(), dim=-1) @ F.normalize(b_all.float(), dim=-1).T  # (n, N)
+    return sdm_from_logits(logits, ids_local[:, None] == ids_all[None, :]) / n_total
+
+
+def granular_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, K, D), (N, K, D) -> (n, N): mean over the K queries of the per-query cosine."""
+    a = F.normalize(a.float(), dim=-1)
+    b = F.normalize(b.float(), dim=-1)
+    return torch.einsum("ikd,jkd->ij", a, b) / a.shape[1]
+
+
+def id_loss(logits: torch.Tensor, labels: torch.Tensor, n_total: int) -> torch.Tensor:
+    """Cross-entropy of the identity classifier, summed over local items, / n_total."""
+    return F.cross_entropy(logits.float(), labels, reduction="sum") / n_total
+
+
+def sample_negatives(sim: torch.Tensor, same: torch.Tensor, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one negative per row in proportion to softmax(sim), never of the same identity.
+
+    sim, same: (n, N); uniforms: (n,) in [0, 1). Returns (indices (n,), valid (n,) bool): a row
+    whose candidates all share its identity has no negative.
+    """
+    w = torch.softmax(sim.float(), dim=1).masked_fill(same, 0.0)
+    total = w.sum(dim=1)
+    valid = total > 0
+    cdf = torch.cumsum(w, dim=1)
+    target = (uniforms * total).unsqueeze(1)
+    idx = torch.searchsorted(cdf, target).squeeze(1).clamp_max(sim.shape[1] - 1)
+    return idx, valid
+
+
+def compute_losses(
+    model: torch.nn.Module, out: dict[str, torch.Tensor], ids: torch.Tensor, labels: torch.Tensor, weights: dict[str, float],
+    ctx: DistContext | None = None, mlm_labels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """All losses the model's parts call for, plus ``loss`` (their weighted sum).
+
+    ids: (n,) raw person ids (define matches); labels: (n,) contiguous classifier labels.
+    """
+    ctx = ctx or DistContext()
+    n = ids.shape[0]
+    n_total = n * ctx.world_size
+    ids_all = ctx.gather(ids)
+    scale = out["logit_scale"]
+    img_l, txt_l = out["image_global"], out["text_global"]
+    img_all, txt_all = ctx.gather_grad(img_l), ctx.gather_grad(txt_l)
+    losses: dict[str, torch.Tensor] = {
+        "sdm_loss": sdm_loss(img_l, txt_all, ids, ids_all, scale, n_total) + sdm_loss(txt_l, img_all, ids, ids_all, scale, n_total)
+    }
+    if "image_granular" in out:
+        gi, gt = out["image_granular"], out["text_granular"]
+        gi_all, gt_all = ctx.gather_grad(gi), ctx.gather_grad(gt)
+        same = ids[:, None] == ids_all[None, :]
+        losses["granularity_loss"] = (
+            sdm_from_logits(scale * granular_similarity(gi, gt_all), same) + sdm_from_logits(scale * granular_similarity(gt, gi_all), same)
+        ) / n_total
+    if "image_id_logits" in out:
+        losses["id_loss"] = id_loss(out["image_id_logits"], labels, n_total) + id_loss(out["text_id_logits"], labels, n_total)
+    if getattr(model, "matcher", None) is not None:
+        losses["match_loss"] = _match_loss(model, out, ids, ids_all, ctx, n_total)
+    if "mlm_logits" in out and mlm_labels is not None:
+        count = ctx.all_reduce_sum((mlm_labels != -100).sum().float()).clamp_min(1.0)
+        ce = F.cross_entropy(out["mlm_logits"].float().flatten(0, 1), mlm_labels.flatten(), ignore_index=-100, reduction="sum")
+        losses["mlm_loss"] = ce / count
+    total = losses["sdm_loss"]
+    for name, key in (("granularity", "granularity_loss"), ("match", "match_loss"), ("id", "id_loss"), ("mlm", "mlm_loss")):
+        if key in losses:
+            total = total + weights.get(name, 1.0) * losses[key]
+    losses["loss"] = total
+    return losses
+
+
+def _match_loss(model: torch.nn.Module, out: dict[str, torch.Tensor], ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int) -> torch.Tensor:
+    """BCE of the matcher on positives and on one hard negative per anchor in each direction."""
+    n = ids.shape[0]
+    it, tt, tm = out["image_tokens"], out["text_match"], out["text_match_mask"]
+    it_all, tt_all = ctx.gather_grad(it), ctx.gather_grad(tt)
+    tm_all = ctx.gather(tm)
+    with torch.no_grad():
+        img_all = F.normalize(ctx.gather(out["image_global"].detach()).float(), dim=-1)
+        txt_all = F.normalize(ctx.gather(out["text_global"].detach()).float(), dim=-1)
+        lo = ctx.rank * n
+        same = ids[:, None] == ids_all[None, :]  # (n, N)
+        gen = torch.Generator(device="cpu").manual_seed(ctx.seed * 1_000_003 + ctx.step)
+        u = torch.rand(2, n * ctx.world_size, generator=gen)[:, lo : lo + n].to(ids.device)  # same draws on every process
+        scale = out["logit_scale"].detach()
+        neg_img, ok_i = sample_negatives(scale * txt_all[lo : lo + n] @ img_all.T, same, u[0])  # for each local text
+        neg_txt, ok_t = sample_negatives(scale * img_all[lo : lo + n] @ txt_all.T, same, u[1])  # for each local image
+    pos = model.match_logits(tt, tm, it)
+    logit_ti = model.match_logits(tt, tm, it_all[neg_img])
+    logit_it = model.match_logits(tt_all[neg_txt], tm_all[neg_txt], it)
+    loss = F.binary_cross_entropy_with_logits(pos.float(), torch.ones_like(pos, dtype=torch.float32), reduction="sum")
+    loss = loss + (F.binary_cross_entropy_with_logits(logit_ti.float(), torch.zeros_like(logit_ti, dtype=torch.float32), reduction="none") * ok_i).sum()
+    loss = loss + (F.binary_cross_entropy_with_logits(logit_it.float(), torch.zeros_like(logit_it, dtype=torch.float32), reduction="none") * ok_t).sum()
+    return loss / (3 * n_total)

@@ -1,0 +1,267 @@
+"""CFAM and its baselines as one switchable model.
+
+``arch`` picks a preset of parts; every part can also be switched on its own:
+
+=========  ==========================================================================
+clip-sdm   CLIP dual encoder, global SDM alignment only
+irra       + cross-modal identity loss (+ IRRA's masked-token head with ``mlm``)
+cfam       + shared cross-modal granularity decoder, hard-negative matching, identity loss
+=========  ==========================================================================
+
+CFAM as far as the paper (Zuo et al., CVPR 2024) and the authors' replies reveal; our choices
+are marked: K learnable granularity queries (16) decoded by a small transformer decoder (2
+layers) whose weights are SHARED by both modalities, cross-attending to one modality's tokens;
+granularity alignment = SDM on the mean per-query cosine similarity (our choice); a matcher
+(text tokens cross-attending to image tokens, then an MLP, binary output) scores image-text
+pairs against the hardest in-batch negatives (our choice: sampled in proportion to softmax
+similarity, ALBEF-style, same-id candidates excluded, with draws seeded per step so that any
+number of processes picks the same negatives).
+
+The model returns named tensors; ``ufinebench.losses`` turns them into losses. Retrieval stays a
+dual encoder: ``encode_image`` / ``encode_text`` give global and granularity embeddings that a
+gallery can precompute, and ``retrieval_features`` packs them into one vector whose cosine is
+the model's similarity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ufinebench.model.clip import Attention, LayerNorm, QuickGELU, TextTransformer, VisionTransformer, init_clip_like
+
+ARCHS = ("clip-sdm", "irra", "cfam")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (saved inside every checkpoint)."""
+
+    arch: str = "cfam"
+    embed_dim: int = 512
+    image_size: tuple[int, int] = (384, 128)
+    patch_size: int = 16
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    context_length: int = 168
+    vocab_size: int = 49408
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    eot_id: int | None = None  # None: CLIP's rule (end token = largest id)
+    temperature: float = 0.02  # initial SDM temperature (IRRA uses 0.02)
+    learn_temperature: bool = False
+    # parts (None: as the arch says)
+    granularity: bool | None = None
+    matching: bool | None = None
+    id_loss: bool | None = None
+    mlm: bool = False
+    num_classes: int = 0  # identities for the identity classifier (set from the data)
+    num_queries: int = 16
+    decoder_layers: int = 2
+    decoder_heads: int = 8
+    matcher_layers: int = 2
+    granularity_weight: float = 1.0  # weight of the granularity similarity at retrieval
+    grad_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+
+    @property
+    def use_granularity(self) -> bool:
+        return self.arch == "cfam" if self.granularity is None else self.granularity
+
+    @property
+    def use_matching(self) -> bool:
+        return self.arch == "cfam" if self.matching is None else self.matching
+
+    @property
+    def use_id(self) -> bool:
+        return self.arch in ("irra", "cfam") if self.id_loss is None else self.id_loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if k == "image_size" else v) for k, v in d.items() if k in names}
+        return cls(**kw)
+
+
+class DecoderLayer(nn.Module):
+    """Queries: self-attention, cross-attention to a token sequence, MLP (pre-norm)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.ln_q = LayerNorm(width)
+        self.self_attn = Attention(width, heads)
+        self.ln_x = LayerNorm(width)
+        self.ln_kv = LayerNorm(width)
+        self.cross_attn = Attention(width, heads)
+        self.ln_mlp = LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), QuickGELU(), nn.Linear(4 * width, width))
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor | None, self_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q = q + self.self_attn(self.ln_q(q), key_mask=self_mask)
+        q = q + self.cross_attn(self.ln_x(q), self.ln_kv(kv), key_mask=key_mask)
+        return q + self.mlp(self.ln_mlp(q))
+
+
+class GranularityDecoder(nn.Module):
+    """K learnable queries decoded against either modality's tokens, with shared weights."""
+
+    def __init__(self, dim: int, num_queries: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * dim**-0.5)
+        self.layers = nn.ModuleList([DecoderLayer(dim, heads) for _ in range(layers)])
+        self.ln_out = LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, N, D), key_mask (B, N) True = real token -> (B, K, D)."""
+        q = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        for layer in self.layers:
+            q = layer(q, tokens, key_mask)
+        return self.ln_out(q)
+
+
+class Matcher(nn.Module):
+    """Image-text matching head: a text sequence cross-attends to image tokens; MLP on its first token.
+
+    The text sequence is the text's global embedding followed by its granularity embeddings when
+    the model has the decoder (K + 1 tokens: cheap), else followed by all its tokens.
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([DecoderLayer(dim, heads) for _ in range(layers)])
+        self.head = nn.Sequential(LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+
+    def forward(self, text_seq: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """(P, T, D), (P, T) True = real, (P, N, D) -> (P,) logits that the pair matches."""
+        x = text_seq
+        for layer in self.layers:
+            x = layer(x, image_tokens, None, self_mask=text_mask)
+        return self.head(x[:, 0]).squeeze(-1)
+
+
+class RetrievalModel(nn.Module):
+    """CLIP dual encoder plus CFAM's optional parts (see module docstring)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.embed_dim
+        self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d)
+        self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id)
+        init_clip_like(self.visual, self.text)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=cfg.learn_temperature)
+        self.granularity = GranularityDecoder(d, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_granularity else None
+        self.matcher = Matcher(d, cfg.matcher_layers, cfg.decoder_heads) if cfg.use_matching else None
+        if cfg.use_id:
+            if cfg.num_classes < 1:
+                raise ValueError("the identity loss needs num_classes (the number of training identities)")
+            self.classifier = nn.Linear(d, cfg.num_classes)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+            nn.init.zeros_(self.classifier.bias)
+        else:
+            self.classifier = None
+        if cfg.mlm:  # IRRA's implicit relation reasoning: masked text attends to the image, predicts tokens
+            self.mlm_fusion = nn.ModuleList([DecoderLayer(d, cfg.decoder_heads) for _ in range(cfg.matcher_layers)])
+            self.mlm_head = nn.Sequential(LayerNorm(d), nn.Linear(d, d), QuickGELU(), nn.Linear(d, cfg.vocab_size))
+        else:
+            self.mlm_fusion = None
+            self.mlm_head = None
+        self.set_grad_checkpointing(cfg.grad_checkpointing)
+
+    def set_grad_checkpointing(self, on: bool) -> None:
+        self.visual.transformer.grad_checkpointing = on
+        self.text.transformer.grad_checkpointing = on
+
+    # --- per-modality encoders (what a gallery or a query needs) ---------------------------
+    def encode_image(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) -> {"global": (B, D), "tokens": (B, 1+N, D), ["granular": (B, K, D)]}."""
+        glob, tokens = self.visual(images)
+        out = {"global": glob, "tokens": tokens}
+        if self.granularity is not None:
+            out["granular"] = self.granularity(tokens[:, 1:])
+        return out
+
+    def encode_text(self, text: torch.Tensor, trim: bool = True) -> dict[str, torch.Tensor]:
+        """(B, L) ids -> {"global": (B, D), "tokens": (B, L', D), "mask": (B, L'), "eot": (B,), ["granular"]}.
+
+        With ``trim`` the padding after the batch's longest text is dropped first (L' <= L): the
+        causal encoder's outputs up to each end token do not change, and the work shrinks.
+        """
+        if trim:
+            text = text[:, : int(self.text.eot_index(text).max()) + 1]
+        glob, tokens = self.text(text)
+        eot = self.text.eot_index(text)
+        mask = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L) up to the end token
+        out = {"global": glob, "tokens": tokens, "mask": mask, "eot": eot}
+        if self.granularity is not None:
+            out["granular"] = self.granularity(tokens, key_mask=mask)
+        return out
+
+    def retrieval_features(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One vector per item whose cosine = (cos_global + w * mean_k cos_k) / (1 + w)."""
+        g = F.normalize(enc["global"].float(), dim=-1)  # (B, D)
+        if "granular" not in enc:
+            return g
+        w = self.cfg.granularity_weight
+        k = enc["granular"].shape[1]
+        q = F.normalize(enc["granular"].float(), dim=-1).flatten(1) * math.sqrt(w / k)  # (B, K*D)
+        return torch.cat([g, q], dim=1) / math.sqrt(1.0 + w)
+
+    # --- training forward ---------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, text: torch.Tensor, mlm_text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Both modalities of a batch of matching pairs -> named tensors for ``ufinebench.losses``."""
+        img = self.encode_image(images)
+        txt = self.encode_text(text, trim=False)  # the trainer trims to the global batch's longest text
+        out: dict[str, torch.Tensor] = {
+            "image_global": img["global"],
+            "text_global": txt["global"],
+            "image_tokens": img["tokens"],
+            "text_tokens": txt["tokens"],
+            "text_mask": txt["mask"],
+            "text_eot": txt["eot"],
+            "logit_scale": self.logit_scale.exp(),
+        }
+        if "granular" in img:
+            out["image_granular"] = img["granular"]
+            out["text_granular"] = txt["granular"]
+        if self.matcher is not None:
+            seq = txt["granular"] if "granular" in txt else txt["tokens"]
+            seq_mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if "granular" in txt else txt["mask"]
+            out["text_match"] = torch.cat([txt["global"][:, None], seq], dim=1)  # (B, 1 + T, D)
+            out["text_match_mask"] = torch.cat([torch.ones_like(seq_mask[:, :1]), seq_mask], dim=1)
+        if self.classifier is not None:
+            out["image_id_logits"] = self.classifier(img["global"].float())
+            out["text_id_logits"] = self.classifier(txt["global"].float())
+        if self.mlm_head is not None and mlm_text is not None:
+            _, fused = self.text(mlm_text)
+            for layer in self.mlm_fusion:
+                fused = layer(fused, img["tokens"], None)
+            out["mlm_logits"] = self.mlm_head(fused)  # (B, L, V)
+        return out
+
+    def match_logits(self, text_seq: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Matcher scores of given (text, image) pairs: (P,) logits (inputs from ``forward``)."""
+        if self.matcher is None:
+            raise RuntimeError("this model has no matcher")
+        return self.matcher(text_seq, text_mask, image_tokens)
+
+
+def config_json(cfg: ModelConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+__all__ = ["ARCHS", "ModelConfig", "RetrievalModel", "GranularityDecoder", "Matcher", "config_json"]

@@ -1,0 +1,131 @@
+"""Checkpoints that rebuild their own model, image transform and tokenizer.
+
+A checkpoint is a folder:
+
+* ``model.safetensors``: the weights (safetensors: no pickle);
+* ``meta.json``: the run config (model, data, train sections), the tokenizer's state, epoch,
+  global step and metrics;
+* ``train_state.pt`` (training checkpoints only): optimizer, scheduler and RNG states, read back
+  with ``torch.load(weights_only=True)``.
+
+Folders are written under a temporary name and renamed into place, so a crash never leaves a
+half-written checkpoint. A run folder holds ``checkpoints/epoch_NNNN``, ``checkpoints/last``
+(a text file naming the newest) and ``checkpoints/best``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ufinebench.errors import UFineBenchError
+
+
+class CheckpointError(UFineBenchError):
+    """A checkpoint that cannot be found or read."""
+
+
+@dataclass
+class LoadedModel:
+    """What a checkpoint rebuilds: the model, its image transform and its tokenizer."""
+
+    model: Any  # RetrievalModel
+    transform: Any  # ImageTransform (evaluation mode)
+    tokenizer: Any  # TextTokenizer
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.cfg.context_length)
+
+
+def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, meta: dict[str, Any], train_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder atomically (temporary folder, then rename)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if train_state is not None:
+            torch.save(train_state, tmp / "train_state.pt")
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], which: str = "best") -> Path:
+    """A checkpoint folder from itself, or from a run folder (its best, else its last)."""
+    p = Path(path)
+    if (p / "model.safetensors").is_file():
+        return p
+    ck = p / "checkpoints"
+    if ck.is_dir():
+        order = [which, "last"] if which == "best" else [which]
+        for name in order:
+            if name == "last" and (ck / "last").is_file():
+                target = ck / (ck / "last").read_text().strip()
+                if (target / "model.safetensors").is_file():
+                    return target
+            elif (ck / name / "model.safetensors").is_file():
+                return ck / name
+    raise CheckpointError(f"{p}: no checkpoint here (expected model.safetensors, or a run folder with checkpoints/)")
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder}: cannot read meta.json ({exc})") from None
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(folder / "model.safetensors"))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{folder}: cannot read model.safetensors ({exc})") from None
+
+
+def from_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device = "cpu", which: str = "best") -> LoadedModel:
+    """Rebuild model (eval mode), evaluation transform and tokenizer from a checkpoint alone."""
+    from ufinebench.data.tokenizer import tokenizer_from_state
+    from ufinebench.data.transforms import ImageTransform
+    from ufinebench.model.cfam import ModelConfig, RetrievalModel
+
+    folder = resolve_checkpoint(path, which)
+    meta = read_meta(folder)
+    try:
+        mcfg = ModelConfig.from_dict(meta["config"]["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: meta.json has no usable model config ({exc})") from None
+    model = RetrievalModel(mcfg)
+    missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.to(device).eval()
+    tokenizer = tokenizer_from_state(meta.get("tokenizer", {"kind": "clip"}))
+    transform = ImageTransform(size=tuple(mcfg.image_size))
+    return LoadedModel(model, transform, tokenizer, meta, folder)

@@ -1,0 +1,91 @@
+"""Losses against naive formulas; negatives never of the same person."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ufinebench.losses import DistContext, granular_similarity, sample_negatives, sdm_loss, compute_losses
+from ufinebench.model.cfam import ModelConfig, RetrievalModel
+
+
+def _naive_sdm(a, b, ids, scale, eps=1e-8):
+    total = 0.0
+    n = a.shape[0]
+    for i in range(n):
+        logits = [scale * float(F.cosine_similarity(a[i], b[j], dim=0)) for j in range(b.shape[0])]
+        m = max(logits)
+        z = sum(math.exp(x - m) for x in logits)
+        p = [math.exp(x - m) / z for x in logits]
+        match = [1.0 if ids[i] == ids[j] else 0.0 for j in range(b.shape[0])]
+        q = [x / sum(match) for x in match]
+        total += sum(pi * (math.log(pi) - math.log(qi + eps)) for pi, qi in zip(p, q))
+    return total / n
+
+
+def test_sdm_matches_naive_formula():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    ids = torch.tensor([1, 1, 2, 3, 3, 3, 4])
+    got = sdm_loss(a, b, ids, ids, torch.tensor(10.0), 7)
+    assert float(got) == pytest.approx(_naive_sdm(a, b, ids.tolist(), 10.0), rel=1e-5)
+
+
+def test_sdm_split_over_processes_sums_to_the_whole():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    ids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    whole = sdm_loss(a, b, ids, ids, torch.tensor(5.0), 8)
+    parts = sum(sdm_loss(a[i : i + 4], b, ids[i : i + 4], ids, torch.tensor(5.0), 8) for i in (0, 4))
+    assert torch.allclose(whole, parts, atol=1e-6)
+
+
+def test_granular_similarity_naive():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(3, 4, 6, generator=g), torch.randn(5, 4, 6, generator=g)
+    got = granular_similarity(a, b)
+    for i in range(3):
+        for j in range(5):
+            want = sum(float(F.cosine_similarity(a[i, k], b[j, k], dim=0)) for k in range(4)) / 4
+            assert float(got[i, j]) == pytest.approx(want, abs=1e-6)
+
+
+def test_negatives_follow_the_cdf_and_skip_same_identity():
+    sim = torch.tensor([[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 5.0]])
+    same = torch.tensor([[True, False, False, True], [True, True, True, True]])
+    w = torch.softmax(sim[0], 0) * torch.tensor([0.0, 1.0, 1.0, 0.0])
+    cut = float(w[1] / w.sum())
+    idx, ok = sample_negatives(sim, same, torch.tensor([cut - 1e-4, 0.5]))
+    assert idx[0] == 1 and ok.tolist() == [True, False]
+    idx, _ = sample_negatives(sim, same, torch.tensor([cut + 1e-4, 0.5]))
+    assert idx[0] == 2
+
+
+def test_compute_losses_has_every_part_and_id_loss_is_cross_entropy():
+    cfg = ModelConfig(arch="cfam", embed_dim=16, image_size=(32, 16), patch_size=16, vision_width=32, vision_layers=1, vision_heads=2,
+                      context_length=12, vocab_size=50, text_width=32, text_layers=1, text_heads=2, num_classes=3, num_queries=4,
+                      decoder_layers=1, decoder_heads=2, matcher_layers=1, mlm=True)
+    torch.manual_seed(0)
+    model = RetrievalModel(cfg)
+    img = torch.randn(6, 3, 32, 16)
+    txt = torch.randint(1, 48, (6, 12))
+    txt[:, 8] = 49
+    ids = torch.tensor([5, 5, 6, 6, 7, 7])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    mlm_labels = torch.full_like(txt, -100)
+    mlm_labels[:, 2] = txt[:, 2]
+    out = model(img, txt, txt)
+    losses = compute_losses(model, out, ids, labels, {"granularity": 0.5, "match": 2.0, "id": 1.0, "mlm": 0.1}, DistContext(), mlm_labels)
+    for k in ("sdm_loss", "granularity_loss", "match_loss", "id_loss", "mlm_loss", "loss"):
+        assert torch.isfinite(losses[k]), k
+    want_id = F.cross_entropy(out["image_id_logits"], labels) + F.cross_entropy(out["text_id_logits"], labels)
+    assert torch.allclose(losses["id_loss"], want_id, atol=1e-6)
+    total = losses["sdm_loss"] + 0.5 * losses["granularity_loss"] + 2.0 * losses["match_loss"] + losses["id_loss"] + 0.1 * losses["mlm_loss"]
+    assert torch.allclose(losses["loss"], total, atol=1e-6)
+    losses["loss"].backward()
+    assert model.matcher.head[1].weight.grad is not None and model.granularity.queries.grad is not None
+    base = RetrievalModel(ModelConfig(**{**cfg.__dict__, "arch": "clip-sdm", "mlm": False}))
+    assert base.granularity is None and base.matcher is None and base.classifier is None

@@ -1,0 +1,117 @@
+"""Encoders against the reference CLIP code; importing CLIP weights safely, with interpolation."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from ufinebench.data.tokenizer import find_clip_vocab
+from ufinebench.model.cfam import ModelConfig, RetrievalModel
+from ufinebench.model.checkpoint import from_checkpoint
+from ufinebench.model.pretrained import (
+    ImportError_,
+    import_clip,
+    interpolate_image_positions,
+    interpolate_text_positions,
+    read_clip_state_dict,
+    to_model_state_dict,
+)
+
+SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128, vision_patch_size=8, context_length=16,
+             vocab_size=100, transformer_width=64, transformer_heads=4, transformer_layers=2)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """OpenAI's CLIP model code as shipped in clip-anytorch, loaded by path (the package needs torchvision)."""
+    spec = importlib.util.spec_from_file_location("clip_reference_model", find_clip_vocab().parent / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    return mod.CLIP(**SMALL).eval()
+
+
+def _ours(image=(32, 32), context=16) -> RetrievalModel:
+    return RetrievalModel(ModelConfig(arch="clip-sdm", embed_dim=32, image_size=image, patch_size=8, vision_width=128, vision_layers=2,
+                                      vision_heads=2, context_length=context, vocab_size=100, text_width=64, text_layers=2, text_heads=4)).eval()
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    img = torch.randn(4, 3, 32, 32, generator=g)
+    txt = torch.randint(1, 98, (4, 16), generator=g)
+    for i, end in enumerate((5, 9, 15, 12)):
+        txt[i, end] = 99  # the end token is the largest id, as in CLIP
+        txt[i, end + 1 :] = 0
+    return img, txt
+
+
+def test_parity_with_reference_clip(reference):
+    ours = _ours()
+    sd, _ = to_model_state_dict(reference.state_dict(), (32, 32), 16)
+    missing, unexpected = ours.load_state_dict(sd, strict=False)
+    assert missing == ["logit_scale"] and not unexpected
+    img, txt = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(ours.encode_image(img)["global"], reference.encode_image(img), atol=1e-5, rtol=0)
+        assert torch.allclose(ours.encode_text(txt)["global"], reference.encode_text(txt), atol=1e-5, rtol=0)
+        # trimming padding does not change the result
+        assert torch.allclose(ours.encode_text(txt, trim=False)["global"], ours.encode_text(txt)["global"], atol=1e-6)
+
+
+def test_import_state_dict_and_torchscript_with_interpolation(reference, tmp_path):
+    img, txt = _inputs()
+    sd_path = tmp_path / "sd.pt"
+    torch.save(reference.state_dict(), sd_path)
+    ts_path = tmp_path / "ts.pt"
+    torch.jit.trace(reference, (img, txt)).save(str(ts_path))
+    a, b = read_clip_state_dict(sd_path), read_clip_state_dict(ts_path)
+    assert set(a) == set(b) == set(reference.state_dict())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    out = import_clip(ts_path, tmp_path / "ck", image_size=(48, 16), context_length=24)
+    loaded = from_checkpoint(out)
+    m = loaded.model
+    assert m.visual.positional_embedding.shape == (1 + 6 * 2, 128) and m.text.positional_embedding.shape == (24, 64)
+    assert torch.equal(m.visual.conv1.weight, reference.visual.conv1.weight)
+    assert torch.equal(m.visual.positional_embedding[0], reference.visual.positional_embedding[0])  # class position kept
+    assert loaded.tokenizer.eot_id == 49407 and loaded.transform.size == (48, 16)
+    with torch.no_grad():
+        assert m.encode_image(torch.randn(2, 3, 48, 16))["global"].shape == (2, 32)
+
+
+def test_interpolation_is_identity_at_the_same_size_and_smooth_otherwise():
+    pos = torch.randn(1 + 4 * 4, 8)
+    assert torch.allclose(interpolate_image_positions(pos, (4, 4), (4, 4)), pos, atol=1e-6)
+    ramp = torch.linspace(0, 1, 10)[:, None].repeat(1, 3)
+    longer = interpolate_text_positions(ramp, 20)
+    assert longer.shape == (20, 3) and torch.all(longer[1:] >= longer[:-1] - 1e-6)
+
+
+def test_refuses_code_in_weight_files(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, p)
+    with pytest.raises(ImportError_):
+        read_clip_state_dict(p)
+    z = tmp_path / "evil_ts.pt"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("m/code/__torch__/x.py", "")
+        zf.writestr("m/data.pkl", pickle.dumps(Evil()))
+    with pytest.raises(ImportError_, match="refusing"):
+        read_clip_state_dict(z)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ImportError_):
+        read_clip_state_dict(tmp_path / "junk.pt")
+    buf = io.BytesIO()
+    torch.save({"visual.conv1.weight": torch.zeros(1)}, buf)
+    (tmp_path / "partial.pt").write_bytes(buf.getvalue())
+    with pytest.raises(ImportError_, match="not a CLIP"):
+        import_clip(tmp_path / "partial.pt", tmp_path / "o")

@@ -1,0 +1,107 @@
+"""Training: learning, kill-and-resume to identical weights, 2-process DDP equal to 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from ufinebench.config import load_config
+from ufinebench.model.cfam import ModelConfig, RetrievalModel
+from ufinebench.model.checkpoint import from_checkpoint, resolve_checkpoint
+from ufinebench import train as T
+
+TINY_MODEL = [
+    "model.embed_dim=32", "model.image_size=64x32", "model.patch_size=16", "model.vision_width=32", "model.vision_layers=1",
+    "model.vision_heads=2", "model.context_length=112", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
+    "model.num_queries=4", "model.decoder_layers=1", "model.decoder_heads=2", "model.matcher_layers=1",
+]
+
+
+def _cfg(ds, out, *extra):
+    return load_config("synth-cpu-small", TINY_MODEL + [
+        f"data.dataset={ds / 'ufine_synth.json'}", f"train.out_dir={out}", "data.workers=0", "data.bpe_vocab_size=300",
+        "train.batch_size=8", "train.epochs=2", "train.max_steps_per_epoch=3", "train.eval_every=1", "train.log_every=1",
+        "data.erase_prob=0.5", "train.tensorboard=false", *extra,
+    ])
+
+
+def _weights(run):
+    return load_file(str(resolve_checkpoint(run, "last") / "model.safetensors"))
+
+
+def test_train_writes_checkpoints_and_rebuilds_from_them(tiny_synth, tmp_path):
+    run = T.train(_cfg(tiny_synth, tmp_path / "run"), progress=False)
+    ck = run / "checkpoints"
+    assert (ck / "last").read_text() == "epoch_0002" and (ck / "best" / "model.safetensors").is_file()
+    assert (run / "log.jsonl").read_text().count('"kind": "epoch"') == 2
+    loaded = from_checkpoint(run)
+    assert loaded.model.cfg.arch == "cfam" and loaded.transform.size == (64, 32)
+    toks = loaded.tokenizer.encode(["a man in a black jacket"], loaded.context_length)
+    with torch.no_grad():
+        assert loaded.model.retrieval_features(loaded.model.encode_text(toks)).shape[0] == 1
+    with pytest.raises(Exception, match="already holds a run"):
+        T.train(_cfg(tiny_synth, tmp_path / "run"), progress=False)
+
+
+def test_kill_and_resume_gives_identical_weights(tiny_synth, tmp_path, monkeypatch):
+    full = T.train(_cfg(tiny_synth, tmp_path / "full"), progress=False)
+    real = T.compute_losses
+
+    def dying(*args, **kwargs):
+        ctx = args[5] if len(args) > 5 else kwargs.get("ctx")
+        if ctx is not None and ctx.step == 4:  # the second step of epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "compute_losses", dying)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(_cfg(tiny_synth, tmp_path / "killed"), progress=False)
+    monkeypatch.setattr(T, "compute_losses", real)
+    assert (tmp_path / "killed" / "checkpoints" / "last").read_text() == "epoch_0001"
+    T.train(resume=tmp_path / "killed", progress=False)
+    a, b = _weights(full), _weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, ds: str, out: str, arch: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from pathlib import Path
+
+    T.train(_cfg(Path(ds), out, f"model.arch={arch}", "train.eval_every=0", "train.optimizer=sgd"), progress=False)
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("arch", ["clip-sdm", "irra", "cfam"])
+def test_two_processes_reach_the_weights_of_one(tiny_synth, tmp_path, arch):
+    """SGD here: AdamW's first steps divide each gradient by its own magnitude, which turns float
+    rounding noise on near-zero gradients into steps of order lr, so equal gradients do not give
+    weights equal to a meaningful tolerance. With SGD they agree to ~1e-8."""
+    torch.set_num_threads(1)
+    extra = (f"model.arch={arch}", "train.eval_every=0", "train.optimizer=sgd")
+    single = T.train(_cfg(tiny_synth, tmp_path / "one", *extra), progress=False)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_synth), str(tmp_path / "two"), arch), nprocs=2, join=True)
+    a, b = _weights(single), _weights(tmp_path / "two")
+    torch.manual_seed(0)  # the trainer's seed: the weights every run starts from
+    meta = json.loads((resolve_checkpoint(single, "last") / "meta.json").read_text())
+    start = RetrievalModel(ModelConfig.from_dict(meta["config"]["model"])).state_dict()
+    moved = max(float((a[k] - start[k]).abs().max()) for k in a if k in start)
+    assert moved > 1e-4  # training changed the weights, so the comparison means something
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), (k, float((a[k] - b[k]).abs().max()))
