@@ -182,6 +182,16 @@ class RetrievalModel(nn.Module):
             self.mlm_head = None
         self.set_grad_checkpointing(cfg.grad_checkpointing)
 
+    @classmethod
+    def from_checkpoint(cls, path: Any, device: Any = "cpu") -> Any:
+        """Rebuild (model, image transform, tokenizer) from a checkpoint or run folder alone.
+
+        Returns a ``LoadedModel`` with ``.model``, ``.transform``, ``.tokenizer``, ``.meta``.
+        """
+        from ufinebench.model.checkpoint import from_checkpoint
+
+        return from_checkpoint(path, device=device)
+
     def set_grad_checkpointing(self, on: bool) -> None:
         self.visual.transformer.grad_checkpointing = on
         self.text.transformer.grad_checkpointing = on
