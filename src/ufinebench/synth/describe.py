@@ -347,12 +347,17 @@ def _pad(text: str, m: dict, extras: list[tuple[str, dict]], lo: int, hi: int, r
     return text, m
 
 
-def _fine(w: _Writer, style: str, view: str) -> tuple[str, dict]:
-    m: dict[str, Any] = {}
+class _Mentions(dict):
+    """The slots a caption states, collected while its phrases are written."""
 
-    def take(res: tuple[str, dict]) -> str:
-        m.update(res[1])
-        return res[0]
+    def take(self, phrase: tuple[str, dict]) -> str:
+        self.update(phrase[1])
+        return phrase[0]
+
+
+def _fine(w: _Writer, style: str, view: str) -> tuple[str, dict]:
+    m = _Mentions()
+    take = m.take
 
     person = take(w.person(True))
     hair = take(w.hair(True))
@@ -427,11 +432,8 @@ def _fine(w: _Writer, style: str, view: str) -> tuple[str, dict]:
 
 
 def _medium(w: _Writer, style: str, view: str) -> tuple[str, dict]:
-    m: dict[str, Any] = {}
-
-    def take(res: tuple[str, dict]) -> str:
-        m.update(res[1])
-        return res[0]
+    m = _Mentions()
+    take = m.take
 
     person = take(w.person(False))
     hair = take(w.hair(False))
