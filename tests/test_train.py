@@ -36,8 +36,9 @@ def _weights(run):
 
 
 def test_train_writes_checkpoints_and_rebuilds_from_them(tiny_synth, tmp_path):
-    run = T.train(_cfg(tiny_synth, tmp_path / "run"), progress=False)
+    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.tensorboard=true"), progress=False)
     ck = run / "checkpoints"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (ck / "last").read_text() == "epoch_0002" and (ck / "best" / "model.safetensors").is_file()
     assert (run / "log.jsonl").read_text().count('"kind": "epoch"') == 2
     loaded = from_checkpoint(run)
