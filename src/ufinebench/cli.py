@@ -178,6 +178,89 @@ def _cmd_import_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ufinebench.data.annotations import load_dataset
+    from ufinebench.evaluate import evaluate_checkpoint
+    from ufinebench.io import save_metrics_npz, write_json
+    from ufinebench.tables import format_table
+
+    if args.rerank_topk < 0:
+        raise UFineBenchError("--rerank-topk must be positive")
+    ann = load_dataset(args.data, args.format, split=args.split)
+    samples = ann.split(args.split)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results, names = [], []
+    for ck in args.checkpoint:
+        name = Path(ck).resolve().name
+        if name in ("best", "last") or name.startswith("epoch_"):
+            name = Path(ck).resolve().parent.parent.name + "/" + name
+        while name in names:
+            name += "'"
+        names.append(name)
+        r = evaluate_checkpoint(ck, samples, rerank_topk=args.rerank_topk, msd=args.msd, device=device,
+                                batch_size=args.batch_size, progress=sys.stderr.isatty())
+        r["name"] = name
+        results.append(r)
+    rows = {}
+    for r in results:
+        rows[r["name"]] = r["overall"]
+        if "rerank" in r:
+            rows[f"{r['name']} + re-rank top {r['rerank']['topk']} ({r['rerank']['seconds']:.1f} s)"] = r["rerank"]["overall"]
+    print(f"{ann.path} [{args.split}]: {len(samples)} images, text-to-image, mSD {args.msd}\n")
+    print(format_table(rows))
+    for key in ("source", "granularity", "style", "words"):
+        if any(key in r["breakdown"] for r in results):
+            table = {f"{r['name']} | {v}": d for r in results for v, d in r["breakdown"].get(key, {}).items()}
+            print(f"\nby {key}:")
+            print(format_table(table))
+    if args.json:
+        write_json(args.json, {"dataset": str(ann.path), "split": args.split, "msd_variant": args.msd,
+                               "models": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]})
+        print(f"\nwrote {args.json}")
+    if args.save_features:
+        for r in results:
+            f = r["_features"]
+            target = args.save_features if len(results) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{len(rows)}.npz"
+            save_metrics_npz(target, query_features=f["query_features"], gallery_features=f["gallery_features"],
+                             query_ids=f["query_ids"], gallery_ids=f["gallery_ids"])
+            print(f"wrote {target}")
+    if args.report:
+        from ufinebench.report import write_report
+
+        page = write_report(results, args.report, dataset=str(ann.path), split=args.split)
+        print(f"wrote {page}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ufinebench.tables import format_table
+
+    rows: dict[str, dict] = {}
+    for path in args.files:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UFineBenchError(f"{path}: cannot read JSON ({exc})") from None
+        if isinstance(data, dict) and "models" in data:
+            for m in data["models"]:
+                rows[f"{m.get('name', Path(path).stem)}"] = m["overall"]
+                if "rerank" in m:
+                    rows[f"{m.get('name', Path(path).stem)} + re-rank"] = m["rerank"]["overall"]
+        elif isinstance(data, dict) and "R1" in data:
+            rows[Path(path).stem] = data
+        else:
+            raise UFineBenchError(f"{path}: not an output of `ufinebench eval --json` or `ufinebench metrics --json`")
+    print(format_table(rows, markdown=args.markdown))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ufinebench.demo import run_demo
 
@@ -288,6 +371,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-length", type=int, default=168, help="target text length in tokens (default 168)")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="checkpoint folder to write")
     p.set_defaults(func=_cmd_import_clip)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate checkpoints on a dataset split: metrics, 3C breakdowns, re-ranking, HTML report",
+        description="Encode the gallery (unique images) and queries (every caption) of a split, compute R1 R5 R10 mAP "
+        "mINP mSD overall and per source / granularity / style / caption length, optionally re-rank each query's top K "
+        "with the matcher, and write JSON, features and a self-contained HTML report.",
+    )
+    p.add_argument("--checkpoint", action="append", required=True, metavar="RUN_OR_CKPT", help="run folder or checkpoint (repeat to compare)")
+    p.add_argument("--data", required=True, metavar="DATASET", help="annotation file, or the dataset folder that holds it")
+    from ufinebench.data.annotations import FORMATS
+
+    p.add_argument("--format", choices=list(FORMATS), help="dataset format when it cannot be inferred")
+    p.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every record)")
+    p.add_argument("--rerank-topk", type=int, default=0, metavar="K", help="re-rank each query's top K with the matcher")
+    p.add_argument("--msd", choices=["paper", "official"], default="paper", help="mSD variant (default paper)")
+    p.add_argument("--json", metavar="OUT", help="write all figures as JSON (input of `ufinebench compare`)")
+    p.add_argument("--report", metavar="DIR", help="write DIR/index.html")
+    p.add_argument("--save-features", metavar="OUT.npz", help="write features and ids (input of `ufinebench metrics`)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("compare", help="paper-style table of several eval/metrics JSON files",
+                       description="Put the results of `ufinebench eval --json` (or `metrics --json`) files side by side.")
+    p.add_argument("files", nargs="+", metavar="FILE.json")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
         "demo",

@@ -1,12 +1,18 @@
-"""Feature extraction and evaluation of a model on an annotated split.
+"""The evaluation paradigm: encode a split, score it, break it down, optionally re-rank.
 
 Encodes the gallery (unique images) and the queries (every caption) in batches, then scores them
 with the metrics engine. Similarity is the model's own: cosine of ``retrieval_features`` (global
-embedding, plus the granularity embeddings for CFAM).
+embedding, plus the granularity embeddings for CFAM). Results are broken down by the query tags
+the annotations carry (UFine3C's ``source``, ``granularity``, ``style``) and always by caption
+length (``words``: <= 30, 31-60, > 60). Re-ranking re-orders each query's top K by the matcher
+head: the set of the top K and every similarity value stay, only their order changes, so R@K and
+mAP show the re-ranker's effect and mSD is computed on the same values.
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,15 +21,20 @@ from torch.utils.data import DataLoader
 
 from ufinebench.data.annotations import Sample
 from ufinebench.data.datasets import collate, eval_sets
-from ufinebench.metrics import RetrievalResult, metrics_from_features
+from ufinebench.metrics import RetrievalResult, metrics_from_blocks, metrics_from_features
+
+BREAKDOWN_KEYS = ("source", "granularity", "style", "words")
 
 
 @torch.no_grad()
 def extract_features(
     model: Any, samples: Sequence[Sample], tokenizer: Any, transform: Any, *, batch_size: int = 64, workers: int = 0,
-    device: str | torch.device = "cpu", progress: bool = False,
+    device: str | torch.device = "cpu", progress: bool = False, keep_tokens: bool = False,
 ) -> dict[str, Any]:
-    """Gallery and query retrieval features (float32, CPU) with their ids and query tags."""
+    """Gallery and query retrieval features (float32, CPU) with ids, tags, and what reports need.
+
+    With ``keep_tokens`` the image tokens and the matcher's text inputs are kept (re-ranking).
+    """
     gallery, queries = eval_sets(samples, tokenizer, transform, model.cfg.context_length)
     was_training = model.training
     model.eval()
@@ -32,19 +43,27 @@ def extract_features(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(gallery) + len(queries), unit="item", desc="encoding", leave=False)
-    gfeat, qfeat = [], []
+    gfeat, qfeat, gtok, qseq, qmask = [], [], [], [], []
     for batch in DataLoader(gallery, batch_size=batch_size, num_workers=workers, collate_fn=collate):
-        gfeat.append(model.retrieval_features(model.encode_image(batch["image"].to(device))).cpu())
+        enc = model.encode_image(batch["image"].to(device))
+        gfeat.append(model.retrieval_features(enc).cpu())
+        if keep_tokens:
+            gtok.append(enc["tokens"].half().cpu())
         if bar is not None:
             bar.update(len(batch["index"]))
     for batch in DataLoader(queries, batch_size=batch_size, num_workers=0, collate_fn=collate):
-        qfeat.append(model.retrieval_features(model.encode_text(batch["tokens"].to(device))).cpu())
+        enc = model.encode_text(batch["tokens"].to(device))
+        qfeat.append(model.retrieval_features(enc).cpu())
+        if keep_tokens:
+            seq, mask = model.text_match_inputs(enc)
+            qseq.extend(seq.half().cpu())
+            qmask.extend(mask.cpu())
         if bar is not None:
             bar.update(len(batch["index"]))
     if bar is not None:
         bar.close()
     model.train(was_training)
-    return {
+    out = {
         "gallery_features": torch.cat(gfeat).numpy(),  # (G, F)
         "query_features": torch.cat(qfeat).numpy(),  # (Q, F)
         "gallery_ids": gallery.person_ids,
@@ -54,9 +73,120 @@ def extract_features(
         "gallery_paths": [str(s.image_path) for s in gallery.samples],
         "query_image_index": np.asarray([q.image_index for q in queries.queries], dtype=np.int64),
     }
+    if keep_tokens:
+        out["gallery_tokens"] = torch.cat(gtok)  # (G, 1+N, D) float16
+        out["query_match_seq"] = qseq  # Q tensors (T_i, D): lengths differ between batches
+        out["query_match_mask"] = qmask
+    return out
 
 
 def evaluate_samples(model: Any, samples: Sequence[Sample], tokenizer: Any, transform: Any, **kw: Any) -> RetrievalResult:
     """Text-to-image metrics of ``model`` on ``samples`` (R@K, mAP, mINP, mSD)."""
     f = extract_features(model, samples, tokenizer, transform, **kw)
     return metrics_from_features(f["query_features"], f["gallery_features"], f["query_ids"], f["gallery_ids"])
+
+
+def breakdown(features: dict[str, Any], msd: str = "paper") -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics per value of every tag key present (source, granularity, style, words)."""
+    tags = features["query_tags"]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in BREAKDOWN_KEYS:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(tags):
+            if key in t:
+                groups[str(t[key])].append(i)
+        if not groups:
+            continue
+        out[key] = {}
+        for value in sorted(groups):
+            idx = np.asarray(groups[value])
+            res = metrics_from_features(features["query_features"][idx], features["gallery_features"], features["query_ids"][idx],
+                                        features["gallery_ids"], msd=msd)
+            out[key][value] = res.as_dict()
+    return out
+
+
+@torch.no_grad()
+def rerank(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu", msd: str = "paper",
+           batch_pairs: int = 512) -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
+    """Re-order each query's top ``k`` by the matcher; returns (metrics, seconds, top-k idx, new order)."""
+    if getattr(model, "matcher", None) is None:
+        from ufinebench.errors import UFineBenchError
+
+        raise UFineBenchError("--rerank-topk needs a model with a matcher head (arch cfam, or model.matching: true)")
+    t0 = time.perf_counter()
+    q, g = features["query_features"], features["gallery_features"]
+    qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    gn = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    k = max(1, min(k, g.shape[0]))
+    top = np.empty((q.shape[0], k), dtype=np.int64)
+    for i0 in range(0, q.shape[0], 1024):
+        s = qn[i0 : i0 + 1024] @ gn.T  # (b, G)
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+        top[i0 : i0 + 1024] = np.take_along_axis(part, order, axis=1)
+    gt = features["gallery_tokens"]
+    new_order = np.empty_like(top)
+    model.eval()
+    pairs = [(qi, j) for qi in range(q.shape[0]) for j in range(k)]
+    logits = np.empty((q.shape[0], k), dtype=np.float32)
+    for p0 in range(0, len(pairs), batch_pairs):
+        chunk = pairs[p0 : p0 + batch_pairs]
+        seqs = [features["query_match_seq"][qi] for qi, _ in chunk]
+        masks = [features["query_match_mask"][qi] for qi, _ in chunk]
+        length = max(s.shape[0] for s in seqs)
+        seq = torch.zeros(len(chunk), length, seqs[0].shape[1], dtype=torch.float32)
+        mask = torch.zeros(len(chunk), length, dtype=torch.bool)
+        for r, (sq, mk) in enumerate(zip(seqs, masks)):
+            seq[r, : sq.shape[0]] = sq.float()
+            mask[r, : mk.shape[0]] = mk
+        imgs = gt[[int(top[qi, j]) for qi, j in chunk]].float()
+        lg = model.match_logits(seq.to(device), mask.to(device), imgs.to(device)).float().cpu().numpy()
+        for (qi, j), v in zip(chunk, lg):
+            logits[qi, j] = v
+    new_order = np.argsort(-logits, axis=1, kind="stable")  # (Q, k): positions within the top k
+    seconds = time.perf_counter() - t0
+
+    def block(i0: int, i1: int) -> np.ndarray:
+        s = (qn[i0:i1] @ gn.T).astype(np.float32)  # (b, G) dual-encoder similarities
+        rows = np.arange(i1 - i0)[:, None]
+        vals = s[rows, top[i0:i1]]  # (b, k), descending
+        s[rows, np.take_along_axis(top[i0:i1], new_order[i0:i1], axis=1)] = vals  # same values, matcher's order
+        return s
+
+    res = metrics_from_blocks(block, features["query_ids"], features["gallery_ids"], msd=msd, per_query=True)
+    return res, seconds, top, new_order
+
+
+def evaluate_checkpoint(
+    checkpoint: str, samples: Sequence[Sample], *, rerank_topk: int = 0, msd: str = "paper", device: str = "cpu",
+    batch_size: int = 64, progress: bool = False,
+) -> dict[str, Any]:
+    """Everything ``ufinebench eval`` reports for one checkpoint (plus the features, for reports)."""
+    from ufinebench.model.checkpoint import from_checkpoint
+
+    loaded = from_checkpoint(checkpoint, device=device)
+    t0 = time.perf_counter()
+    feats = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=batch_size, device=device,
+                             progress=progress, keep_tokens=rerank_topk > 0)
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = metrics_from_features(feats["query_features"], feats["gallery_features"], feats["query_ids"], feats["gallery_ids"],
+                                msd=msd, per_query=True)
+    t_metrics = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "checkpoint": str(loaded.path),
+        "arch": loaded.model.cfg.arch,
+        "overall": res.as_dict(),
+        "breakdown": breakdown(feats, msd),
+        "seconds": {"encode": round(t_enc, 3), "metrics": round(t_metrics, 3)},
+        "config": loaded.meta.get("config", {}),
+        "msd_variant": msd,
+    }
+    if rerank_topk > 0:
+        rr, secs, top, order = rerank(loaded.model, feats, rerank_topk, device=device, msd=msd)
+        out["rerank"] = {"topk": rerank_topk, "overall": rr.as_dict(), "seconds": round(secs, 3)}
+        feats["rerank_per_query"] = rr.per_query
+    feats["per_query"] = res.per_query
+    out["_features"] = feats
+    return out

@@ -257,6 +257,40 @@ def metrics_from_features(
     return _evaluate(block_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
 
 
+def metrics_from_blocks(
+    block_fn: Callable[[int, int], np.ndarray],
+    query_ids: Any,
+    gallery_ids: Any,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    msd: MsdVariant = "paper",
+    per_query: bool = False,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> RetrievalResult:
+    """Evaluate a similarity matrix that the caller produces a block of query rows at a time.
+
+    ``block_fn(i0, i1)`` returns the (i1 - i0, G) float32 similarities of queries i0..i1-1. It
+    may be called from several threads at once (numpy work only, please). Used for re-ranking,
+    where only a few entries per row change, without holding the Q x G matrix.
+    """
+    _check_options(ks, msd, "t2i", "numba")
+    qids = _as_ids(query_ids, "query_ids")
+    gids = _as_ids(gallery_ids, "gallery_ids")
+    _check_nonempty(len(qids), len(gids))
+    chunk = chunk_size or _default_chunk(len(gids), False)
+
+    def block_np(i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+        block = np.ascontiguousarray(block_fn(i0, i1), dtype=np.float32)
+        if block.shape != (i1 - i0, len(gids)):
+            raise MetricsInputError(f"block_fn returned shape {block.shape}, expected {(i1 - i0, len(gids))}")
+        if not np.isfinite(block).all():
+            raise MetricsInputError("similarity contains NaN or inf")
+        return block, block.sum(axis=1, dtype=np.float64)
+
+    return _evaluate(block_np, qids, gids, len(qids), len(gids), ks, msd, per_query, chunk, progress, "numba")
+
+
 # --------------------------------------------------------------------------------------------
 # Driver
 
@@ -649,6 +683,7 @@ __all__ = [
     "MetricsInputError",
     "PerQuery",
     "RetrievalResult",
+    "metrics_from_blocks",
     "metrics_from_features",
     "metrics_from_similarity",
     "msd_single",

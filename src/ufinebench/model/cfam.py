@@ -249,10 +249,7 @@ class RetrievalModel(nn.Module):
             out["image_granular"] = img["granular"]
             out["text_granular"] = txt["granular"]
         if self.matcher is not None:
-            seq = txt["granular"] if "granular" in txt else txt["tokens"]
-            seq_mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if "granular" in txt else txt["mask"]
-            out["text_match"] = torch.cat([txt["global"][:, None], seq], dim=1)  # (B, 1 + T, D)
-            out["text_match_mask"] = torch.cat([torch.ones_like(seq_mask[:, :1]), seq_mask], dim=1)
+            out["text_match"], out["text_match_mask"] = self.text_match_inputs(txt)
         if self.classifier is not None:
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
@@ -262,6 +259,14 @@ class RetrievalModel(nn.Module):
                 fused = layer(fused, img["tokens"], None)
             out["mlm_logits"] = self.mlm_head(fused)  # (B, L, V)
         return out
+
+    @staticmethod
+    def text_match_inputs(txt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matcher's text side from ``encode_text``: global then granular (or all) tokens, and its mask."""
+        seq = txt["granular"] if "granular" in txt else txt["tokens"]
+        mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if "granular" in txt else txt["mask"]
+        seq = torch.cat([txt["global"][:, None], seq], dim=1)  # (B, 1 + T, D)
+        return seq, torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
 
     def match_logits(self, text_seq: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
         """Matcher scores of given (text, image) pairs: (P,) logits (inputs from ``forward``)."""
