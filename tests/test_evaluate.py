@@ -1,0 +1,105 @@
+"""Evaluation: breakdowns recomputed independently, re-ranking touches only the top K, the report."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from ufinebench import train as T
+from ufinebench.cli import main
+from ufinebench.config import load_config
+from ufinebench.data.annotations import load_dataset
+from ufinebench.evaluate import evaluate_checkpoint, rerank
+
+from reference import reference_metrics
+from test_train import TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_run") / "run"
+    cfg = load_config("synth-cpu-small", TINY_MODEL + [
+        f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={out}", "data.workers=0", "data.bpe_vocab_size=300",
+        "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=4", "train.eval_every=0", "train.tensorboard=false",
+    ])
+    return T.train(cfg, progress=False)
+
+
+def test_breakdown_counts_and_figures_recomputed(tiny_synth, tiny_run, tmp_path, capsys):
+    data = tiny_synth / "ufine_synth_3c.json"
+    out_json, npz = tmp_path / "e.json", tmp_path / "f.npz"
+    assert main(["eval", "--checkpoint", str(tiny_run), "--data", str(data), "--json", str(out_json), "--save-features", str(npz)]) == 0
+    res = json.loads(out_json.read_text())["models"][0]
+    records = json.loads(data.read_text())
+    tags = [(r["source"], t["granularity"], t["style"], len(c.split())) for r in records for c, t in zip(r["captions"], r["caption_tags"])]
+    assert res["overall"]["queries"] == len(tags)
+    for key, pos in (("source", 0), ("granularity", 1), ("style", 2)):
+        want = Counter(t[pos] for t in tags)
+        assert {v: d["queries"] for v, d in res["breakdown"][key].items()} == dict(want)
+    buckets = Counter("<=30" if n <= 30 else "31-60" if n <= 60 else ">60" for *_, n in tags)
+    assert {v: d["queries"] for v, d in res["breakdown"]["words"].items()} == dict(buckets)
+    z = np.load(npz)
+    q, g = z["query_features"], z["gallery_features"]
+    sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    ref_all = reference_metrics(sim, z["query_ids"], z["gallery_ids"])["summary"]
+    assert res["overall"] == pytest.approx(ref_all, abs=1e-4)
+    fine = np.asarray([t[1] == "fine" for t in tags])
+    ref_fine = reference_metrics(sim[fine], z["query_ids"][fine], z["gallery_ids"])["summary"]
+    assert res["breakdown"]["granularity"]["fine"] == pytest.approx(ref_fine, abs=1e-4)
+
+
+def test_rerank_reorders_only_the_top_k(tiny_synth, tiny_run):
+    samples = load_dataset(tiny_synth / "ufine_synth_3c.json").split("test")
+    out = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=3)
+    f = out["_features"]
+    from ufinebench.model.checkpoint import from_checkpoint
+
+    model = from_checkpoint(tiny_run).model
+    rr, secs, top, order = rerank(model, f, 3)
+    q, g = f["query_features"], f["gallery_features"]
+    qn, gn = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
+    sim = qn @ gn.T
+    assert out["rerank"]["overall"]["queries"] == out["overall"]["queries"] and secs >= 0
+    for i in range(len(q)):
+        assert sorted(order[i].tolist()) == [0, 1, 2]
+        first = rr.per_query.first_hit_rank[i]
+        hits_top = [j for j in top[i] if f["gallery_ids"][j] == f["query_ids"][i]]
+        if hits_top:  # the first positive stays within the top 3
+            assert first <= 3
+        else:  # nothing in the top 3: ranks beyond it are the dual encoder's
+            assert first == out["_features"]["per_query"].first_hit_rank[i]
+    # the dual encoder's own top 3 is what was re-ordered
+    assert all(set(top[i].tolist()) == set(np.argsort(-sim[i], kind="stable")[:3].tolist()) for i in range(len(q)))
+
+
+def test_report_is_self_contained(tiny_synth, tiny_run, tmp_path, capsys):
+    rep = tmp_path / "rep"
+    assert main(["eval", "--checkpoint", str(tiny_run), "--checkpoint", str(tiny_run), "--data", str(tiny_synth / "ufine_synth_3c.json"),
+                 "--report", str(rep), "--rerank-topk", "2"]) == 0
+    page = (rep / "index.html").read_text()
+    assert "<table>" in page and "CMC" in page and "worst by AP" in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert page.count("data:image/png;base64,") >= 5 and page.count("data:image/jpeg;base64,") >= 80
+    assert "run&#x27;" in page  # the second copy of the same run gets its own name (escaped)
+
+
+def test_compare_and_errors(tiny_synth, tiny_run, tmp_path, capsys):
+    j = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", str(tiny_run), "--data", str(tiny_synth / "ufine_synth.json"), "--json", str(j)]) == 0
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"R1": 1.0, "R5": 2.0, "R10": 3.0, "mAP": 4.0, "mINP": 5.0, "mSD": 6.0, "queries": 7}))
+    capsys.readouterr()
+    assert main(["compare", str(j), str(m), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| model") and "| m " in out and "run" in out
+    for argv in (["eval", "--checkpoint", str(tmp_path / "nope"), "--data", str(tiny_synth)],
+                 ["eval", "--checkpoint", str(tiny_run), "--data", str(tmp_path / "none.json")],
+                 ["compare", str(tmp_path / "none.json")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
