@@ -103,3 +103,38 @@ def test_compare_and_errors(tiny_synth, tiny_run, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def _encode_worker(rank: int, world: int, port: int, run: str, data: str, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from ufinebench.evaluate import extract_features
+    from ufinebench.model.checkpoint import from_checkpoint
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    lm = from_checkpoint(run)
+    f = extract_features(lm.model, load_dataset(data).split("test"), lm.tokenizer, lm.transform, batch_size=4)
+    if rank == 0:
+        np.savez(out, q=f["query_features"], g=f["gallery_features"])
+    dist.destroy_process_group()
+
+
+def test_encoding_shared_by_two_processes_equals_one(tiny_synth, tiny_run, tmp_path):
+    import torch.multiprocessing as mp
+
+    from test_train import _free_port
+    from ufinebench.evaluate import extract_features
+    from ufinebench.model.checkpoint import from_checkpoint
+
+    data = str(tiny_synth / "ufine_synth_3c.json")
+    mp.spawn(_encode_worker, args=(2, _free_port(), str(tiny_run), data, str(tmp_path / "two.npz")), nprocs=2, join=True)
+    lm = from_checkpoint(tiny_run)
+    one = extract_features(lm.model, load_dataset(data).split("test"), lm.tokenizer, lm.transform, batch_size=4)
+    two = np.load(tmp_path / "two.npz")
+    assert two["g"].shape == one["gallery_features"].shape and two["q"].shape == one["query_features"].shape
+    np.testing.assert_allclose(two["g"], one["gallery_features"], atol=1e-5)
+    np.testing.assert_allclose(two["q"], one["query_features"], atol=1e-5)

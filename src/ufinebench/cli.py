@@ -190,9 +190,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.rerank_topk < 0:
         raise UFineBenchError("--rerank-topk must be positive")
+    import os
+
     ann = load_dataset(args.data, args.format, split=args.split)
     samples = ann.split(args.split)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank = 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: the processes share the encoding
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        rank = dist.get_rank()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
     results, names = [], []
     for ck in args.checkpoint:
         name = Path(ck).resolve().name
@@ -205,6 +217,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, progress=sys.stderr.isatty())
         r["name"] = name
         results.append(r)
+    if rank != 0:  # only the first process reports
+        return 0
     rows = {}
     for r in results:
         rows[r["name"]] = r["overall"]

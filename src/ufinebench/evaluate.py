@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ufinebench.data.annotations import Sample
 from ufinebench.data.datasets import collate, eval_sets
@@ -38,20 +38,24 @@ def extract_features(
     gallery, queries = eval_sets(samples, tokenizer, transform, model.cfg.context_length)
     was_training = model.training
     model.eval()
+    rank, world = _process_group()
+    g_idx = np.array_split(np.arange(len(gallery)), world)[rank]  # this process's share (all of it alone)
+    q_idx = np.array_split(np.arange(len(queries)), world)[rank]
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(gallery) + len(queries), unit="item", desc="encoding", leave=False)
+        bar = tqdm(total=len(g_idx) + len(q_idx), unit="item", desc="encoding", leave=False)
     gfeat, qfeat, gtok, qseq, qmask = [], [], [], [], []
-    for batch in DataLoader(gallery, batch_size=batch_size, num_workers=workers, collate_fn=collate):
+    g_loader = DataLoader(Subset(gallery, g_idx.tolist()), batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    for batch in g_loader:
         enc = model.encode_image(batch["image"].to(device))
         gfeat.append(model.retrieval_features(enc).cpu())
         if keep_tokens:
             gtok.append(enc["tokens"].half().cpu())
         if bar is not None:
             bar.update(len(batch["index"]))
-    for batch in DataLoader(queries, batch_size=batch_size, num_workers=0, collate_fn=collate):
+    for batch in DataLoader(Subset(queries, q_idx.tolist()), batch_size=batch_size, num_workers=0, collate_fn=collate):
         enc = model.encode_text(batch["tokens"].to(device))
         qfeat.append(model.retrieval_features(enc).cpu())
         if keep_tokens:
@@ -60,12 +64,25 @@ def extract_features(
             qmask.extend(mask.cpu())
         if bar is not None:
             bar.update(len(batch["index"]))
+    g_local = torch.cat(gfeat).numpy() if gfeat else np.zeros((0, 0), np.float32)
+    q_local = torch.cat(qfeat).numpy() if qfeat else np.zeros((0, 0), np.float32)
+    if world > 1:  # every process gets the whole set back, in order
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (g_local, q_local, torch.cat(gtok) if gtok else None, qseq, qmask))
+        g_local = np.concatenate([p[0] for p in parts if len(p[0])])
+        q_local = np.concatenate([p[1] for p in parts if len(p[1])])
+        if keep_tokens:
+            gtok = [p[2] for p in parts if p[2] is not None]
+            qseq = [t for p in parts for t in p[3]]
+            qmask = [t for p in parts for t in p[4]]
     if bar is not None:
         bar.close()
     model.train(was_training)
     out = {
-        "gallery_features": torch.cat(gfeat).numpy(),  # (G, F)
-        "query_features": torch.cat(qfeat).numpy(),  # (Q, F)
+        "gallery_features": g_local,  # (G, F)
+        "query_features": q_local,  # (Q, F)
         "gallery_ids": gallery.person_ids,
         "query_ids": queries.person_ids,
         "query_tags": [q.tags for q in queries.queries],
@@ -78,6 +95,15 @@ def extract_features(
         out["query_match_seq"] = qseq  # Q tensors (T_i, D): lengths differ between batches
         out["query_match_mask"] = qmask
     return out
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def evaluate_samples(model: Any, samples: Sequence[Sample], tokenizer: Any, transform: Any, **kw: Any) -> RetrievalResult:
