@@ -278,7 +278,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ufinebench.demo import run_demo
 
-    return run_demo(out=args.out)
+    return run_demo(out=args.out, quick=args.quick, fresh=args.fresh)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,10 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="the main job: a worked example of what exists so far",
-        description="Run the end-to-end demonstration on data the project generates itself.",
+        help="the main job: generate UFine-Synth, train CFAM, evaluate in-domain and 3C, write the report",
+        description="End to end on the embedded benchmark: generate UFine-Synth, train the synth-cpu-small CFAM, "
+        "evaluate in-domain and on the 3C-style set (with re-ranking), write an HTML report, print the tables. "
+        "About 7-9 minutes on 2 CPU cores; a rerun reuses the data and a finished training.",
     )
     p.add_argument("--out", metavar="DIR", default="demo_out", help="where the demo writes its files (default: demo_out)")
+    p.add_argument("--quick", action="store_true", help="a two-minute miniature (tiny data and model)")
+    p.add_argument("--fresh", action="store_true", help="start over: delete DIR first")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,65 +1,129 @@
-"""The main job, ``ufinebench demo``.
+"""The main job, ``ufinebench demo``: the whole system on the embedded benchmark.
 
-Until the data, model and training issues land, the demo shows the most complete thing that
-exists: the metrics engine on a generated retrieval problem. It demonstrates the two points
-that set our metrics apart:
+1. generate UFine-Synth (sized for 2 CPU cores),
+2. train the ``synth-cpu-small`` CFAM on its fine captions,
+3. evaluate in-domain (the test split) and on the 3C-style set (held-out domains, granularities,
+   styles), with matcher re-ranking of the top 10,
+4. write the HTML report and print the tables.
 
-1. mSD sees what rank metrics cannot: two "models" with the same ranking (so the same R@K, mAP
-   and mINP) but differently separated similarity distributions get different mSD.
-2. The released mSD script depends on the gallery's order; the paper's definition does not.
+A rerun reuses what exists (the data; a finished training, or resumes an interrupted one) unless
+``--fresh``. ``--quick`` is a two-minute miniature used by the tests.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ufinebench.io import save_metrics_npz, write_json
-from ufinebench.metrics import metrics_from_features, metrics_from_similarity
 from ufinebench.tables import format_table
 
 
-def make_problem(
-    num_ids: int = 300, images_per_id: int = 3, captions_per_image: int = 2, dim: int = 256, noise: float = 2.2, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Text/image features around per-identity prototypes, like a trained dual encoder's output."""
-    rng = np.random.default_rng(seed)
-    proto = rng.standard_normal((num_ids, dim)).astype(np.float32)  # (I, D)
-    gallery_ids = np.repeat(np.arange(1, num_ids + 1), images_per_id)  # (G,)
-    query_ids = np.repeat(gallery_ids, captions_per_image)  # (Q,)
-    g = proto[gallery_ids - 1] + noise * rng.standard_normal((len(gallery_ids), dim)).astype(np.float32)
-    q = proto[query_ids - 1] + noise * rng.standard_normal((len(query_ids), dim)).astype(np.float32)
-    return {"query_features": q, "gallery_features": g, "query_ids": query_ids, "gallery_ids": gallery_ids}
+@dataclass(frozen=True)
+class DemoPlan:
+    identities: int
+    size: str
+    epochs: int
+    max_steps: int  # 0: whole epochs
+    eval_every: int
+    rerank_topk: int
 
 
-def run_demo(out: str | Path = "demo_out") -> int:
-    """Build the problem, evaluate it several ways, print tables, write npz/JSON under ``out``."""
+FULL = DemoPlan(identities=600, size="128x48", epochs=15, max_steps=0, eval_every=5, rerank_topk=10)
+QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool = False) -> int:
+    """Run (or resume) the demo under ``out``; returns the exit code."""
+    from ufinebench.config import load_config
+    from ufinebench.data.annotations import load_dataset
+    from ufinebench.evaluate import evaluate_checkpoint
+    from ufinebench.io import write_json
+    from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+    from ufinebench.report import write_report
+    from ufinebench.synth.build import SynthConfig, build
+    from ufinebench.train import train
+
+    plan = QUICK if quick else FULL
     out = Path(out)
+    if fresh and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    print("ufinebench demo: metrics engine (training, evaluation and reports arrive with later issues)")
-    prob = make_problem()
-    save_metrics_npz(out / "features.npz", **prob)
-    res = metrics_from_features(prob["query_features"], prob["gallery_features"], prob["query_ids"], prob["gallery_ids"])
-    q, g = prob["query_features"], prob["gallery_features"]
-    sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
-    # A monotone squashing keeps every ranking (R@K, mAP, mINP identical) but pulls positive and
-    # negative similarities together: only mSD notices.
-    squashed = 0.9 + 0.05 * np.tanh(sim)
-    res_sq = metrics_from_similarity(squashed, prob["query_ids"], prob["gallery_ids"])
-    rows = {"simulated dual encoder": res.as_dict(), "same ranking, squashed scores": res_sq.as_dict()}
-    print(f"\n{len(q)} text queries x {len(g)} gallery images, {len(np.unique(prob['gallery_ids']))} identities\n")
-    print(format_table(rows))
-    print("Same ranking, so the same R@K, mAP and mINP; only mSD sees the positives and negatives move closer.")
+    data, run = out / "data", out / "run"
+    t_start = time.perf_counter()
+    progress = sys.stderr.isatty()
 
-    perm = np.random.default_rng(1).permutation(len(g))
-    shuffled = sim[:, perm]
-    variants = {}
-    for name, s, gid in (("gallery as given", sim, prob["gallery_ids"]), ("gallery shuffled", shuffled, prob["gallery_ids"][perm])):
-        for msd in ("paper", "official"):
-            variants[f"mSD {msd}, {name}"] = metrics_from_similarity(s, prob["query_ids"], gid, msd=msd).as_dict()
-    print("\nGallery order: the paper's mSD is invariant; the released script's is not\n")
-    print(format_table(variants, columns=("R1", "mAP", "mSD"), extra=()))
-    write_json(out / "metrics.json", {"t2i": rows, "gallery_order": variants})
-    print(f"\nwrote {out / 'features.npz'} (try: ufinebench metrics {out / 'features.npz'}) and {out / 'metrics.json'}")
+    # 1. data ----------------------------------------------------------------------------------
+    h, w = (int(x) for x in plan.size.split("x"))
+    synth_cfg = SynthConfig(identities=plan.identities, images_per_id=(2, 5), size=(h, w), seed=0)
+    stamp = out / "data.options.json"
+    wanted = json.dumps({"identities": plan.identities, "size": plan.size, "seed": 0})
+    if (data / "ufine_synth.json").is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        _say(f"[1/4] data: reusing {data}")
+    else:
+        _say(f"[1/4] data: generating UFine-Synth, {plan.identities} identities at {plan.size} ...")
+        s = build(data, synth_cfg, workers=os.cpu_count() or 1, overwrite=True, progress=progress)
+        stamp.write_text(wanted)
+        amb = ", ".join(f"{g} {v:.2f}" for g, v in s["ambiguity_test_identities"].items())
+        _say(f"      {s['images']} images in {s['seconds']:.1f} s; test identities fitting a caption: {amb}")
+
+    # 2. training -------------------------------------------------------------------------------
+    overrides = [f"data.dataset={data / 'ufine_synth.json'}", f"train.out_dir={run}", f"train.epochs={plan.epochs}",
+                 f"train.max_steps_per_epoch={plan.max_steps}", f"train.eval_every={plan.eval_every}", f"model.image_size={plan.size}"]
+    if quick:
+        overrides += ["model.embed_dim=64", "model.vision_width=64", "model.text_width=64", "model.vision_layers=1", "model.text_layers=1",
+                      "model.patch_size=16", "data.bpe_vocab_size=400", "data.workers=0", "train.batch_size=16"]
+    cfg = load_config("synth-cpu-small", overrides)
+    try:
+        last = read_meta(resolve_checkpoint(run, "last"))
+        done = int(last["epoch"]) + 1
+    except CheckpointError:
+        done = 0
+    t0 = time.perf_counter()
+    if done >= plan.epochs:
+        _say(f"[2/4] training: reusing the finished run {run}")
+    elif done > 0:
+        _say(f"[2/4] training: resuming {run} after epoch {done} ...")
+        train(resume=run, progress=progress)
+    else:
+        if run.exists():
+            shutil.rmtree(run)
+        _say(f"[2/4] training CFAM (synth-cpu-small) for {plan.epochs} epochs on the train split ...")
+        train(cfg, progress=progress)
+    if done < plan.epochs:
+        _say(f"      trained in {time.perf_counter() - t0:.0f} s; checkpoints in {run / 'checkpoints'}")
+
+    # 3. evaluation -----------------------------------------------------------------------------
+    _say("[3/4] evaluating in-domain (test split) and on the 3C-style set ...")
+    indomain_samples = load_dataset(data / "ufine_synth.json", split="test").split("test")
+    threec_samples = load_dataset(data / "ufine_synth_3c.json", split="test").split("test")
+    indomain = evaluate_checkpoint(str(run), indomain_samples, progress=progress)
+    threec = evaluate_checkpoint(str(run), threec_samples, rerank_topk=plan.rerank_topk, progress=progress)
+    indomain["name"], threec["name"] = "CFAM in-domain", "CFAM 3C"
+    write_json(out / "results.json", {k["name"]: {kk: v for kk, v in k.items() if not kk.startswith("_")} for k in (indomain, threec)})
+
+    # 4. report ---------------------------------------------------------------------------------
+    threec["name"] = "CFAM (synth-cpu-small)"
+    page = write_report([threec], out / "report", dataset=str(data / "ufine_synth_3c.json"), split="test")
+    _say("[4/4] report written\n")
+    rows = {
+        f"in-domain test ({indomain['overall']['queries']} queries)": indomain["overall"],
+        f"3C set ({threec['overall']['queries']} queries)": threec["overall"],
+        f"3C set + re-rank top {plan.rerank_topk}": threec["rerank"]["overall"],
+    }
+    print(format_table(rows, extra=()))
+    for key in ("granularity", "style", "source"):
+        table = {f"3C {key} = {v}": d for v, d in threec["breakdown"].get(key, {}).items()}
+        if table:
+            print()
+            print(format_table(table))
+    print(f"\nreport: {page}\nresults: {out / 'results.json'}\ntotal time: {time.perf_counter() - t_start:.0f} s")
     return 0
