@@ -33,7 +33,7 @@ class DemoPlan:
     rerank_topk: int
 
 
-FULL = DemoPlan(identities=600, size="128x48", epochs=15, max_steps=0, eval_every=5, rerank_topk=10)
+FULL = DemoPlan(identities=500, size="128x48", epochs=14, max_steps=0, eval_every=5, rerank_topk=10)
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
 
 
