@@ -164,7 +164,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.config:
             raise UFineBenchError("give --config CONFIG.yaml (or a preset name such as synth-cpu-small), or --resume RUN_DIR")
         run = train(load_config(args.config, args.set), progress=sys.stderr.isatty())
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"run finished: {run} (checkpoints in {run}/checkpoints, log in {run}/log.jsonl)")
     return 0
 
