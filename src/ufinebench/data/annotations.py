@@ -277,8 +277,8 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
     fpath = rec.get(spec.image_field)
     if spec.image_field in rec and (not isinstance(fpath, str) or not fpath.strip()):
         bad(spec.image_field, f"must be a non-empty string, found {json.dumps(fpath)}")
-    elif isinstance(fpath, str) and (os.path.isabs(fpath) or ".." in Path(fpath).parts):
-        bad(spec.image_field, f"must be a relative path inside the dataset, found {fpath!r}")
+    elif isinstance(fpath, str) and os.path.isabs(fpath):  # '..' is fine: 3C sets point into other datasets
+        bad(spec.image_field, f"must be a path relative to the annotation file's folder, found {fpath!r}")
     caps = rec.get("captions")
     if "captions" in rec:
         if not isinstance(caps, list):
