@@ -302,6 +302,47 @@ def _cmd_build_3c(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from ufinebench.serve.index import build_index
+
+    info = build_index(args.checkpoint, args.images, args.out, fmt=args.format, add=args.add, kind=args.kind,
+                       batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
+    print(f"{args.out}: {info['count']} images ({info['added']} encoded now), {info['kind']} index, dimension {info['dim']}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from ufinebench.serve.index import SearchIndex
+
+    if not args.text.strip():
+        raise UFineBenchError("the description is empty")
+    if args.k < 1:
+        raise UFineBenchError("-k must be at least 1")
+    hits = SearchIndex(args.index, device=args.device).search(args.text, args.k)
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], indent=1))
+        return 0
+    print(f"{'rank':>4}  {'score':>7}  {'person':>6}  image")
+    for h in hits:
+        print(f"{h.rank:>4}  {h.score:7.4f}  {'-' if h.person_id is None else h.person_id:>6}  {h.path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ufinebench.serve.app import create_app
+
+    app = create_app(args.index)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+    print(f"serving {args.index} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ufinebench.demo import run_demo
 
@@ -462,6 +503,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-version", default="v1")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_build_3c)
+
+    p = sub.add_parser("index", help="encode a gallery of images into a searchable index",
+                       description="Encode images (a folder, or a dataset's images) with a checkpoint into an index folder: "
+                       "embeddings, metadata and a FAISS index (exact for small galleries, HNSW from 50,000 images). "
+                       "Resumable; --add appends new images.")
+    p.add_argument("--checkpoint", required=True, metavar="C")
+    p.add_argument("--images", required=True, metavar="DIR_OR_DATASET")
+    p.add_argument("--format", help="dataset format when --images is an annotation file that needs one")
+    p.add_argument("--out", required=True, metavar="INDEX_DIR")
+    p.add_argument("--add", action="store_true", help="append images that are not indexed yet")
+    p.add_argument("--kind", choices=["auto", "flat", "hnsw"], default="auto", help="FAISS index type (default auto)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="search an index with a description", description="Rank the indexed images for a description.")
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.add_argument("text", metavar="DESCRIPTION")
+    p.add_argument("-k", type=int, default=10, help="results (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("serve", help="web page and JSON API over an index", description="Serve POST /search, GET /images/{id}, "
+                       "GET /healthz and a search page at /. Bound to 127.0.0.1 unless told otherwise.")
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "demo",

@@ -1,0 +1,152 @@
+"""Search: index building (resumable, --add, kind choice), the API with bad input, and the page in
+a real headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from ufinebench import train as T
+from ufinebench.cli import main
+from ufinebench.config import load_config
+from ufinebench.serve import index as I
+from ufinebench.serve.app import create_app
+from ufinebench.serve.index import SearchIndex, build_index
+
+from test_train import TINY_MODEL
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve_run") / "run"
+    cfg = load_config("synth-cpu-small", TINY_MODEL + [
+        f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={out}", "data.workers=0", "data.bpe_vocab_size=300",
+        "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.eval_every=0", "train.tensorboard=false"])
+    return T.train(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def index_dir(run, tiny_synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ix") / "ix"
+    build_index(str(run), str(tiny_synth / "ufine_synth.json"), out)
+    return out
+
+
+def test_index_matches_direct_encoding_and_add_resume(run, tiny_synth, tmp_path, monkeypatch):
+    out = tmp_path / "ix"
+    imgs = tiny_synth / "images"
+    subset = tmp_path / "imgs"
+    subset.mkdir()
+    files = sorted(imgs.glob("*.jpg"))
+    for f in files[:10]:
+        shutil.copy(f, subset / f.name)
+    monkeypatch.setattr(I, "CHUNK", 4)
+    info = build_index(str(run), str(subset), out)
+    assert info["count"] == 10 and info["kind"] == "flat"
+    with pytest.raises(I.IndexError_, match="--add"):
+        build_index(str(run), str(subset), out)
+    for f in files[10:15]:
+        shutil.copy(f, subset / f.name)
+    calls = []
+    real = I._encode_images
+    monkeypatch.setattr(I, "_encode_images", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    info = build_index(str(run), str(subset), out, add=True)
+    assert info["count"] == 15 and info["added"] == 5 and sum(calls) == 5  # only the new images were encoded
+    (out / "index.faiss").unlink()  # a build cut off after its chunks: resumes without encoding again
+    calls.clear()
+    info = build_index(str(run), str(subset), out, add=True)
+    assert sum(calls) == 0 and info["count"] == 15
+    assert build_index(str(run), str(subset), tmp_path / "h", hnsw_threshold=5)["kind"] == "hnsw"
+    idx = SearchIndex(out)
+    hits = idx.search("a woman in a red coat", k=15)
+    assert len(hits) == 15 and all(a.score >= b.score - 1e-6 for a, b in zip(hits, hits[1:]))
+    q = idx.encode(["a woman in a red coat"])[0]
+    from ufinebench.model.checkpoint import from_checkpoint
+    from ufinebench.data.transforms import load_image
+    import torch
+
+    lm = from_checkpoint(run)
+    img = torch.stack([lm.transform(load_image(hits[0].path))])
+    f = lm.model.retrieval_features(lm.model.encode_image(img)).detach().numpy()[0]
+    assert hits[0].score == pytest.approx(float(q @ (f / np.linalg.norm(f))), abs=1e-4)
+
+
+def test_api_and_bad_input(index_dir):
+    client = TestClient(create_app(str(index_dir)))
+    assert client.get("/healthz").json()["status"] == "ok"
+    r = client.post("/search", json={"text": "a man with a black backpack", "k": 5})
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert len(res) == 5 and [h["rank"] for h in res] == [1, 2, 3, 4, 5]
+    img = client.get(res[0]["url"])
+    assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"
+    for body, code in (({"text": "", "k": 5}, 422), ({"text": "x", "k": 0}, 422), ({"text": "x", "k": 1000}, 422),
+                       ({"text": "x" * 3000}, 422), ({"k": 3}, 422), ({"text": "   "}, 422)):
+        assert client.post("/search", json=body).status_code == code, body
+    assert client.post("/search", content=b"{" + b" " * 20000 + b"}", headers={"content-type": "application/json"}).status_code == 413
+    for path in ("/images/999999", "/images/-1", "/images/..%2F..%2Fetc%2Fpasswd", "/images/../../etc/passwd", "/images/abc"):
+        assert client.get(path).status_code in (404, 422), path
+    page = client.get("/").text
+    assert "<textarea" in page and "http://" not in page and "https://" not in page
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_page_in_a_real_browser(index_dir):
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(str(index_dir)), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    outside = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                                                      "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = browser.new_page()
+            page.on("request", lambda req: None if req.url.startswith(f"http://127.0.0.1:{port}") else outside.append(req.url))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#q", "a young man with short black hair, a grey hoodie, blue jeans and white sneakers")
+            page.select_option("#k", "10")
+            page.click("#go")
+            page.wait_for_selector("img.result")
+            page.wait_for_function("Array.from(document.querySelectorAll('img.result')).every(i => i.complete && i.naturalWidth > 0)")
+            assert page.locator("img.result").count() == 10
+            assert "10 results" in page.inner_text("#status")
+            page.locator("figure").first.click()
+            assert page.locator("#big").is_visible()
+            browser.close()
+    finally:
+        server.should_exit = True
+        t.join(timeout=5)
+    assert not outside, outside
+
+
+def test_cli_search_and_errors(index_dir, tmp_path, capsys):
+    assert main(["search", str(index_dir), "a person in black", "-k", "3"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    for argv in (["search", str(tmp_path), "x"], ["search", str(index_dir), "  "],
+                 ["index", "--checkpoint", str(tmp_path / "no"), "--images", str(tmp_path), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
