@@ -38,3 +38,10 @@ def test_demo_quick(tmp_path):
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "reusing" in again.stdout
     assert json.loads((tmp_path / "d" / "results.json").read_text())["CFAM 3C"]["overall"] == res["CFAM 3C"]["overall"]
+
+
+def test_search_load_script_small():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_load.py"), "--images", "3000", "--requests", "40",
+                           "--queries", "10"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "flat:" in proc.stdout and "hnsw:" in proc.stdout and "0 errors" in proc.stdout

@@ -1,0 +1,157 @@
+"""Search latency over a 100,000-image index, and a bounded loopback load on the HTTP service.
+
+    python benchmarks/search_load.py [--checkpoint RUN] [--images 100000] [--requests 2000] [--concurrency 8]
+
+The index holds random unit embeddings of the model's feature size (only the index size matters
+for latency) and the text side is the ``synth-cpu-small`` model: a trained checkpoint if given,
+else the preset with random weights. Prints, for the exact (flat) and the HNSW index, the p50/p95
+of a description-to-top-10 search (text encoding + index search); then starts the service on
+127.0.0.1 and sends ``--requests`` POST /search at ``--concurrency`` in flight: p50/p95 latency,
+throughput and errors. Target (issue 9): p50 <= 50 ms over 100,000 images on 2 cores, no errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ufinebench.io import atomic_write_bytes
+from ufinebench.serve.index import SearchIndex, _write_faiss
+
+QUERIES = [
+    "a young man with short black hair, a grey hoodie with white stripes, blue jeans and white sneakers with black soles",
+    "the woman is wearing a red jacket and a black skirt and carries a brown handbag",
+    "subject: middle-aged man, navy coat, black trousers, black leather shoes, black backpack with a yellow label",
+    "so there's this lady with long blonde hair in a white t-shirt and light blue jeans, pretty sure",
+]
+
+
+def _checkpoint(tmp: Path) -> str:
+    import dataclasses
+
+    import torch
+
+    from ufinebench.config import load_config
+    from ufinebench.data.tokenizer import TrainedBPETokenizer
+    from ufinebench.model.cfam import RetrievalModel
+    from ufinebench.model.checkpoint import save_checkpoint
+
+    cfg = load_config("synth-cpu-small")
+    tok = TrainedBPETokenizer.train(QUERIES * 50, vocab_size=400)
+    m = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, eot_id=tok.eot_id, num_classes=10)
+    torch.manual_seed(0)
+    model = RetrievalModel(m)
+    cfg = dataclasses.replace(cfg, model=m)
+    return str(save_checkpoint(tmp / "ck", model, {"config": cfg.to_dict(), "tokenizer": tok.state(), "epoch": 0, "global_step": 0}))
+
+
+def _index(tmp: Path, checkpoint: str, n: int, dim: int, kind: str) -> Path:
+    out = tmp / f"ix_{kind}"
+    (out / "parts").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((n, dim), dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    buf = io.BytesIO()
+    np.savez(buf, embeddings=emb, paths=np.asarray([f"/nonexistent/{i}.jpg" for i in range(n)]), person_ids=np.full(n, -1))
+    atomic_write_bytes(out / "parts" / "000000.npz", buf.getvalue())
+    t0 = time.perf_counter()
+    _write_faiss(emb, kind, out / "index.faiss")
+    build = time.perf_counter() - t0
+    (out / "index.json").write_text(json.dumps({"checkpoint": checkpoint, "source": "random", "kind": kind, "count": n, "dim": dim,
+                                                "complete": True, "build_seconds": build}))
+    return out
+
+
+def _pct(xs: list[float]) -> str:
+    a = np.asarray(xs) * 1000
+    return f"p50 {np.percentile(a, 50):6.1f} ms, p95 {np.percentile(a, 95):6.1f} ms"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--queries", type=int, default=200, help="timed searches per index kind")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        ck = args.checkpoint or _checkpoint(tmp)
+        probe = SearchIndex.__new__(SearchIndex)  # just to learn the feature size
+        from ufinebench.model.checkpoint import from_checkpoint
+
+        lm = from_checkpoint(ck)
+        probe.loaded, probe.device = lm, "cpu"
+        dim = SearchIndex.encode(probe, ["x"]).shape[1]
+        print(f"search latency: {args.images:,} images, feature size {dim}, text model {'(random weights) ' if not args.checkpoint else ''}synth-cpu-small")
+        folders = {}
+        for kind in ("flat", "hnsw"):
+            folders[kind] = _index(tmp, ck, args.images, dim, kind)
+            idx = SearchIndex(folders[kind])
+            idx.search(QUERIES[0], 10)
+            times = []
+            for i in range(args.queries):
+                t0 = time.perf_counter()
+                idx.search(QUERIES[i % len(QUERIES)], 10)
+                times.append(time.perf_counter() - t0)
+            enc = []
+            for i in range(50):
+                t0 = time.perf_counter()
+                idx.encode([QUERIES[i % len(QUERIES)]])
+                enc.append(time.perf_counter() - t0)
+            print(f"  {kind:4s}: description -> top 10 {_pct(times)} (text encoding alone {_pct(enc)})")
+        import httpx
+        import uvicorn
+
+        from ufinebench.serve.app import create_app
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(str(folders["hnsw"])), host="127.0.0.1", port=port, log_level="error"))
+        th = threading.Thread(target=server.run, daemon=True)
+        th.start()
+        while not server.started:
+            time.sleep(0.05)
+
+        async def load() -> tuple[list[float], int, float]:
+            lat: list[float] = []
+            errors = 0
+            sem = asyncio.Semaphore(args.concurrency)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                async def one(i: int) -> None:
+                    nonlocal errors
+                    async with sem:
+                        t0 = time.perf_counter()
+                        try:
+                            r = await client.post("/search", json={"text": QUERIES[i % len(QUERIES)], "k": 10})
+                            ok = r.status_code == 200 and len(r.json()["results"]) == 10
+                        except httpx.HTTPError:
+                            ok = False
+                        lat.append(time.perf_counter() - t0)
+                        errors += 0 if ok else 1
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(i) for i in range(args.requests)))
+                return lat, errors, time.perf_counter() - t0
+
+        lat, errors, wall = asyncio.run(load())
+        server.should_exit = True
+        th.join(timeout=5)
+        print(f"HTTP load (hnsw index): {args.requests} requests at concurrency {args.concurrency}: {_pct(lat)}, "
+              f"{args.requests / wall:.0f} requests/s, {errors} errors")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
