@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (also used to render --help in the docs)."""
     parser = argparse.ArgumentParser(
         prog="ufinebench",
-        description="Ultra-fine-grained text-based person retrieval: data, metrics (R@K, mAP, mINP, mSD), models.",
+        description="Ultra-fine-grained text-based person retrieval (UFineBench): data, UFine-Synth, metrics "
+        "(R@K, mAP, mINP, mSD), CFAM and baselines, training, evaluation, 3C-style sets, search.",
     )
     parser.add_argument("--version", action="version", version=f"ufinebench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
