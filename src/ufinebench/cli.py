@@ -238,9 +238,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                "models": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]})
         print(f"\nwrote {args.json}")
     if args.save_features:
-        for r in results:
+        for i, r in enumerate(results, 1):
             f = r["_features"]
-            target = args.save_features if len(results) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{len(rows)}.npz"
+            target = args.save_features if len(results) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{i}.npz"
             save_metrics_npz(target, query_features=f["query_features"], gallery_features=f["gallery_features"],
                              query_ids=f["query_ids"], gallery_ids=f["gallery_ids"])
             print(f"wrote {target}")
