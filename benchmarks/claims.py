@@ -35,7 +35,7 @@ import numpy as np
 from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset
 from ufinebench.evaluate import evaluate_checkpoint
-from ufinebench.metrics import metrics_from_similarity
+from ufinebench.metrics import metrics_from_similarity, unit_rows
 from ufinebench.synth.build import SynthConfig, build
 from ufinebench.train import train
 
@@ -156,7 +156,7 @@ def main() -> int:
         ev = evaluate_checkpoint(str(cfam[0]), test, device=device)
         f = ev["_features"]
         q, g = f["query_features"], f["gallery_features"]
-        sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+        sim = unit_rows(q) @ unit_rows(g).T
         pos = f["query_ids"][:, None] == f["gallery_ids"][None, :]
         squashed = 0.5 + 0.1 * np.tanh(2 * sim)  # monotone: the same ranking
         a = metrics_from_similarity(sim, f["query_ids"], f["gallery_ids"]).as_dict()

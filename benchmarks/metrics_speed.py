@@ -121,7 +121,6 @@ def worker(impl: str, problem: str, dim: int, seed: int, path: str | None, repea
     if impl == "ours-cuda":
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out["data_rss_mb"] = rss_data
-    _ = np
     return out
 
 

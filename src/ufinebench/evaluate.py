@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ufinebench.data.annotations import Sample
 from ufinebench.data.datasets import collate, eval_sets
-from ufinebench.metrics import RetrievalResult, metrics_from_blocks, metrics_from_features
+from ufinebench.metrics import RetrievalResult, metrics_from_blocks, metrics_from_features, unit_rows
 
 BREAKDOWN_KEYS = ("source", "granularity", "style", "words")
 
@@ -142,8 +142,7 @@ def rerank(model: Any, features: dict[str, Any], k: int, *, device: str | torch.
         raise UFineBenchError("--rerank-topk needs a model with a matcher head (arch cfam, or model.matching: true)")
     t0 = time.perf_counter()
     q, g = features["query_features"], features["gallery_features"]
-    qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    gn = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    qn, gn = unit_rows(q), unit_rows(g)
     k = max(1, min(k, g.shape[0]))
     top = np.empty((q.shape[0], k), dtype=np.int64)
     for i0 in range(0, q.shape[0], 1024):
@@ -152,24 +151,16 @@ def rerank(model: Any, features: dict[str, Any], k: int, *, device: str | torch.
         order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
         top[i0 : i0 + 1024] = np.take_along_axis(part, order, axis=1)
     gt = features["gallery_tokens"]
-    new_order = np.empty_like(top)
     model.eval()
-    pairs = [(qi, j) for qi in range(q.shape[0]) for j in range(k)]
     logits = np.empty((q.shape[0], k), dtype=np.float32)
-    for p0 in range(0, len(pairs), batch_pairs):
-        chunk = pairs[p0 : p0 + batch_pairs]
-        seqs = [features["query_match_seq"][qi] for qi, _ in chunk]
-        masks = [features["query_match_mask"][qi] for qi, _ in chunk]
-        length = max(s.shape[0] for s in seqs)
-        seq = torch.zeros(len(chunk), length, seqs[0].shape[1], dtype=torch.float32)
-        mask = torch.zeros(len(chunk), length, dtype=torch.bool)
-        for r, (sq, mk) in enumerate(zip(seqs, masks)):
-            seq[r, : sq.shape[0]] = sq.float()
-            mask[r, : mk.shape[0]] = mk
-        imgs = gt[[int(top[qi, j]) for qi, j in chunk]].float()
-        lg = model.match_logits(seq.to(device), mask.to(device), imgs.to(device)).float().cpu().numpy()
-        for (qi, j), v in zip(chunk, lg):
-            logits[qi, j] = v
+    step = max(1, batch_pairs // k)  # queries per matcher batch; each query meets its k images
+    for q0 in range(0, q.shape[0], step):
+        q1 = min(q0 + step, q.shape[0])
+        seq = torch.nn.utils.rnn.pad_sequence([features["query_match_seq"][i].float() for i in range(q0, q1)], batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence([features["query_match_mask"][i] for i in range(q0, q1)], batch_first=True)
+        imgs = gt[torch.from_numpy(top[q0:q1].ravel())].float()  # (b*k, 1+N, D)
+        lg = model.match_logits(seq.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device), imgs.to(device))
+        logits[q0:q1] = lg.float().cpu().numpy().reshape(q1 - q0, k)
     new_order = np.argsort(-logits, axis=1, kind="stable")  # (Q, k): positions within the top k
     seconds = time.perf_counter() - t0
 

@@ -633,6 +633,11 @@ def _normalise_np(x: np.ndarray, name: str, transpose: bool = False) -> np.ndarr
     return x * inv[:, None]
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(n, D) -> float32 rows of unit L2 norm (zero rows stay zero): the cosine convention used everywhere."""
+    return _normalise_np(x, "features")
+
+
 def _normalise_torch(x: "torch.Tensor", name: str) -> "torch.Tensor":
     import torch
 
@@ -687,5 +692,6 @@ __all__ = [
     "metrics_from_features",
     "metrics_from_similarity",
     "msd_single",
+    "unit_rows",
     "SORT_THRESHOLD",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ufinebench.io import atomic_write_bytes
+from ufinebench.metrics import unit_rows
 from ufinebench.tables import METRIC_COLUMNS
 
 THUMB = (40, 120)  # (W, H) of example thumbnails
@@ -93,9 +94,7 @@ def _similarity_hist(r: dict[str, Any], max_queries: int = 400) -> str:
     q, g = f["query_features"], f["gallery_features"]
     rng = np.random.default_rng(0)
     pick = rng.choice(len(q), size=min(max_queries, len(q)), replace=False)
-    qn = q[pick] / np.maximum(np.linalg.norm(q[pick], axis=1, keepdims=True), 1e-12)
-    gn = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    s = qn @ gn.T  # (n, G)
+    s = unit_rows(q[pick]) @ unit_rows(g).T  # (n, G)
     pos = f["query_ids"][pick][:, None] == f["gallery_ids"][None, :]
     fig, ax = plt.subplots(figsize=(5, 3))
     bins = np.linspace(-1, 1, 81)
@@ -116,11 +115,10 @@ def _examples(r: dict[str, Any], n_random: int = 4, n_worst: int = 4) -> str:
     chosen = [("random", int(i)) for i in rng.choice(valid, size=min(n_random, len(valid)), replace=False)]
     worst = valid[np.argsort(pq.ap[valid], kind="stable")[:n_worst]]
     chosen += [("worst by AP", int(i)) for i in worst]
-    gn = f["gallery_features"] / np.maximum(np.linalg.norm(f["gallery_features"], axis=1, keepdims=True), 1e-12)
+    gn = unit_rows(f["gallery_features"])
     rows = []
     for label, qi in chosen:
-        qv = f["query_features"][qi]
-        s = gn @ (qv / max(np.linalg.norm(qv), 1e-12))
+        s = gn @ unit_rows(f["query_features"][qi : qi + 1])[0]
         top = np.argsort(-s, kind="stable")[:10]
         cells = []
         for rank, gi in enumerate(top, 1):

@@ -19,18 +19,16 @@ import dataclasses
 import json
 import math
 import os
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ufinebench.config import Config, ConfigError, dump_config, load_config
-from ufinebench.data.annotations import load_dataset
+from ufinebench.data.annotations import check_split, load_dataset
 from ufinebench.data.datasets import TrainPairs, collate
 from ufinebench.data.samplers import DistributedBatchSampler
 from ufinebench.data.tokenizer import ClipTokenizer, TrainedBPETokenizer, tokenizer_from_state
@@ -181,7 +179,8 @@ def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = 
         raise UFineBenchError(f"train.batch_size {t.batch_size} is larger than the {len(dataset)} training pairs")
     val_samples = []
     if d.val_split and t.eval_every > 0 and rank == 0:
-        val_samples = load_dataset(d.dataset, d.format, split=d.val_split).split(d.val_split)
+        check_split(ann, d.val_split)  # the file is already parsed: no second read
+        val_samples = ann.split(d.val_split)
 
     # --- model, optimizer, schedule -------------------------------------------------------------
     torch.manual_seed(t.seed)
@@ -333,9 +332,3 @@ def _init_from(model: RetrievalModel, path: str) -> None:
     if missing:
         raise UFineBenchError(f"{path}: encoder weights missing ({missing[0]}, ...)")
     model.load_state_dict(take, strict=False)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -329,13 +329,20 @@ def load_dataset(path: str | os.PathLike[str], fmt: str | None = None, *, split:
             f"{ann.path}: {len(errors)} problem{'s' if len(errors) != 1 else ''} in the annotations "
             f"(first: {errors[0]}); run `ufinebench validate {path}{fmt_opt}` for the full report"
         )
-    if split is not None and split != "all":
-        spec = FORMATS[ann.format]
-        if split not in spec.splits:
-            raise DataError(f"unknown split {split!r} for {ann.format} (expected {', '.join(spec.splits)} or all)")
-        if not ann.split(split):
-            raise DataError(f"{ann.path}: the {split} split is empty")
+    if split is not None:
+        check_split(ann, split)
     return ann
+
+
+def check_split(ann: Annotations, split: str) -> None:
+    """Refuse a split the format does not define, or one with no records (``"all"`` always passes)."""
+    if split == "all":
+        return
+    spec = FORMATS[ann.format]
+    if split not in spec.splits:
+        raise DataError(f"unknown split {split!r} for {ann.format} (expected {', '.join(spec.splits)} or all)")
+    if not ann.split(split):
+        raise DataError(f"{ann.path}: the {split} split is empty")
 
 
 # --------------------------------------------------------------------------------------------

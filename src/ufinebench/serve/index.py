@@ -21,6 +21,7 @@ import torch
 
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
+from ufinebench.metrics import unit_rows
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CHUNK = 512
@@ -56,8 +57,8 @@ def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: 
         imgs = torch.stack([loaded.transform(load_image(p)) for p in paths[i : i + batch_size]]).to(device)
         with torch.no_grad():
             f = loaded.model.retrieval_features(loaded.model.encode_image(imgs)).float().cpu().numpy()
-        feats.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
-    return np.concatenate(feats).astype(np.float32)
+        feats.append(unit_rows(f))
+    return np.concatenate(feats)
 
 
 def build_index(
@@ -76,8 +77,7 @@ def build_index(
             raise IndexError_(f"{out} already holds an index of {source}; use --add to append images")
     loaded = from_checkpoint(checkpoint, device=device)
     items = list_images(source, fmt)
-    done = _read_parts(parts)
-    known = {p for p in done["paths"]}
+    known = set(_read_parts(parts, embeddings=False)["paths"])  # what earlier (or interrupted) runs indexed
     todo = [(p, pid) for p, pid in items if str(p) not in known]
     parts.mkdir(parents=True, exist_ok=True)
     start = len(list(parts.glob("*.npz")))
@@ -113,11 +113,12 @@ def build_index(
     return info
 
 
-def _read_parts(parts: Path) -> dict[str, Any]:
+def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
     embs, paths, pids = [], [], []
     for f in sorted(parts.glob("*.npz")) if parts.is_dir() else []:
         with np.load(f, allow_pickle=False) as z:
-            embs.append(z["embeddings"])
+            if embeddings:
+                embs.append(z["embeddings"])
             paths.extend(z["paths"].tolist())
             pids.extend(z["person_ids"].tolist())
     return {"embeddings": np.concatenate(embs) if embs else np.zeros((0, 0), np.float32), "paths": paths, "person_ids": pids}
@@ -183,7 +184,7 @@ class SearchIndex:
         m = self.loaded.model
         tokens = self.loaded.tokenizer.encode(list(texts), m.cfg.context_length).to(self.device)
         f = m.retrieval_features(m.encode_text(tokens)).float().cpu().numpy()
-        return (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return unit_rows(f)
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
         q = self.encode([text])

@@ -373,7 +373,6 @@ def _fine(w: _Writer, style: str, view: str) -> tuple[str, dict]:
     carried = take(w.carried())
     he, his = w.he, w.his
     seen = _SEEN[view]
-    with_hair = f" with {hair}" if hair else ""
     if style == "annotator_a":
         parts = [f"{_a(person)}{' and ' + hair if hair else ''}"]
         if head or glasses:

@@ -22,7 +22,7 @@ import numpy as np
 from ufinebench.data.annotations import load_dataset
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
-from ufinebench.threec.rewriters import STYLES, WORDS, LLMRewriter, OfflineRewriter, Rewrite, word_count
+from ufinebench.threec.rewriters import STYLES, WORDS, LLMRewriter, Rewrite, word_count
 
 
 def _source_name(ann: Any, used: set[str]) -> str:
