@@ -24,7 +24,8 @@ from ufinebench.data.stats import dataset_stats, words
 
 from formats_fixture import FORMAT_LAYOUT, make_dataset, write_image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "formats"
+# the sample files of each public format, shipped with the tests (copied from the project's shared samples)
+SHARED = Path(__file__).resolve().parent / "fixtures" / "formats"
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -51,7 +52,7 @@ def test_shared_sample_files_parse_with_expected_counts():
         "ICFG-PEDES": ("icfg-pedes", 4, 4, 4, {"train", "test"}),
         "RSTPReid": ("rstpreid", 4, 4, 8, {"train", "val", "test"}),
     }
-    assert SHARED.is_dir(), f"the shared sample files are expected at {SHARED}"
+    assert SHARED.is_dir(), f"the format samples are expected at {SHARED}"
     for folder, (fmt, n, ids, caps, splits) in expected.items():
         ann = read_annotations(SHARED / folder)
         assert ann.ok, (folder, [str(p) for p in ann.problems])

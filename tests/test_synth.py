@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import os
+
 import pytest
 
 from ufinebench.cli import main
@@ -143,8 +145,9 @@ def test_ambiguity_targets_at_1000_identities():
 def test_byte_identical_whatever_the_workers(tmp_path, synth):
     other = tmp_path / "ds2"
     B.build(other, CFG, workers=2)
-    files = sorted(p.relative_to(synth) for p in synth.rglob("*") if p.is_file() and p.name != "CARD.md")
-    assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file() and p.name != "CARD.md")
+    skip = ("CARD.md", ".ufinebench.json")  # timings and the output marker's date
+    files = sorted(p.relative_to(synth) for p in synth.rglob("*") if p.is_file() and p.name not in skip)
+    assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file() and p.name not in skip)
     for f in files:
         assert (synth / f).read_bytes() == (other / f).read_bytes(), f
     B.build(tmp_path / "ds3", B.SynthConfig(**{**CFG.__dict__, "seed": 8}), workers=1)
@@ -155,9 +158,10 @@ def test_refuses_to_clobber_and_leaves_nothing_on_failure(tmp_path, monkeypatch)
     out = tmp_path / "ds"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(UFineBenchError, match="--overwrite"):
-        B.build(out, CFG)
-    assert (out / "keep.txt").read_text() == "mine"
+    for overwrite in (False, True):  # a folder the toolkit did not write is never replaced, --overwrite or not
+        with pytest.raises(UFineBenchError, match="--force"):
+            B.build(out, CFG, overwrite=overwrite)
+    assert (out / "keep.txt").read_text() == "mine" and sorted(os.listdir(out)) == ["keep.txt"]
 
     def boom(*a, **k):
         raise RuntimeError("renderer failed")

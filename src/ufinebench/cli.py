@@ -19,8 +19,10 @@ EXIT_USAGE = 2
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from ufinebench.io import load_metrics_npz, write_json
     from ufinebench.metrics import metrics_from_features, metrics_from_similarity
+    from ufinebench.outputs import check_outputs
     from ufinebench.tables import format_table
 
+    check_outputs({"--json": args.json}, [args.file])
     arrays = load_metrics_npz(args.file)
     progress = sys.stderr.isatty()
     common = dict(msd=args.msd, direction=args.direction, progress=progress)
@@ -86,7 +88,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from ufinebench.data.annotations import read_annotations
     from ufinebench.data.stats import dataset_stats, format_stats, plot_word_histogram
     from ufinebench.io import write_json
+    from ufinebench.outputs import check_outputs, dataset_inputs
 
+    check_outputs({"--json": args.json, "--plot": args.plot}, dataset_inputs(args.dataset, args.format))
     ann = read_annotations(args.dataset, args.format)
     if ann.errors:
         print(
@@ -138,7 +142,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         extra_3c_images=args.extra_3c_images,
     )
     workers = args.workers or (os.cpu_count() or 1)
-    s = build(args.out, cfg, workers=workers, overwrite=args.overwrite, progress=sys.stderr.isatty())
+    s = build(args.out, cfg, workers=workers, overwrite=args.overwrite, force=args.force, progress=sys.stderr.isatty())
     print(
         f"UFine-Synth: {s['identities']} identities, {s['images']} images in {s['seconds']} s "
         f"({s['images'] / max(s['seconds'], 1e-9):.0f} images/s with {workers} workers)"
@@ -175,7 +179,7 @@ def _cmd_import_clip(args: argparse.Namespace) -> int:
     from ufinebench.model.pretrained import import_clip
 
     size = _parse_pair(args.image_size, "x", "--image-size")
-    out = import_clip(args.weights, args.out, image_size=size, context_length=args.text_length)
+    out = import_clip(args.weights, args.out, image_size=size, context_length=args.text_length, force=args.force)
     print(f"wrote {out}: CLIP encoders at {size[0]}x{size[1]}, {args.text_length} text positions (use train.init_from={out})")
     return 0
 
@@ -190,9 +194,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ufinebench.io import save_metrics_npz, write_json
     from ufinebench.tables import format_table
 
+    from ufinebench.outputs import check_outputs, dataset_inputs
+
     if args.rerank_topk < 0:
         raise UFineBenchError("--rerank-topk must be positive")
     import os
+
+    check_outputs({"--json": args.json, "--save-features": args.save_features, "--report": args.report},
+                  [*dataset_inputs(args.data, args.format), *args.checkpoint], folders=["--report"])
 
     ann = load_dataset(args.data, args.format, split=args.split)
     samples = ann.split(args.split)
@@ -247,7 +256,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.report:
         from ufinebench.report import write_report
 
-        page = write_report(results, args.report, dataset=str(ann.path), split=args.split)
+        page = write_report(results, args.report, dataset=str(ann.path), split=args.split, force=args.force)
         print(f"wrote {page}")
     return 0
 
@@ -281,6 +290,10 @@ def _cmd_build_3c(args: argparse.Namespace) -> int:
     from ufinebench.threec.build import build_3c
     from ufinebench.threec.rewriters import LLMRewriter, OfflineRewriter
 
+    from ufinebench.outputs import check_outputs, dataset_inputs
+
+    check_outputs({"--out": args.out, "--cache": args.cache}, [p for src in args.sources for p in dataset_inputs(src)],
+                  folders=["--cache"])
     if args.rewriter == "llm":
         if not (args.llm_url and args.llm_model):
             raise UFineBenchError("--rewriter llm needs --llm-url URL and --llm-model NAME (API key from $UFINEBENCH_LLM_API_KEY)")
@@ -306,7 +319,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from ufinebench.serve.index import build_index
 
     info = build_index(args.checkpoint, args.images, args.out, fmt=args.format, add=args.add, kind=args.kind,
-                       batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
+                       batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty(), force=args.force)
     print(f"{args.out}: {info['count']} images ({info['added']} encoded now), {info['kind']} index, dimension {info['dim']}")
     return 0
 
@@ -349,7 +362,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ufinebench.demo import run_demo
 
-    return run_demo(out=args.out, quick=args.quick, fresh=args.fresh)
+    return run_demo(out=args.out, quick=args.quick, fresh=args.fresh, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,14 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
             "granularities and styles), identities.jsonl, preview.png and CARD.md. Same options, same bytes."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="output folder (must be empty or absent unless --overwrite)")
+    p.add_argument("out", metavar="OUT", help="output folder (absent or empty, or a UFine-Synth dataset with --overwrite)")
     p.add_argument("--identities", type=int, default=1000, help="number of persons (default 1000)")
     p.add_argument("--images-per-id", default="2:5", metavar="A:B", help="images per person, drawn from A..B (default 2:5)")
     p.add_argument("--size", default="384x128", metavar="HxW", help="image size (default 384x128, the real aspect)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all CPU cores)")
     p.add_argument("--extra-3c-images", type=int, default=2, help="held-out-domain images per test person (default 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it holds a dataset")
+    p.add_argument("--overwrite", action="store_true", help="replace the UFine-Synth dataset this command wrote in OUT (nothing else)")
+    p.add_argument("--force", action="store_true", help="write into OUT although it holds other files (they are kept)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser(
@@ -455,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", metavar="WEIGHTS.pt", help="e.g. ViT-B-16.pt from OpenAI")
     p.add_argument("--image-size", default="384x128", metavar="HxW", help="target image size (default 384x128)")
     p.add_argument("--text-length", type=int, default=168, help="target text length in tokens (default 168)")
-    p.add_argument("-o", "--out", required=True, metavar="OUT", help="checkpoint folder to write")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="checkpoint folder to write (not the folder of WEIGHTS.pt)")
+    p.add_argument("--force", action="store_true", help="write into OUT although it holds other files (they are kept)")
     p.set_defaults(func=_cmd_import_clip)
 
     p = sub.add_parser(
@@ -476,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write all figures as JSON (input of `ufinebench compare`)")
     p.add_argument("--report", metavar="DIR", help="write DIR/index.html")
     p.add_argument("--save-features", metavar="OUT.npz", help="write features and ids (input of `ufinebench metrics`)")
+    p.add_argument("--force", action="store_true", help="write the report into DIR although it holds other files (they are kept)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_cmd_eval)
@@ -517,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", help="dataset format when --images is an annotation file that needs one")
     p.add_argument("--out", required=True, metavar="INDEX_DIR")
     p.add_argument("--add", action="store_true", help="append images that are not indexed yet")
+    p.add_argument("--force", action="store_true", help="write into INDEX_DIR although it holds other files (they are kept)")
     p.add_argument("--kind", choices=["auto", "flat", "hnsw"], default="auto", help="FAISS index type (default auto)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
@@ -546,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", default="demo_out", help="where the demo writes its files (default: demo_out)")
     p.add_argument("--quick", action="store_true", help="a two-minute miniature (tiny data and model)")
-    p.add_argument("--fresh", action="store_true", help="start over: delete DIR first")
+    p.add_argument("--fresh", action="store_true", help="start over: delete what an earlier demo wrote in DIR (nothing else)")
+    p.add_argument("--force", action="store_true", help="write into DIR although it holds files the demo did not write (they are kept)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

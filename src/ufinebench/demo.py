@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -41,8 +40,22 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool = False) -> int:
-    """Run (or resume) the demo under ``out``; returns the exit code."""
+DEMO_ENTRIES = ("data", "run", "report", "results.json", "data.options.json")
+
+
+def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool = False, force: bool = False) -> int:
+    """Run (or resume) the demo under ``out``; returns the exit code.
+
+    ``out`` is the demo's own folder: one written by something else needs ``force`` (its files
+    are kept), and ``fresh`` deletes only what the demo wrote there.
+    """
+    from ufinebench.outputs import output_lock
+
+    with output_lock(out):
+        return _run_demo(Path(out), quick=quick, fresh=fresh, force=force)
+
+
+def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     from ufinebench.config import load_config
     from ufinebench.data.annotations import load_dataset
     from ufinebench.evaluate import evaluate_checkpoint
@@ -52,11 +65,13 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool =
     from ufinebench.synth.build import SynthConfig, build
     from ufinebench.train import train
 
+    from ufinebench.outputs import add_entries, claim_dir, remove_owned
+
     plan = QUICK if quick else FULL
-    out = Path(out)
-    if fresh and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, "demo", force=force, legacy=(("data.options.json",), DEMO_ENTRIES))
+    if fresh:
+        remove_owned(out, "demo")
+    add_entries(out, "demo", DEMO_ENTRIES)
     data, run = out / "data", out / "run"
     t_start = time.perf_counter()
     progress = sys.stderr.isatty()
@@ -94,8 +109,7 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool =
         _say(f"[2/4] training: resuming {run} after epoch {done} ...")
         train(resume=run, progress=progress)
     else:
-        if run.exists():
-            shutil.rmtree(run)
+        remove_owned(run, "train")  # an interrupted start with no checkpoint yet
         _say(f"[2/4] training CFAM (synth-cpu-small) for {plan.epochs} epochs on the train split ...")
         train(cfg, progress=progress)
     if done < plan.epochs:

@@ -147,9 +147,16 @@ def _table(results: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def write_report(results: list[dict[str, Any]], out_dir: str | Path, *, dataset: str = "", split: str = "") -> Path:
-    """Write ``out_dir/index.html`` (self-contained) for the evaluated models."""
+def write_report(results: list[dict[str, Any]], out_dir: str | Path, *, dataset: str = "", split: str = "", force: bool = False) -> Path:
+    """Write ``out_dir/index.html`` (self-contained) for the evaluated models.
+
+    ``out_dir`` is the report's own folder: one holding other files needs ``force`` (they are kept).
+    """
+    from ufinebench.outputs import add_entries, claim_dir
+
     out_dir = Path(out_dir)
+    claim_dir(out_dir, "report", force=force)
+    add_entries(out_dir, "report", ["index.html"])
     keys = [k for k in ("source", "granularity", "style", "words") if any(k in r["breakdown"] for r in results)]
     parts = [
         f"<h1>ufinebench evaluation</h1><p>Dataset <code>{html.escape(dataset)}</code>, split <code>{html.escape(split)}</code>, "

@@ -121,8 +121,34 @@ def _mlm_mask(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, 
     return masked, labels
 
 
+TRAIN_ENTRIES = ("checkpoints", "log.jsonl", "tensorboard", "config.yaml")
+
+
 def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
-    """Train a model; returns the run folder. With ``resume``, continue that run instead."""
+    """Train a model; returns the run folder. With ``resume``, continue that run instead.
+
+    The run folder is the trainer's own output: a folder written by something else is refused,
+    one holding the dataset or the initial weights too, and a second trainer on it is locked out.
+    """
+    from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
+
+    if resume is None and cfg is None:
+        raise ConfigError("no config given")
+    run_dir = Path(resume) if resume is not None else Path(cfg.train.out_dir)  # type: ignore[union-attr]
+    if _dist_info()[1] != 0:
+        return _train(cfg, resume=resume, progress=progress)
+    if resume is None:
+        assert cfg is not None
+        check_outputs({"train.out_dir": run_dir}, [cfg.data.dataset, cfg.train.init_from or None], folders=["train.out_dir"])
+    with output_lock(run_dir):
+        claim_dir(run_dir, "train", legacy=(("checkpoints/last", "log.jsonl", "config.yaml"), TRAIN_ENTRIES))
+        if resume is None:
+            if not (run_dir / "checkpoints").exists():
+                add_entries(run_dir, "train", TRAIN_ENTRIES)
+        return _train(cfg, resume=resume, progress=progress)
+
+
+def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
     world, rank, local_rank = _dist_info()
     distributed = world > 1
     use_cuda = torch.cuda.is_available()

@@ -46,9 +46,19 @@ class LoadedModel:
         return int(self.model.cfg.context_length)
 
 
+CHECKPOINT_FILES = ("model.safetensors", "meta.json", "train_state.pt")
+
+
 def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, meta: dict[str, Any], train_state: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder atomically (temporary folder, then rename)."""
+    """Write a checkpoint folder atomically (temporary folder, then rename).
+
+    A folder that holds only checkpoint files (and the output marker, which is kept) is swapped
+    in one rename. A folder that also holds other files (``import-clip --force`` into a folder of
+    the user's) keeps them: the checkpoint files are then replaced one by one, each atomically.
+    """
     from safetensors.torch import save_file
+
+    from ufinebench.outputs import MARKER
 
     folder = Path(folder)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
@@ -61,13 +71,22 @@ def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, meta
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         if train_state is not None:
             torch.save(train_state, tmp / "train_state.pt")
-        if folder.exists():
+        if not folder.exists():
+            os.replace(tmp, folder)
+        elif set(os.listdir(folder)) <= {*CHECKPOINT_FILES, MARKER}:
+            if (folder / MARKER).is_file():
+                shutil.copy2(folder / MARKER, tmp / MARKER)
             old = folder.parent / f".{folder.name}.old-{os.getpid()}"
             os.replace(folder, old)
             os.replace(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, folder)
+            for name in CHECKPOINT_FILES:
+                if (tmp / name).exists():
+                    os.replace(tmp / name, folder / name)
+                elif name == "train_state.pt" and (folder / name).exists():
+                    (folder / name).unlink()  # a stale optimizer state must not pair with new weights
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -180,12 +180,29 @@ def to_model_state_dict(sd: dict[str, torch.Tensor], image_size: tuple[int, int]
     return out, info
 
 
-def import_clip(weights: str | os.PathLike[str], out: str | os.PathLike[str], image_size: tuple[int, int] = (384, 128), context_length: int = 168) -> Path:
-    """Convert CLIP weights into a checkpoint folder usable as ``train.init_from``."""
+def import_clip(
+    weights: str | os.PathLike[str], out: str | os.PathLike[str], image_size: tuple[int, int] = (384, 128),
+    context_length: int = 168, *, force: bool = False,
+) -> Path:
+    """Convert CLIP weights into a checkpoint folder usable as ``train.init_from``.
+
+    ``out`` may not be the weights file nor a folder holding it; a folder with other files needs
+    ``force`` (they are kept); a checkpoint this command wrote is replaced.
+    """
+    from ufinebench.model.checkpoint import CHECKPOINT_FILES, save_checkpoint
+    from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
+
+    check_outputs({"-o": out}, [weights], folders=["-o"])
+    with output_lock(out):
+        claim_dir(out, "import-clip", force=force, legacy=(("model.safetensors", "meta.json"), CHECKPOINT_FILES))
+        model, meta = _convert_clip(weights, image_size, context_length)
+        add_entries(out, "import-clip", ("model.safetensors", "meta.json"))
+        return save_checkpoint(out, model, meta)
+
+
+def _convert_clip(weights: str | os.PathLike[str], image_size: tuple[int, int], context_length: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     from ufinebench.config import Config
     from ufinebench.model.cfam import ModelConfig, RetrievalModel
-    from ufinebench.model.checkpoint import save_checkpoint
-
     sd = read_clip_state_dict(weights)
     converted, info = to_model_state_dict(sd, image_size, context_length)
     mcfg = ModelConfig(
@@ -201,4 +218,4 @@ def import_clip(weights: str | os.PathLike[str], out: str | os.PathLike[str], im
         raise ImportError_(f"{weights}: weights do not fit a CLIP ViT (missing {missing[:3]}, unexpected {unexpected[:3]})")
     cfg = Config(model=mcfg)
     meta = {"config": cfg.to_dict(), "tokenizer": {"kind": "clip"}, "source": str(weights), "epoch": 0, "global_step": 0}
-    return save_checkpoint(out, model, meta)
+    return model, meta

@@ -63,12 +63,32 @@ def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: 
 
 def build_index(
     checkpoint: str, source: str, out: str | os.PathLike[str], *, fmt: str | None = None, add: bool = False, kind: str = "auto",
-    batch_size: int = 64, device: str = "cpu", progress: bool = False, hnsw_threshold: int = HNSW_THRESHOLD,
+    batch_size: int = 64, device: str = "cpu", progress: bool = False, hnsw_threshold: int = HNSW_THRESHOLD, force: bool = False,
 ) -> dict[str, Any]:
-    """Encode the images of ``source`` into the index folder ``out`` (resumable; ``add`` appends)."""
+    """Encode the images of ``source`` into the index folder ``out`` (resumable; ``add`` appends).
+
+    ``out`` is the index's own folder: it may not hold the checkpoint or the images, and one
+    holding other files needs ``force`` (they are kept).
+    """
+    from ufinebench.outputs import add_entries, check_outputs, claim_dir, dataset_inputs, output_lock
+
+    check_outputs({"--out": out}, [checkpoint, *dataset_inputs(source, fmt)], folders=["--out"])
+    with output_lock(out):
+        claim_dir(out, "index", force=force, legacy=(INDEX_ENTRIES, INDEX_ENTRIES))
+        add_entries(out, "index", INDEX_ENTRIES)
+        return _build_index(checkpoint, source, Path(out), fmt=fmt, add=add, kind=kind, batch_size=batch_size, device=device,
+                            progress=progress, hnsw_threshold=hnsw_threshold)
+
+
+INDEX_ENTRIES = ("parts", "index.json", "index.faiss")
+
+
+def _build_index(
+    checkpoint: str, source: str, out: Path, *, fmt: str | None, add: bool, kind: str, batch_size: int, device: str,
+    progress: bool, hnsw_threshold: int,
+) -> dict[str, Any]:
     from ufinebench.model.checkpoint import from_checkpoint
 
-    out = Path(out)
     parts = out / "parts"
     info_path = out / "index.json"
     if info_path.is_file() and not add:

@@ -158,28 +158,40 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))  # compact: C encoder
 
 
-def build(out: str | os.PathLike[str], cfg: SynthConfig, *, workers: int = 1, overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Generate a UFine-Synth dataset into ``out``; return its summary (also in the card)."""
+SYNTH_ENTRIES = ("images", "ufine_synth.json", "ufine_synth_coarse.json", "ufine_synth_3c.json", "identities.jsonl",
+                 "preview.png", "CARD.md")
+
+
+def build(
+    out: str | os.PathLike[str], cfg: SynthConfig, *, workers: int = 1, overwrite: bool = False, force: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Generate a UFine-Synth dataset into ``out``; return its summary (also in the card).
+
+    ``overwrite`` replaces a UFine-Synth dataset this command wrote there; ``force`` writes into a
+    folder that holds other files, leaving them alone. Nothing else is ever deleted.
+    """
+    from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_dir
+
     cfg.check()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UFineBenchError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    t0 = time.perf_counter()
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "images").mkdir(parents=True)
-    try:
-        summary = _build_into(tmp, cfg, workers, progress)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        _write_card(tmp, cfg, summary)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_lock(out):
+        claim_dir(out, "synth", force=force, legacy=(("ufine_synth.json", "CARD.md", "images"), SYNTH_ENTRIES))
+        if owned_entries(out, "synth") and not overwrite:
+            raise UFineBenchError(f"{out} holds a UFine-Synth dataset; pass --overwrite to replace it")
+        t0 = time.perf_counter()
+        tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "images").mkdir(parents=True)
+        try:
+            summary = _build_into(tmp, cfg, workers, progress)
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            _write_card(tmp, cfg, summary)
+            publish_dir(tmp, out, "synth")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return summary
 
 

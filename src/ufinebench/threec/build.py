@@ -50,7 +50,19 @@ def build_3c(
     grid = [(g, s) for g in granularities for s in styles]
     if not 0 <= per_caption <= len(grid):
         raise UFineBenchError(f"--per-caption must be between 0 and {len(grid)} (granularities x styles)")
+    from ufinebench.outputs import check_outputs, dataset_inputs, output_lock
+
     out = Path(out)
+    check_outputs({"--out": out, "its provenance file": out.with_name(out.name + ".provenance.json")},
+                  [p for src in sources for p in dataset_inputs(src)])
+    if out.is_dir():
+        raise UFineBenchError(f"--out {out} is a folder; give the path of the JSON file to write")
+    with output_lock(out):
+        return _build_3c(sources, out, rewriter, grid, per_caption, seed, split, progress)
+
+
+def _build_3c(sources: Sequence[str], out: Path, rewriter: Any, grid: list[tuple[str, str]], per_caption: int, seed: int,
+              split: str, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     used: set[str] = set()
     items: list[dict[str, Any]] = []  # one per image
@@ -108,8 +120,8 @@ def build_3c(
         "rewriter": rewriter.name,
         "model": getattr(rewriter, "model", "none"),
         "prompt_version": rewriter.prompt_version,
-        "granularities": list(granularities),
-        "styles": list(styles),
+        "granularities": list(dict.fromkeys(g for g, _ in grid)),
+        "styles": list(dict.fromkeys(st for _, st in grid)),
         "per_caption": per_caption,
         "seed": seed,
         "words_per_granularity": {g: {"captions": len(v), "mean": round(float(np.mean(v)), 1), "min": int(min(v)), "max": int(max(v))}
