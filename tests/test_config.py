@@ -28,7 +28,7 @@ def test_overrides_are_parsed_as_yaml():
         ("train.epochs=ten", "train.epochs"),
         ("train.epochs=0", "train.epochs"),
         ("model.image_size=100x48", "model.image_size"),
-        ("model.vision_width=130", "model.vision_width"),
+        ("model.text_width=130", "model.text_width"),
         ("model.arch=vit", "model.arch"),
         ("data.tokenizer=wordpiece", "data.tokenizer"),
         ("train.amp=fp8", "train.amp"),

@@ -86,6 +86,6 @@ def test_compute_losses_has_every_part_and_id_loss_is_cross_entropy():
     total = losses["sdm_loss"] + 0.5 * losses["granularity_loss"] + 2.0 * losses["match_loss"] + losses["id_loss"] + 0.1 * losses["mlm_loss"]
     assert torch.allclose(losses["loss"], total, atol=1e-6)
     losses["loss"].backward()
-    assert model.matcher.head[1].weight.grad is not None and model.granularity.queries.grad is not None
+    assert model.matcher.head[0].weight.grad is not None and model.granularity.queries.grad is not None
     base = RetrievalModel(ModelConfig(**{**cfg.__dict__, "arch": "clip-sdm", "mlm": False}))
     assert base.granularity is None and base.matcher is None and base.classifier is None

@@ -42,6 +42,7 @@ class DataConfig:
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
+    in_memory_mb: int = 2048  # training images decoded once and held in memory up to this size; larger sets stream
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TrainConfig:
     log_every: int = 20  # steps
     tensorboard: bool = True  # when the tensorboard package is installed
     max_steps_per_epoch: int = 0  # 0: whole epoch (for quick tests and benchmarks)
+    global_loss: str = "sdm"  # sdm (IRRA's) | infonce (soft-target cross-entropy: learns from scratch)
 
 
 @dataclass(frozen=True)
@@ -219,9 +221,16 @@ def check_config(cfg: Config) -> None:
     if m.arch not in ARCHS:
         raise ConfigError(f"model.arch: must be one of {', '.join(ARCHS)}")
     h, w = m.image_size
-    if h <= 0 or w <= 0 or h % m.patch_size or w % m.patch_size:
+    if m.vision not in ("vit", "conv"):
+        raise ConfigError("model.vision: must be vit or conv")
+    if m.text_pool not in ("eot", "mean"):
+        raise ConfigError("model.text_pool: must be eot or mean")
+    if m.vision == "conv" and (h <= 0 or w <= 0 or h % 16 or w % 16):
+        raise ConfigError(f"model.image_size: {h}x{w} must be positive multiples of 16 for model.vision=conv")
+    if m.vision == "vit" and (h <= 0 or w <= 0 or h % m.patch_size or w % m.patch_size):
         raise ConfigError(f"model.image_size: {h}x{w} must be positive multiples of model.patch_size ({m.patch_size})")
-    for key, width, heads in (("vision", m.vision_width, m.vision_heads), ("text", m.text_width, m.text_heads)):
+    encoders = [("text", m.text_width, m.text_heads)] + ([("vision", m.vision_width, m.vision_heads)] if m.vision == "vit" else [])
+    for key, width, heads in encoders:
         if width <= 0 or heads <= 0 or width % heads:
             raise ConfigError(f"model.{key}_width: {width} must be a positive multiple of model.{key}_heads ({heads})")
     if m.embed_dim <= 0 or m.embed_dim % m.decoder_heads:
@@ -242,6 +251,10 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"data.num_instances: {d.num_instances} must divide train.batch_size ({t.batch_size})")
     if t.lr <= 0:
         raise ConfigError("train.lr: must be positive")
+    if t.global_loss not in ("sdm", "infonce"):
+        raise ConfigError("train.global_loss: must be sdm or infonce")
+    if d.in_memory_mb < 0:
+        raise ConfigError("data.in_memory_mb: must be at least 0")
     if t.optimizer not in ("adamw", "sgd"):
         raise ConfigError("train.optimizer: must be adamw or sgd")
     if t.amp not in ("none", "bf16", "fp16"):

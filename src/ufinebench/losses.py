@@ -67,12 +67,28 @@ def sdm_from_logits(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - torch.log(q + EPS))).sum()
 
 
+def infonce_from_logits(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of the cross-entropy -sum_j q_ij log softmax(logits_i)_j, q_i = match_i normalised.
+
+    InfoNCE whose target spreads over every same-identity candidate (CLIP's loss when each row
+    has one match). Unlike SDM's KL(p || q) it never takes log(0 + eps) of a target, so its
+    gradient stays informative when the model starts from random weights.
+    """
+    q = match.float() / match.float().sum(dim=1, keepdim=True).clamp_min(EPS)
+    return -(q * F.log_softmax(logits.float(), dim=1)).sum()
+
+
+GLOBAL_LOSSES = {"sdm": sdm_from_logits, "infonce": infonce_from_logits}
+
+
 def sdm_loss(
-    a_local: torch.Tensor, b_all: torch.Tensor, ids_local: torch.Tensor, ids_all: torch.Tensor, scale: torch.Tensor, n_total: int
+    a_local: torch.Tensor, b_all: torch.Tensor, ids_local: torch.Tensor, ids_all: torch.Tensor, scale: torch.Tensor, n_total: int,
+    kind: str = "sdm",
 ) -> torch.Tensor:
-    """One direction of SDM: local anchors (n, D) against all candidates (N, D); / n_total."""
+    """One direction of the global alignment (SDM, or ``kind="infonce"``): local anchors (n, D)
+    against all candidates (N, D); / n_total."""
     logits = scale * F.normalize(a_local.float(), dim=-1) @ F.normalize(b_all.float(), dim=-1).T  # (n, N)
-    return sdm_from_logits(logits, ids_local[:, None] == ids_all[None, :]) / n_total
+    return GLOBAL_LOSSES[kind](logits, ids_local[:, None] == ids_all[None, :]) / n_total
 
 
 def granular_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -104,11 +120,13 @@ def sample_negatives(sim: torch.Tensor, same: torch.Tensor, uniforms: torch.Tens
 
 def compute_losses(
     model: torch.nn.Module, out: dict[str, torch.Tensor], ids: torch.Tensor, labels: torch.Tensor, weights: dict[str, float],
-    ctx: DistContext | None = None, mlm_labels: torch.Tensor | None = None,
+    ctx: DistContext | None = None, mlm_labels: torch.Tensor | None = None, global_loss: str = "sdm",
 ) -> dict[str, torch.Tensor]:
     """All losses the model's parts call for, plus ``loss`` (their weighted sum).
 
     ids: (n,) raw person ids (define matches); labels: (n,) contiguous classifier labels.
+    ``global_loss`` (``sdm`` or ``infonce``) is the form of the global and granularity alignment;
+    the key stays ``sdm_loss`` / ``granularity_loss`` either way.
     """
     ctx = ctx or DistContext()
     n = ids.shape[0]
@@ -118,14 +136,16 @@ def compute_losses(
     img_l, txt_l = out["image_global"], out["text_global"]
     img_all, txt_all = ctx.gather_grad(img_l), ctx.gather_grad(txt_l)
     losses: dict[str, torch.Tensor] = {
-        "sdm_loss": sdm_loss(img_l, txt_all, ids, ids_all, scale, n_total) + sdm_loss(txt_l, img_all, ids, ids_all, scale, n_total)
+        "sdm_loss": sdm_loss(img_l, txt_all, ids, ids_all, scale, n_total, global_loss)
+        + sdm_loss(txt_l, img_all, ids, ids_all, scale, n_total, global_loss)
     }
     if "image_granular" in out:
         gi, gt = out["image_granular"], out["text_granular"]
         gi_all, gt_all = ctx.gather_grad(gi), ctx.gather_grad(gt)
         same = ids[:, None] == ids_all[None, :]
+        align = GLOBAL_LOSSES[global_loss]
         losses["granularity_loss"] = (
-            sdm_from_logits(scale * granular_similarity(gi, gt_all), same) + sdm_from_logits(scale * granular_similarity(gt, gi_all), same)
+            align(scale * granular_similarity(gi, gt_all), same) + align(scale * granular_similarity(gt, gi_all), same)
         ) / n_total
     if "image_id_logits" in out:
         losses["id_loss"] = id_loss(out["image_id_logits"], labels, n_total) + id_loss(out["text_id_logits"], labels, n_total)

@@ -21,6 +21,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,21 +105,28 @@ class _Logger:
             self.tb.close()
 
 
-def _mlm_mask(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, mask_id: int, vocab: int, specials: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """IRRA-style masking (15 %: 80 % mask token, 10 % random, 10 % kept), seeded per item."""
-    masked = tokens.clone()
-    labels = torch.full_like(tokens, -100)
-    for r in range(tokens.shape[0]):
+def mlm_mask(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, mask_id: int, vocab: int, specials: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRRA-style masking (15 %: 80 % mask token, 10 % random, 10 % kept), seeded per item.
+
+    tokens (B, L), index (B,) -> masked tokens (B, L), labels (B, L) (-100: not predicted). Each
+    row's draws come from a generator seeded by (seed, epoch, item), so a pair is masked alike in
+    any batch, process or resumed run; the work is vectorised over the row.
+    """
+    b, length = tokens.shape
+    u = torch.empty(b, length)  # (B, L) uniforms deciding which tokens are predicted and how
+    rand_ids = torch.empty(b, length, dtype=torch.long)
+    for r in range(b):
         g = torch.Generator().manual_seed(seed * 7919 + epoch * 104729 + int(index[r]))
-        for c in range(tokens.shape[1]):
-            t = int(tokens[r, c])
-            if t in specials:
-                continue
-            u = float(torch.rand(1, generator=g))
-            if u < 0.15:
-                labels[r, c] = t
-                v = u / 0.15
-                masked[r, c] = mask_id if v < 0.8 else (int(torch.randint(0, vocab, (1,), generator=g)) if v < 0.9 else t)
+        u[r] = torch.rand(length, generator=g)
+        rand_ids[r] = torch.randint(0, vocab, (length,), generator=g)
+    special = torch.zeros_like(tokens, dtype=torch.bool)
+    for sp in specials:
+        special |= tokens == sp
+    chosen = (u < 0.15) & ~special
+    labels = torch.where(chosen, tokens, torch.full_like(tokens, -100))
+    v = u / 0.15
+    masked = torch.where(chosen & (v < 0.8), torch.full_like(tokens, mask_id), tokens)
+    masked = torch.where(chosen & (v >= 0.8) & (v < 0.9), rand_ids, masked)
     return masked, labels
 
 
@@ -148,7 +157,181 @@ def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = 
         return _train(cfg, resume=resume, progress=progress)
 
 
+@dataclass
+class _Data:
+    """What the data part of a run gives the rest: tokenizer, pairs, sampler, validation set."""
+
+    tokenizer: Any
+    dataset: TrainPairs
+    sampler: DistributedBatchSampler
+    val_samples: list[Any]
+    steps_per_epoch: int
+
+
+@dataclass
+class _State:
+    """The model part of a run: model (and its DDP wrapper), optimizer, schedule, counters."""
+
+    model: RetrievalModel
+    ddp: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    amp_dtype: Any
+    device: torch.device
+    epoch: int = 0
+    global_step: int = 0
+    best_value: float = -math.inf
+
+
+def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bool) -> _Data:
+    """Parse the annotations, train (or reuse) the tokenizer, build the pairs and the sampler.
+
+    Training pairs live in memory (decoded once) when they fit ``data.in_memory_mb``; else they
+    are decoded per item by DataLoader workers, as for large real datasets.
+    """
+    t, d, m = cfg.train, cfg.data, cfg.model
+    ann = load_dataset(d.dataset, d.format, split=d.train_split)
+    train_samples = ann.split(d.train_split)
+    if tokenizer is None:
+        if d.tokenizer == "clip":
+            tokenizer = ClipTokenizer()
+        else:
+            tokenizer = TrainedBPETokenizer.train((c for s in train_samples for c in s.captions), vocab_size=d.bpe_vocab_size)
+    transform = ImageTransform(size=tuple(m.image_size), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter, erase_prob=d.erase_prob)
+    n_images = len({s.image_path for s in train_samples})
+    in_memory = n_images * 3 * m.image_size[0] * m.image_size[1] <= d.in_memory_mb * 2**20
+    dataset = TrainPairs(train_samples, tokenizer, transform, context_length=m.context_length, seed=t.seed, in_memory=in_memory,
+                         workers=max(1, d.workers), progress=progress and rank == 0)
+    sampler = DistributedBatchSampler(
+        len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels, num_instances=d.num_instances,
+        seed=t.seed, rank=rank, world_size=world, drop_last=True,
+    )
+    if len(sampler) == 0:
+        raise UFineBenchError(f"train.batch_size {t.batch_size} is larger than the {len(dataset)} training pairs")
+    val_samples: list[Any] = []
+    if d.val_split and t.eval_every > 0 and rank == 0:
+        check_split(ann, d.val_split)  # the file is already parsed: no second read
+        val_samples = ann.split(d.val_split)
+    steps = len(sampler) if t.max_steps_per_epoch <= 0 else min(len(sampler), t.max_steps_per_epoch)
+    return _Data(tokenizer, dataset, sampler, val_samples, steps)
+
+
+def _setup_model(cfg: Config, data: _Data, resume_ck: Path | None, device: torch.device, local_rank: int, distributed: bool) -> _State:
+    """Build the model (or load it for a resume), its optimizer, schedule and gradient scaler."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    model = RetrievalModel(cfg.model)
+    if t.init_from and resume_ck is None:
+        _init_from(model, t.init_from)
+    model.to(device)
+    total_steps = data.steps_per_epoch * t.epochs
+    warmup = int(round(t.warmup_epochs * data.steps_per_epoch))
+    groups = param_groups(model, t.lr, t.weight_decay, t.lr_multipliers)
+    opt: torch.optim.Optimizer
+    if t.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=t.lr, momentum=0.9)
+    else:
+        opt = torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.98), eps=t.adam_eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total_steps, warmup, t.min_lr_ratio))
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    if resume_ck is not None:
+        model.load_state_dict(load_weights(resume_ck))
+        state = torch.load(resume_ck / "train_state.pt", map_location="cpu", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+    ddp: torch.nn.Module = model
+    if distributed:
+        m = cfg.model  # the conv tower's token projection is unused when no head reads image tokens
+        unused = m.vision == "conv" and not (m.use_granularity or m.use_matching or m.mlm)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None,
+                                                        find_unused_parameters=unused)
+    return _State(model, ddp, opt, sched, scaler, amp_dtype, device)
+
+
+def _epoch_batches(data: _Data, epoch: int, workers: int) -> Iterator[dict[str, Any]]:
+    """The epoch's batches: built from memory, or loaded by DataLoader workers (streaming)."""
+    data.sampler.set_epoch(epoch)
+    if data.dataset.images is not None:
+        for keys in data.sampler:
+            yield data.dataset.batch(keys)
+        return
+    yield from DataLoader(data.dataset, batch_sampler=data.sampler, num_workers=workers, collate_fn=collate, persistent_workers=False)
+
+
+def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], world: int, distributed: bool) -> dict[str, torch.Tensor]:
+    """One optimisation step on one (local share of a global) batch; returns the losses."""
+    t, model, device = cfg.train, st.model, st.device
+    images = batch["image"].to(device, non_blocking=True)
+    length = torch.tensor(int(model.text.eot_index(batch["tokens"]).max()) + 1)
+    if distributed:  # every process trims to the same length, so token tensors can be gathered
+        import torch.distributed as dist
+
+        dist.all_reduce(length, op=dist.ReduceOp.MAX)
+    batch["tokens"] = batch["tokens"][:, : int(length)]
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    ids = batch["person_id"].to(device)
+    labels = batch["label"].to(device)
+    mlm_tokens = mlm_labels = None
+    if cfg.model.mlm:
+        tok = data.tokenizer
+        mlm_tokens, mlm_labels = mlm_mask(batch["tokens"], batch["index"], st.epoch, t.seed, tok.sot_id,  # no [MASK] in either vocabulary
+                                          tok.vocab_size, {tok.sot_id, tok.eot_id, tok.pad_id})
+        mlm_tokens, mlm_labels = mlm_tokens.to(device), mlm_labels.to(device)
+    ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
+    with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
+        out = st.ddp(images, tokens, mlm_tokens)
+        losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss)
+    st.opt.zero_grad(set_to_none=True)
+    st.scaler.scale(losses["loss"] * world).backward()
+    if t.grad_clip > 0:
+        st.scaler.unscale_(st.opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    st.scaler.step(st.opt)
+    st.scaler.update()
+    st.sched.step()
+    st.global_step += 1
+    return losses
+
+
+def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Logger, record: dict[str, Any], rank: int) -> None:
+    """Validate (when due), log, and write the epoch's checkpoint, ``last`` and ``best`` (rank 0)."""
+    t = cfg.train
+    metrics = None
+    if rank == 0 and data.val_samples and (st.epoch + 1) % t.eval_every == 0:
+        from ufinebench.evaluate import evaluate_samples
+
+        eval_tf = ImageTransform(size=tuple(cfg.model.image_size))
+        res = evaluate_samples(st.model, data.val_samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device)
+        metrics = dict(res.as_dict())
+        record.update({f"val_{k}": v for k, v in metrics.items()})
+    if rank != 0:
+        return
+    logger.write(record)
+    improved = metrics is not None and metrics[t.best_metric] > st.best_value
+    if improved:
+        assert metrics is not None
+        st.best_value = metrics[t.best_metric]
+    meta = {"config": cfg.to_dict(), "tokenizer": data.tokenizer.state(), "epoch": st.epoch, "global_step": st.global_step,
+            "metrics": metrics, "best_metric": t.best_metric, "best_value": st.best_value if st.best_value > -math.inf else None}
+    state = {"optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(), "torch_rng": torch.get_rng_state(),
+             "scaler": st.scaler.state_dict()}
+    ck_dir = run_dir / "checkpoints"
+    name = f"epoch_{st.epoch + 1:04d}"
+    save_checkpoint(ck_dir / name, st.model, meta, state)
+    _atomic_text(ck_dir / "last", name)
+    if improved or (metrics is None and not data.val_samples):
+        save_checkpoint(ck_dir / "best", st.model, meta)
+    for old in sorted(ck_dir.glob("epoch_*"))[:-1]:  # keep the newest epoch checkpoint only
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
+    """The training run itself (``train`` has checked and locked the run folder)."""
     world, rank, local_rank = _dist_info()
     distributed = world > 1
     use_cuda = torch.cuda.is_available()
@@ -163,13 +346,14 @@ def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None =
 
     start_epoch, global_step, best_value = 0, 0, -math.inf
     resume_ck: Path | None = None
+    tokenizer = None
     if resume is not None:
         run_dir = Path(resume)
         resume_ck = resolve_checkpoint(run_dir, "last")
         meta = read_meta(resume_ck)
         cfg = load_config(meta["config"])
         start_epoch, global_step = int(meta["epoch"]) + 1, int(meta["global_step"])
-        best_value = float(meta.get("best_value", -math.inf))
+        best_value = float(meta.get("best_value") if meta.get("best_value") is not None else -math.inf)
         tokenizer = tokenizer_from_state(meta["tokenizer"])
     else:
         if cfg is None:
@@ -177,155 +361,55 @@ def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None =
         run_dir = Path(cfg.train.out_dir)
         if rank == 0 and (run_dir / "checkpoints").exists():
             raise UFineBenchError(f"{run_dir} already holds a run; use --resume {run_dir} or another train.out_dir")
-        tokenizer = None
     assert cfg is not None
-    t, d, m = cfg.train, cfg.data, cfg.model
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
 
-    # --- data ------------------------------------------------------------------------------
-    ann = load_dataset(d.dataset, d.format, split=d.train_split)
-    train_samples = ann.split(d.train_split)
-    if tokenizer is None:
-        if d.tokenizer == "clip":
-            tokenizer = ClipTokenizer()
-        else:
-            tokenizer = TrainedBPETokenizer.train((c for s in train_samples for c in s.captions), vocab_size=d.bpe_vocab_size)
-    transform = ImageTransform(size=tuple(m.image_size), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter, erase_prob=d.erase_prob)
-    dataset = TrainPairs(train_samples, tokenizer, transform, context_length=m.context_length, seed=t.seed)
-    model_cfg = dataclasses.replace(
-        m, num_classes=dataset.num_classes, vocab_size=tokenizer.vocab_size, eot_id=None if d.tokenizer == "clip" else tokenizer.eot_id
-    )
+    data = _setup_data(cfg, tokenizer, rank, world, progress)
+    m = cfg.model
+    model_cfg = dataclasses.replace(m, num_classes=data.dataset.num_classes, vocab_size=data.tokenizer.vocab_size,
+                                    eot_id=None if cfg.data.tokenizer == "clip" else data.tokenizer.eot_id)
     cfg = dataclasses.replace(cfg, model=model_cfg)
-    sampler = DistributedBatchSampler(
-        len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels, num_instances=d.num_instances,
-        seed=t.seed, rank=rank, world_size=world, drop_last=True,
-    )
-    if len(sampler) == 0:
-        raise UFineBenchError(f"train.batch_size {t.batch_size} is larger than the {len(dataset)} training pairs")
-    val_samples = []
-    if d.val_split and t.eval_every > 0 and rank == 0:
-        check_split(ann, d.val_split)  # the file is already parsed: no second read
-        val_samples = ann.split(d.val_split)
+    st = _setup_model(cfg, data, resume_ck, device, local_rank, distributed)
+    st.global_step, st.best_value = global_step, best_value
 
-    # --- model, optimizer, schedule -------------------------------------------------------------
-    torch.manual_seed(t.seed)
-    model = RetrievalModel(model_cfg)
-    if t.init_from and resume_ck is None:
-        _init_from(model, t.init_from)
-    model.to(device)
-    steps_per_epoch = len(sampler) if t.max_steps_per_epoch <= 0 else min(len(sampler), t.max_steps_per_epoch)
-    total_steps = steps_per_epoch * t.epochs
-    warmup = int(round(t.warmup_epochs * steps_per_epoch))
-    groups = param_groups(model, t.lr, t.weight_decay, t.lr_multipliers)
-    if t.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=t.lr, momentum=0.9)
-    else:
-        opt = torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.98), eps=t.adam_eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total_steps, warmup, t.min_lr_ratio))
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if use_cuda else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
-    if resume_ck is not None:
-        model.load_state_dict(load_weights(resume_ck))
-        state = torch.load(resume_ck / "train_state.pt", map_location="cpu", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-    ddp = model
-    if distributed:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
-
-    mask_id = tokenizer.sot_id  # neither vocabulary has a [MASK] token: the start token stands in
-    specials = {tokenizer.sot_id, tokenizer.eot_id, tokenizer.pad_id}
-    logger = _Logger(run_dir, rank == 0, t.tensorboard)
+    logger = _Logger(run_dir, rank == 0, cfg.train.tensorboard)
     if rank == 0:
         (run_dir / "config.yaml").write_text(dump_config(cfg))
-        logger.write({"kind": "start", "epoch": start_epoch, "step": global_step, "world_size": world, "pairs": len(dataset),
-                      "steps_per_epoch": steps_per_epoch, "params": sum(p.numel() for p in model.parameters())})
-
+        logger.write({"kind": "start", "epoch": start_epoch, "step": global_step, "world_size": world, "pairs": len(data.dataset),
+                      "steps_per_epoch": data.steps_per_epoch, "in_memory": data.dataset.images is not None,
+                      "params": sum(p.numel() for p in st.model.parameters())})
+    t = cfg.train
     for epoch in range(start_epoch, t.epochs):
-        sampler.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=d.workers, collate_fn=collate, persistent_workers=False)
-        model.train()
+        st.epoch = epoch
+        st.model.train()
         bar = None
         if progress and rank == 0:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False)
-        t0, seen = time.perf_counter(), 0
+            bar = tqdm(total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step", leave=False)
+        t0, seen, n_steps = time.perf_counter(), 0, 0
         sums: dict[str, float] = {}
-        for i, batch in enumerate(loader):
-            if i >= steps_per_epoch:
+        for batch in _epoch_batches(data, epoch, cfg.data.workers):
+            if n_steps >= data.steps_per_epoch:
                 break
-            images = batch["image"].to(device, non_blocking=True)
-            length = torch.tensor(int(model.text.eot_index(batch["tokens"]).max()) + 1)
-            if distributed:  # every process trims to the same length, so token tensors can be gathered
-                import torch.distributed as dist
-
-                dist.all_reduce(length, op=dist.ReduceOp.MAX)
-            batch["tokens"] = batch["tokens"][:, : int(length)]
-            tokens = batch["tokens"].to(device, non_blocking=True)
-            ids = batch["person_id"].to(device)
-            labels = batch["label"].to(device)
-            mlm_tokens = mlm_labels = None
-            if model_cfg.mlm:
-                mlm_tokens, mlm_labels = _mlm_mask(batch["tokens"], batch["index"], epoch, t.seed, mask_id,
-                                                   tokenizer.vocab_size, specials)
-                mlm_tokens, mlm_labels = mlm_tokens.to(device), mlm_labels.to(device)
-            ctx = DistContext.from_process_group(t.seed, global_step) if distributed else DistContext(seed=t.seed, step=global_step)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = ddp(images, tokens, mlm_tokens)
-                losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"] * world).backward()
-            if t.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            global_step += 1
-            seen += images.shape[0] * world
+            losses = _train_step(st, data, cfg, batch, world, distributed)
+            n_steps += 1
+            seen += batch["image"].shape[0] * world
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             if bar is not None:
                 bar.set_postfix(loss=f"{float(losses['loss'].detach()) * world:.3f}", pairs_s=f"{seen / (time.perf_counter() - t0):.0f}")
                 bar.update(1)
-            if rank == 0 and global_step % max(1, t.log_every) == 0:
-                logger.write({"kind": "train", "epoch": epoch, "step": global_step, "lr": opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"],
+            if rank == 0 and st.global_step % max(1, t.log_every) == 0:
+                g = st.opt.param_groups[0]
+                logger.write({"kind": "train", "epoch": epoch, "step": st.global_step, "lr": g["lr"] / g["lr_mult"],
                               **{k: float(v.detach()) * world for k, v in losses.items()}, "pairs_per_s": seen / (time.perf_counter() - t0)})
         if bar is not None:
             bar.close()
-        n_steps = max(1, min(steps_per_epoch, i + 1))
-        epoch_record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": global_step, "seconds": time.perf_counter() - t0,
-                                        **{k: v * world / n_steps for k, v in sums.items()}}
-        metrics = None
-        if rank == 0 and val_samples and (epoch + 1) % t.eval_every == 0:
-            from ufinebench.evaluate import evaluate_samples
-
-            eval_tf = ImageTransform(size=tuple(model_cfg.image_size))
-            res = evaluate_samples(model, val_samples, tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=device)
-            metrics = {k: v for k, v in res.as_dict().items()}
-            epoch_record.update({f"val_{k}": v for k, v in metrics.items()})
-        if rank == 0:
-            logger.write(epoch_record)
-            improved = metrics is not None and metrics[t.best_metric] > best_value
-            if improved:
-                best_value = metrics[t.best_metric]
-            meta = {"config": cfg.to_dict(), "tokenizer": tokenizer.state(), "epoch": epoch, "global_step": global_step,
-                    "metrics": metrics, "best_metric": t.best_metric, "best_value": best_value if best_value > -math.inf else None}
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                     "scaler": scaler.state_dict()}
-            ck_dir = run_dir / "checkpoints"
-            name = f"epoch_{epoch + 1:04d}"
-            save_checkpoint(ck_dir / name, model, meta, state)
-            _atomic_text(ck_dir / "last", name)
-            if improved or (metrics is None and not val_samples):
-                save_checkpoint(ck_dir / "best", model, meta)
-            for old in sorted(ck_dir.glob("epoch_*"))[:-1]:  # keep the newest epoch checkpoint only
-                shutil.rmtree(old, ignore_errors=True)
+        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": st.global_step, "seconds": time.perf_counter() - t0,
+                                  **{k: v * world / max(1, n_steps) for k, v in sums.items()}}
+        _end_epoch(st, data, cfg, run_dir, logger, record, rank)
         if distributed:
             import torch.distributed as dist
 

@@ -7,6 +7,7 @@ tokenized once, up front. Training items draw their augmentation from a generato
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ufinebench.data.annotations import Sample, label_map, word_count_bucket
 from ufinebench.data.tokenizer import TextTokenizer
-from ufinebench.data.transforms import ImageTransform, load_image
+from ufinebench.data.transforms import ImageTransform, augment_batch, decode_images, load_image, swap_sides
 
 
 def _split_key(key: Any) -> tuple[int, int]:
@@ -31,6 +32,12 @@ class TrainPairs(Dataset):
 
     Item: ``image`` (3, H, W) float32, ``tokens`` (L,) int64, ``label`` (contiguous identity
     label), ``person_id`` (raw), ``image_index`` (position among unique images), ``index``.
+
+    With ``in_memory`` every unique image is decoded once into one uint8 tensor and
+    :meth:`batch` builds whole augmented batches without a DataLoader (the fast path for small
+    training sets); otherwise items are decoded per access (``__getitem__``), as for data that
+    does not fit. Either way an item's augmentation is a function of (seed, epoch, index) only.
+    A horizontally flipped image is paired with its caption's "left"/"right" swapped.
     """
 
     def __init__(
@@ -41,6 +48,9 @@ class TrainPairs(Dataset):
         *,
         context_length: int = 77,
         seed: int = 0,
+        in_memory: bool = False,
+        workers: int = 1,
+        progress: bool = False,
     ) -> None:
         if not samples:
             raise ValueError("no training samples")
@@ -52,8 +62,30 @@ class TrainPairs(Dataset):
         self.image_index_of = {p: i for i, p in enumerate(paths)}
         pairs = [(si, ci) for si, s in enumerate(self.samples) for ci in range(len(s.captions))]
         self.pairs = np.asarray(pairs, dtype=np.int64)  # (N, 2): sample, caption
-        self.tokens = tokenizer.encode([self.samples[si].captions[ci] for si, ci in pairs], context_length)  # (N, L)
+        texts = [self.samples[si].captions[ci] for si, ci in pairs]
+        self.tokens = tokenizer.encode(texts, context_length)  # (N, L)
+        self.tokens_mirrored = tokenizer.encode([swap_sides(t) for t in texts], context_length) if transform.hflip else self.tokens
         self.labels = np.asarray([self.labels_of[self.samples[si].person_id] for si, _ in pairs], dtype=np.int64)
+        self.person_ids = np.asarray([self.samples[si].person_id for si, _ in pairs], dtype=np.int64)
+        self.pair_image = np.asarray([self.image_index_of[self.samples[si].image_path] for si, _ in pairs], dtype=np.int64)
+        self.images = decode_images(paths, transform.size, workers=workers, progress=progress) if in_memory else None  # (I, 3, H, W)
+
+    def batch(self, keys: Sequence[Any]) -> dict[str, Any]:
+        """A collated, augmented batch from the in-memory images (keys as for ``__getitem__``)."""
+        if self.images is None:
+            raise RuntimeError("batch() needs in_memory=True")
+        split = [_split_key(k) for k in keys]
+        idx = np.asarray([i for i, _ in split], dtype=np.int64)  # (B,)
+        imgs = self.images[torch.from_numpy(self.pair_image[idx])]  # (B, 3, H, W) uint8
+        tf = self.transform
+        if not tf.train:  # evaluation mode: no augmentation at all
+            tf = dataclasses.replace(tf, hflip=False, pad=0, color_jitter=0.0, erase_prob=0.0)
+        rngs = [np.random.default_rng([self.seed, epoch, i]) for i, epoch in split]
+        images, flipped = augment_batch(imgs, rngs, tf)  # (B, 3, H, W), (B,)
+        tokens = torch.where(torch.from_numpy(flipped)[:, None], self.tokens_mirrored[idx], self.tokens[idx])
+        t = torch.from_numpy
+        return {"image": images, "tokens": tokens, "label": t(self.labels[idx]), "person_id": t(self.person_ids[idx]),
+                "image_index": t(self.pair_image[idx]), "index": t(idx)}
 
     @property
     def num_classes(self) -> int:
@@ -67,10 +99,15 @@ class TrainPairs(Dataset):
         si, _ = self.pairs[i]
         s = self.samples[si]
         rng = np.random.default_rng([self.seed, epoch, i])
-        image = self.transform(load_image(s.image_path), rng if self.transform.train else None)
+        tf = self.transform
+        mirrored = False
+        if tf.train and tf.hflip:  # draw the flip here (ImageTransform's first draw) to pick the matching caption
+            mirrored = bool(rng.random() < 0.5)
+            rng = np.random.default_rng([self.seed, epoch, i])
+        image = tf(load_image(s.image_path), rng if tf.train else None)
         return {
             "image": image,
-            "tokens": self.tokens[i],
+            "tokens": self.tokens_mirrored[i] if mirrored else self.tokens[i],
             "label": int(self.labels[i]),
             "person_id": s.person_id,
             "image_index": self.image_index_of[s.image_path],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,3 +110,97 @@ def denormalise(x: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple
     """(3, H, W) normalised tensor -> (H, W, 3) uint8 array, for reports and debugging."""
     arr = x.detach().cpu().numpy().transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
     return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def swap_sides(text: str) -> str:
+    """The caption of a mirrored image: "left" and "right" exchanged (case kept).
+
+    Fine-grained captions say "a bag on his left shoulder"; a horizontally flipped image shows it
+    on the right, so flipping the image without swapping the words would teach a wrong pairing.
+    """
+    import re
+
+    swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+    return re.sub(r"\b(left|right|Left|Right|LEFT|RIGHT)\b", lambda m: swap[m.group(0)], text)
+
+
+def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: ImageTransform) -> tuple[torch.Tensor, np.ndarray]:
+    """Training augmentation of a whole batch of decoded images, one generator per item.
+
+    images: (B, 3, H, W) uint8 at ``tf.size``; rngs: B generators (seeded by seed, epoch, item, so
+    an item's augmentation is the same whatever the batch, process or resume). The same draws as
+    :class:`ImageTransform` (flip, padded crop, colour jitter, erasing), done as tensor operations.
+    Returns the normalised (B, 3, H, W) float32 batch and which items were flipped (B,) bool.
+    """
+    b, _, h, w = images.shape
+    x = images.float().div_(255.0)  # (B, 3, H, W)
+    flipped = np.zeros(b, dtype=bool)
+    p = tf.pad
+    offsets = np.zeros((b, 2), dtype=np.int64)
+    jitter = np.ones((b, 3), dtype=np.float32)
+    erase: list[tuple[int, int, int, int, np.ndarray] | None] = [None] * b
+    for i, rng in enumerate(rngs):  # the draws, in ImageTransform's order
+        if tf.hflip and rng.random() < 0.5:
+            flipped[i] = True
+        if p > 0:
+            offsets[i] = int(rng.integers(0, 2 * p + 1)), int(rng.integers(0, 2 * p + 1))
+        if tf.color_jitter > 0:
+            jitter[i] = rng.uniform(1 - tf.color_jitter, 1 + tf.color_jitter, size=3)
+        if tf.erase_prob > 0 and rng.random() < tf.erase_prob:
+            for _ in range(10):
+                target = rng.uniform(*tf.erase_area) * h * w
+                aspect = float(np.exp(rng.uniform(np.log(tf.erase_ratio[0]), np.log(tf.erase_ratio[1]))))
+                eh, ew = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
+                if 0 < eh < h and 0 < ew < w:
+                    top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+                    erase[i] = (top, left, eh, ew, rng.standard_normal((3, eh, ew)).astype(np.float32))
+                    break
+    if flipped.any():
+        f = torch.from_numpy(flipped)
+        x[f] = x[f].flip(-1)
+    if p > 0:
+        padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, 3, H + 2p, W + 2p), zeros
+        x = torch.stack([padded[i, :, t : t + h, l : l + w] for i, (t, l) in enumerate(offsets.tolist())])
+    if tf.color_jitter > 0:
+        bcs = torch.from_numpy(jitter)  # (B, 3): brightness, contrast, saturation
+        x = x * bcs[:, 0, None, None, None]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * bcs[:, 1, None, None, None] + mean
+        gray = (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)  # (B, 1, H, W)
+        x = ((x - gray) * bcs[:, 2, None, None, None] + gray).clamp_(0.0, 1.0)
+    mean_t = torch.tensor(tf.mean, dtype=torch.float32)[None, :, None, None]
+    std_t = torch.tensor(tf.std, dtype=torch.float32)[None, :, None, None]
+    x = (x - mean_t) / std_t
+    for i, e in enumerate(erase):
+        if e is not None:
+            top, left, eh, ew, noise = e
+            x[i, :, top : top + eh, left : left + ew] = torch.from_numpy(noise)
+    return x.contiguous(), flipped
+
+
+def decode_images(paths: list[Any], size: tuple[int, int], *, workers: int = 1, progress: bool = False) -> torch.Tensor:
+    """Decode and resize images once into one uint8 tensor (N, 3, H, W): training's in-memory store."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h, w = size
+
+    def one(path: Any) -> np.ndarray:
+        img = load_image(path)
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.BICUBIC)
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))  # (3, H, W), a writable copy
+
+    out = torch.empty((len(paths), 3, h, w), dtype=torch.uint8)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(paths), unit="img", desc="decoding images", leave=False)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, arr in enumerate(pool.map(one, paths)):
+            out[i] = torch.from_numpy(arr)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out

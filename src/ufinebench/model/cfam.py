@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ufinebench.model.clip import Attention, LayerNorm, QuickGELU, TextTransformer, VisionTransformer, init_clip_like
+from ufinebench.model.conv import ConvTower
 
 ARCHS = ("clip-sdm", "irra", "cfam")
 
@@ -70,10 +71,16 @@ class ModelConfig:
     matcher_layers: int = 2
     granularity_weight: float = 1.0  # weight of the granularity similarity at retrieval
     grad_checkpointing: bool = False
+    vision: str = "vit"  # vit: CLIP's ViT (real weights); conv: ConvTower (from scratch on the CPU)
+    text_pool: str = "eot"  # eot: CLIP's causal end-token pooling; mean: bidirectional, mean of real tokens
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.vision not in ("vit", "conv"):
+            raise ValueError(f"vision must be 'vit' or 'conv', got {self.vision!r}")
+        if self.text_pool not in ("eot", "mean"):
+            raise ValueError(f"text_pool must be 'eot' or 'mean', got {self.text_pool!r}")
 
     @property
     def use_granularity(self) -> bool:
@@ -137,20 +144,30 @@ class Matcher(nn.Module):
     """Image-text matching head: a text sequence cross-attends to image tokens; MLP on its first token.
 
     The text sequence is the text's global embedding followed by its granularity embeddings when
-    the model has the decoder (K + 1 tokens: cheap), else followed by all its tokens.
+    the model has the decoder (K + 1 tokens: cheap), else followed by all its tokens. The head
+    also sees the element-wise product of the two normalised global embeddings (whose sum is
+    their cosine), so it starts from what the dual encoder already knows and the cross-attention
+    only has to learn the corrections; without it the matcher stayed at chance from scratch
+    (docs/training.md).
     """
 
     def __init__(self, dim: int, layers: int, heads: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList([DecoderLayer(dim, heads) for _ in range(layers)])
-        self.head = nn.Sequential(LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+        self.ln = LayerNorm(dim)
+        self.head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1))
 
     def forward(self, text_seq: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """(P, T, D), (P, T) True = real, (P, N, D) -> (P,) logits that the pair matches."""
+        """(P, T, D), (P, T) True = real, (P, N, D) -> (P,) logits that the pair matches.
+
+        ``text_seq[:, 0]`` and ``image_tokens[:, 0]`` are the global embeddings.
+        """
         x = text_seq
         for layer in self.layers:
             x = layer(x, image_tokens, None, self_mask=text_mask)
-        return self.head(x[:, 0]).squeeze(-1)
+        d = text_seq.shape[-1]
+        prod = F.normalize(text_seq[:, 0].float(), dim=-1) * F.normalize(image_tokens[:, 0].float(), dim=-1) * d  # (P, D)
+        return self.head(torch.cat([self.ln(x[:, 0]), prod.to(x.dtype)], dim=-1)).squeeze(-1)
 
 
 class RetrievalModel(nn.Module):
@@ -160,8 +177,13 @@ class RetrievalModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.embed_dim
-        self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d)
-        self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id)
+        self.visual: nn.Module
+        if cfg.vision == "conv":
+            self.visual = ConvTower(cfg.image_size, cfg.vision_width, d)
+        else:
+            self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d)
+        self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id,
+                                    pool=cfg.text_pool)
         init_clip_like(self.visual, self.text)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=cfg.learn_temperature)
         self.granularity = GranularityDecoder(d, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_granularity else None
@@ -193,7 +215,8 @@ class RetrievalModel(nn.Module):
         return from_checkpoint(path, device=device)
 
     def set_grad_checkpointing(self, on: bool) -> None:
-        self.visual.transformer.grad_checkpointing = on
+        if isinstance(self.visual, VisionTransformer):
+            self.visual.transformer.grad_checkpointing = on
         self.text.transformer.grad_checkpointing = on
 
     # --- per-modality encoders (what a gallery or a query needs) ---------------------------

@@ -79,8 +79,8 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
         self.ln_2 = LayerNorm(width)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
+    def forward(self, x: torch.Tensor, causal: bool = False, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=causal, key_mask=key_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -91,12 +91,13 @@ class Transformer(nn.Module):
         self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, C); key_mask (B, L) True = a real token (others are never attended to)."""
         for blk in self.resblocks:
             if self.grad_checkpointing and self.training:
-                x = checkpoint(blk, x, causal, use_reentrant=False)
+                x = checkpoint(blk, x, causal, key_mask, use_reentrant=False)
             else:
-                x = blk(x, causal)
+                x = blk(x, causal, key_mask)
         return x
 
 
@@ -131,10 +132,21 @@ class VisionTransformer(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """CLIP's text encoder: token + position embeddings, causal transformer, end-token pooling."""
+    """CLIP's text encoder: token + position embeddings, causal transformer, end-token pooling.
 
-    def __init__(self, context_length: int, vocab_size: int, width: int, layers: int, heads: int, output_dim: int, eot_id: int | None) -> None:
+    ``pool="mean"`` is the from-scratch variant: attention in both directions over the real tokens
+    (start to end token, padding masked out) and the global embedding is their mean. It learns
+    faster from little data (docs/training.md); CLIP weights need the default ``"eot"``.
+    """
+
+    def __init__(
+        self, context_length: int, vocab_size: int, width: int, layers: int, heads: int, output_dim: int, eot_id: int | None,
+        pool: str = "eot",
+    ) -> None:
         super().__init__()
+        if pool not in ("eot", "mean"):
+            raise ValueError(f"text pooling must be 'eot' or 'mean', got {pool!r}")
+        self.pool = pool
         self.context_length = context_length
         self.eot_id = eot_id  # None: pool at the largest id, as CLIP does (its end token is the largest)
         self.token_embedding = nn.Embedding(vocab_size, width)
@@ -157,15 +169,22 @@ class TextTransformer(nn.Module):
         if text.shape[1] > self.context_length:
             raise ValueError(f"texts of {text.shape[1]} tokens exceed the context length {self.context_length}")
         x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]]  # (B, L, C)
+        eot = self.eot_index(text)  # (B,)
+        if self.pool == "mean":
+            real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
+            x = self.transformer(x, key_mask=real)
+            tokens = self.ln_final(x) @ self.text_projection  # (B, L, D)
+            w = real.to(tokens.dtype)[..., None]  # (B, L, 1)
+            return (tokens * w).sum(1) / w.sum(1), tokens
         x = self.transformer(x, causal=True)
         tokens = self.ln_final(x) @ self.text_projection  # (B, L, D)
-        glob = tokens[torch.arange(tokens.shape[0], device=tokens.device), self.eot_index(text)]
+        glob = tokens[torch.arange(tokens.shape[0], device=tokens.device), eot]
         return glob, tokens
 
 
-def init_clip_like(visual: VisionTransformer, text: TextTransformer) -> None:
+def init_clip_like(visual: nn.Module, text: TextTransformer) -> None:
     """CLIP's initialisation of the transformer weights (std scaled by depth)."""
-    for tr in (visual.transformer, text.transformer):
+    for tr in [m.transformer for m in (visual, text) if isinstance(getattr(m, "transformer", None), Transformer)]:
         width, layers = tr.width, len(tr.resblocks)
         proj_std = (width**-0.5) * ((2 * layers) ** -0.5)
         attn_std = width**-0.5
