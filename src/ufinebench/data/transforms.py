@@ -89,20 +89,30 @@ class ImageTransform:
         return x.astype(np.float32, copy=False)
 
 
-def _random_erase(
-    x: np.ndarray, rng: np.random.Generator, area: tuple[float, float], ratio: tuple[float, float]
-) -> np.ndarray:
-    """Replace a random rectangle of a normalised (H, W, 3) image with noise."""
-    h, w, _ = x.shape
+def _draw_erase(
+    rng: np.random.Generator, h: int, w: int, area: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, np.ndarray] | None:
+    """Draw a random-erasing rectangle: (top, left, noise (eh, ew, 3)), or None after 10 misses."""
     for _ in range(10):
         target = rng.uniform(*area) * h * w
         aspect = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
         eh, ew = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
         if 0 < eh < h and 0 < ew < w:
             top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
-            x = x.copy()
-            x[top : top + eh, left : left + ew] = rng.standard_normal((eh, ew, 3)).astype(np.float32)
-            return x
+            return top, left, rng.standard_normal((eh, ew, 3)).astype(np.float32)
+    return None
+
+
+def _random_erase(
+    x: np.ndarray, rng: np.random.Generator, area: tuple[float, float], ratio: tuple[float, float]
+) -> np.ndarray:
+    """Replace a random rectangle of a normalised (H, W, 3) image with noise."""
+    e = _draw_erase(rng, x.shape[0], x.shape[1], area, ratio)
+    if e is None:
+        return x
+    top, left, noise = e
+    x = x.copy()
+    x[top : top + noise.shape[0], left : left + noise.shape[1]] = noise
     return x
 
 
@@ -138,7 +148,7 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
     p = tf.pad
     offsets = np.zeros((b, 2), dtype=np.int64)
     jitter = np.ones((b, 3), dtype=np.float32)
-    erase: list[tuple[int, int, int, int, np.ndarray] | None] = [None] * b
+    erase: list[tuple[int, int, np.ndarray] | None] = [None] * b
     for i, rng in enumerate(rngs):  # the draws, in ImageTransform's order
         if tf.hflip and rng.random() < 0.5:
             flipped[i] = True
@@ -147,14 +157,7 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
         if tf.color_jitter > 0:
             jitter[i] = rng.uniform(1 - tf.color_jitter, 1 + tf.color_jitter, size=3)
         if tf.erase_prob > 0 and rng.random() < tf.erase_prob:
-            for _ in range(10):
-                target = rng.uniform(*tf.erase_area) * h * w
-                aspect = float(np.exp(rng.uniform(np.log(tf.erase_ratio[0]), np.log(tf.erase_ratio[1]))))
-                eh, ew = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
-                if 0 < eh < h and 0 < ew < w:
-                    top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
-                    erase[i] = (top, left, eh, ew, rng.standard_normal((3, eh, ew)).astype(np.float32))
-                    break
+            erase[i] = _draw_erase(rng, h, w, tf.erase_area, tf.erase_ratio)
     if flipped.any():
         f = torch.from_numpy(flipped)
         x[f] = x[f].flip(-1)
@@ -173,8 +176,8 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
     x = (x - mean_t) / std_t
     for i, e in enumerate(erase):
         if e is not None:
-            top, left, eh, ew, noise = e
-            x[i, :, top : top + eh, left : left + ew] = torch.from_numpy(noise)
+            top, left, noise = e  # noise (eh, ew, 3), as ImageTransform draws it
+            x[i, :, top : top + noise.shape[0], left : left + noise.shape[1]] = torch.from_numpy(noise).permute(2, 0, 1)
     return x.contiguous(), flipped
 
 
