@@ -73,3 +73,24 @@ def test_eval_sets_gallery_unique_and_query_tags(tmp_path):
     assert all(gallery.person_ids[q.image_index] == q.person_id for q in queries.queries)
     assert queries.tokens.shape == (18, 20)
     assert np.array_equal(queries.person_ids, [q.person_id for q in queries.queries])
+
+
+def test_sentence_augmented_captions_per_epoch_and_same_in_both_paths(tmp_path):
+    path = make_dataset(tmp_path / "d", "ufine6926", n_images_per_id=3)
+    records = json.loads(path.read_text())
+    for r in records:  # several sentences per caption, one of them saying "left"
+        r["captions"] = [c + ". A bag on the left shoulder. Black shoes. A grey cap. No glasses." for c in r["captions"]]
+    path.write_text(json.dumps(records))
+    train = load_dataset(path).split("train")
+    tok = ClipTokenizer()
+    tf = ImageTransform(size=(64, 24), train=True, hflip=True)
+    ds = TrainPairs(train, tok, tf, context_length=48, seed=3, in_memory=True, sentence_drop=0.5, sentence_shuffle=True)
+    assert ds.text_augmented
+    keys = [(i, e) for e in range(3) for i in range(len(ds))]
+    batch = ds.batch(keys)
+    for k, key in enumerate(keys):  # the batch path and the per-item path give the same tokens
+        assert torch.equal(batch["tokens"][k], ds[key]["tokens"])
+    per_epoch = batch["tokens"].view(3, len(ds), -1)
+    assert not torch.equal(per_epoch[0], per_epoch[1])  # captions change with the epoch
+    plain = TrainPairs(train, tok, ImageTransform(size=(64, 24), train=False), context_length=48, seed=3, sentence_drop=0.5)
+    assert not plain.text_augmented and torch.equal(plain[(0, 1)]["tokens"], plain.tokens[0])  # evaluation: no text change

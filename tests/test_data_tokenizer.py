@@ -13,6 +13,7 @@ from ufinebench.data.tokenizer import (
     ClipTokenizer,
     TokenizerError,
     TrainedBPETokenizer,
+    TrainedWordTokenizer,
     find_clip_vocab,
     tokenizer_from_state,
 )
@@ -87,3 +88,19 @@ def test_trained_bpe_round_trip():
     assert tokenizer_from_state({"kind": "clip"}).encode(["a cat"], 5)[0, 0] == CLIP_SOT
     with pytest.raises(TokenizerError):
         tokenizer_from_state({"kind": "bpe", "json": "{broken"})
+
+
+def test_trained_word_tokenizer_whole_words_and_unknown_words():
+    caps = [f"The man in a red jacket carries a {c} backpack." for c in ("black", "blue", "green")] * 5
+    tok = TrainedWordTokenizer.train(caps, vocab_size=100, min_frequency=2)
+    ids = tok.encode(["The man carries a blue backpack."], context_length=12)[0]
+    # one id per word and one for the full stop, between sot and eot
+    assert ids[:9].tolist()[0] == tok.sot_id and ids[8] == tok.eot_id and (ids[9:] == 0).all()
+    assert tok.decode(ids.tolist()) == "the man carries a blue backpack."
+    unk = tok._tok.token_to_id("<|unk|>")
+    odd = tok.encode(["a zebra-striped 🦓 parka"], context_length=12)[0]
+    assert odd[1] == tok._tok.token_to_id("a") and (odd[2:7] == unk).all()  # unseen words and symbols: <|unk|>, no error
+    again = tokenizer_from_state(tok.state())
+    assert isinstance(again, TrainedWordTokenizer) and torch.equal(again.encode(caps[:3], 12), tok.encode(caps[:3], 12))
+    small = TrainedWordTokenizer.train(caps, vocab_size=8, min_frequency=1)
+    assert small.vocab_size == 8  # the limit holds (4 specials + the 4 most frequent words)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ufinebench.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform, denormalise, load_image
+from ufinebench.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform, augment_caption, denormalise, load_image
 
 
 def _gradient(w=64, h=160):
@@ -76,3 +76,23 @@ def test_training_transform_needs_rng_and_sizes_are_checked():
         ImageTransform(train=True)(Image.new("RGB", (4, 4)))
     with pytest.raises(ValueError):
         ImageTransform(size=(0, 10))
+
+
+def test_augment_caption_keeps_first_sentence_and_is_seeded():
+    text = "A tall man with short hair. He wears a red coat. His jeans are blue. He carries a bag; it is black."
+    rest = ["He wears a red coat.", "His jeans are blue.", "He carries a bag;", "it is black."]
+    assert augment_caption(text, np.random.default_rng(0)) == text  # nothing asked: unchanged
+    seen = set()
+    for seed in range(40):
+        out = augment_caption(text, np.random.default_rng(seed), shuffle=True)
+        assert out.startswith("A tall man with short hair. ")
+        assert sorted(out[len("A tall man with short hair. "):].split(" ")) == sorted(" ".join(rest).split(" "))
+        seen.add(out)
+        dropped = augment_caption(text, np.random.default_rng(seed), drop=0.5)
+        kept = dropped[len("A tall man with short hair."):].strip()
+        assert dropped.startswith("A tall man with short hair.")
+        assert kept == " ".join(r for r in rest if r in kept)  # order kept, whole sentences only
+        seen.add(dropped)
+    assert len(seen) > 10  # it does vary
+    assert augment_caption(text, np.random.default_rng(7), 0.3, True) == augment_caption(text, np.random.default_rng(7), 0.3, True)
+    assert augment_caption("One sentence only.", np.random.default_rng(0), 0.9, True) == "One sentence only."

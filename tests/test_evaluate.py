@@ -14,7 +14,7 @@ from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset
-from ufinebench.evaluate import evaluate_checkpoint, rerank
+from ufinebench.evaluate import evaluate_checkpoint, matcher_topk, rerank, rerank_from_logits, tune_rerank_weight
 
 from reference import reference_metrics
 from test_train import TINY_MODEL
@@ -25,7 +25,7 @@ def tiny_run(tiny_synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_run") / "run"
     cfg = load_config("synth-cpu-small", TINY_MODEL + [
         f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={out}", "data.workers=0", "data.bpe_vocab_size=300",
-        "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=4", "train.eval_every=0", "train.tensorboard=false",
+        "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=4", "train.eval_every=1", "train.tensorboard=false",
     ])
     return T.train(cfg, progress=False)
 
@@ -75,6 +75,34 @@ def test_rerank_reorders_only_the_top_k(tiny_synth, tiny_run):
             assert first == out["_features"]["per_query"].first_hit_rank[i]
     # the dual encoder's own top 3 is what was re-ordered
     assert all(set(top[i].tolist()) == set(np.argsort(-sim[i], kind="stable")[:3].tolist()) for i in range(len(q)))
+
+
+def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
+    from ufinebench.model.checkpoint import from_checkpoint, read_meta, resolve_checkpoint
+
+    samples = load_dataset(tiny_synth / "ufine_synth_3c.json").split("test")
+    out = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4, rerank_weight=None)
+    f, model = out["_features"], from_checkpoint(tiny_run).model
+    top, cos, logits = matcher_topk(model, f, 4)
+    assert (np.diff(cos, axis=1) <= 1e-6).all()  # the dual encoder's top 4, best first
+    # weight 0 keeps the dual encoder's order: exactly the plain metrics
+    same, order0 = rerank_from_logits(f, top, cos, logits, 0.0, 10.0)
+    assert (order0 == np.arange(4)).all() and same.as_dict() == pytest.approx(out["overall"], abs=1e-6)
+    # weight None: the matcher's order alone, as evaluate_checkpoint reported it
+    alone, order_m = rerank_from_logits(f, top, cos, logits, None, 10.0)
+    assert (order_m == np.argsort(-logits, axis=1, kind="stable")).all() and alone.as_dict() == pytest.approx(out["rerank"]["overall"], abs=1e-6)
+    # in between, the blend's order sorts scale * cos + w * logit
+    _, order_b = rerank_from_logits(f, top, cos, logits, 1.0, 10.0)
+    blend = np.take_along_axis(10.0 * cos + logits, order_b, axis=1)
+    assert (np.diff(blend, axis=1) <= 1e-5).all()
+    w, table = tune_rerank_weight(model, f, 4)
+    best = max(table.values())
+    assert table["matcher" if w is None else f"{w:g}"] == best
+    assert all(v < best for k, v in table.items() if k != "matcher" and w is not None and float(k) < w)  # ties -> smaller
+    # training tuned a weight on val and kept it in the checkpoint; eval uses it by default
+    meta = read_meta(resolve_checkpoint(tiny_run, "last"))
+    assert "rerank_weight" in meta and set(meta["rerank_val_R1"]) == {"0", "0.25", "0.5", "1", "2", "4", "matcher"}
+    assert evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4)["rerank"]["weight"] == meta["rerank_weight"]
 
 
 def test_report_is_self_contained(tiny_synth, tiny_run, tmp_path, capsys):

@@ -21,7 +21,7 @@ from ufinebench.data.tokenizer import ClipTokenizer
 from ufinebench.data.transforms import ImageTransform
 from ufinebench.evaluate import breakdown
 from ufinebench.threec.build import build_3c
-from ufinebench.threec.rewriters import LLMRewriter, OfflineRewriter
+from ufinebench.threec.rewriters import LLMRewriter
 
 from formats_fixture import make_dataset
 

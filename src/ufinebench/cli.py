@@ -7,6 +7,7 @@ on stderr with exit code 2 (never a traceback).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -198,6 +199,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.rerank_topk < 0:
         raise UFineBenchError("--rerank-topk must be positive")
+    weight: float | None | str = args.rerank_weight
+    if weight == "matcher":
+        weight = None
+    elif weight != "checkpoint":
+        try:
+            weight = float(args.rerank_weight)
+        except ValueError:
+            raise UFineBenchError(f"--rerank-weight: a number, 'matcher' or 'checkpoint', got {args.rerank_weight!r}") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise UFineBenchError(f"--rerank-weight: must be a finite number >= 0, got {args.rerank_weight!r}")
     import os
 
     check_outputs({"--json": args.json, "--save-features": args.save_features, "--report": args.report},
@@ -225,7 +236,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             name += "'"
         names.append(name)
         r = evaluate_checkpoint(ck, samples, rerank_topk=args.rerank_topk, msd=args.msd, device=device,
-                                batch_size=args.batch_size, progress=sys.stderr.isatty())
+                                batch_size=args.batch_size, progress=sys.stderr.isatty(), rerank_weight=weight)
         r["name"] = name
         results.append(r)
     if rank != 0:  # only the first process reports
@@ -234,7 +245,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for r in results:
         rows[r["name"]] = r["overall"]
         if "rerank" in r:
-            rows[f"{r['name']} + re-rank top {r['rerank']['topk']} ({r['rerank']['seconds']:.1f} s)"] = r["rerank"]["overall"]
+            w = r["rerank"]["weight"]
+            how = "matcher alone" if w is None else f"weight {w:g}"
+            rows[f"{r['name']} + re-rank top {r['rerank']['topk']}, {how} ({r['rerank']['seconds']:.1f} s)"] = r["rerank"]["overall"]
     print(f"{ann.path} [{args.split}]: {len(samples)} images, text-to-image, mSD {args.msd}\n")
     print(format_table(rows))
     for key in ("source", "granularity", "style", "words"):
@@ -487,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=list(FORMATS), help="dataset format when it cannot be inferred")
     p.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for every record)")
     p.add_argument("--rerank-topk", type=int, default=0, metavar="K", help="re-rank each query's top K with the matcher")
+    p.add_argument("--rerank-weight", default="checkpoint", metavar="W",
+                   help="re-rank score = cos / T + W * matcher logit; 'matcher' orders by the matcher alone; "
+                        "default: the weight training chose on the val split (kept in the checkpoint)")
     p.add_argument("--msd", choices=["paper", "official"], default="paper", help="mSD variant (default paper)")
     p.add_argument("--json", metavar="OUT", help="write all figures as JSON (input of `ufinebench compare`)")
     p.add_argument("--report", metavar="DIR", help="write DIR/index.html")

@@ -33,12 +33,14 @@ class DataConfig:
     format: str | None = None
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation
-    tokenizer: str = "clip"  # clip | bpe (trained on the training captions)
-    bpe_vocab_size: int = 4000
+    tokenizer: str = "clip"  # clip | bpe | word (bpe and word are learnt from the training captions)
+    bpe_vocab_size: int = 4000  # the vocabulary limit of a learnt tokenizer (bpe or word)
     hflip: bool = False
     pad: int = 10
     color_jitter: float = 0.1
     erase_prob: float = 0.5
+    sentence_drop: float = 0.0  # each caption sentence after the first dropped with this probability (per epoch)
+    sentence_shuffle: bool = False  # caption sentences after the first in a random order (per epoch)
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -239,8 +241,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("model.context_length: must be at least 4")
     if m.temperature <= 0:
         raise ConfigError("model.temperature: must be positive")
-    if d.tokenizer not in ("clip", "bpe"):
-        raise ConfigError("data.tokenizer: must be clip or bpe")
+    if d.tokenizer not in ("clip", "bpe", "word"):
+        raise ConfigError("data.tokenizer: must be clip, bpe or word")
     if d.sampler not in ("random", "identity"):
         raise ConfigError("data.sampler: must be random or identity")
     if t.epochs < 1:
@@ -253,6 +255,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("train.lr: must be positive")
     if t.global_loss not in ("sdm", "infonce"):
         raise ConfigError("train.global_loss: must be sdm or infonce")
+    if not 0.0 <= d.sentence_drop < 1.0:
+        raise ConfigError("data.sentence_drop: must be in [0, 1)")
     if d.in_memory_mb < 0:
         raise ConfigError("data.in_memory_mb: must be at least 0")
     if t.optimizer not in ("adamw", "sgd"):

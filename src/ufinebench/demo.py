@@ -57,6 +57,11 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool =
         return _run_demo(Path(out), quick=quick, fresh=fresh, force=force)
 
 
+def _weight_text(weight: float | None) -> str:
+    """How the re-ranking blended: the weight training chose on val, or the matcher alone."""
+    return "matcher alone" if weight is None else f"cos/T + {weight:g} x matcher, weight chosen on val"
+
+
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     from ufinebench.config import load_config
     from ufinebench.data.annotations import load_dataset
@@ -133,7 +138,7 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     rows = {
         f"in-domain test ({indomain['overall']['queries']} queries)": indomain["overall"],
         f"3C set ({threec['overall']['queries']} queries)": threec["overall"],
-        f"3C set + re-rank top {plan.rerank_topk}": threec["rerank"]["overall"],
+        f"3C set + re-rank top {plan.rerank_topk} ({_weight_text(threec['rerank']['weight'])})": threec["rerank"]["overall"],
     }
     print(format_table(rows, extra=()))
     for key in ("granularity", "style", "source"):

@@ -132,54 +132,110 @@ def breakdown(features: dict[str, Any], msd: str = "paper") -> dict[str, dict[st
     return out
 
 
+RERANK_TOPK = 10  # the re-ranking depth whose blend weight training tunes on val (the demo's --rerank-topk)
+RERANK_WEIGHTS: tuple[float | None, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, None)  # None: the matcher's order alone
+
+
 @torch.no_grad()
-def rerank(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu", msd: str = "paper",
-           batch_pairs: int = 512) -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
-    """Re-order each query's top ``k`` by the matcher; returns (metrics, seconds, top-k idx, new order)."""
+def matcher_topk(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu",
+                 batch_pairs: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's top ``k`` gallery images by the dual encoder and the matcher's logits for them.
+
+    Returns (top (Q, k) gallery indices in descending cosine, cosines (Q, k), matcher logits (Q, k)).
+    """
     if getattr(model, "matcher", None) is None:
         from ufinebench.errors import UFineBenchError
 
         raise UFineBenchError("--rerank-topk needs a model with a matcher head (arch cfam, or model.matching: true)")
-    t0 = time.perf_counter()
     q, g = features["query_features"], features["gallery_features"]
     qn, gn = unit_rows(q), unit_rows(g)
     k = max(1, min(k, g.shape[0]))
     top = np.empty((q.shape[0], k), dtype=np.int64)
+    cos = np.empty((q.shape[0], k), dtype=np.float32)
     for i0 in range(0, q.shape[0], 1024):
         s = qn[i0 : i0 + 1024] @ gn.T  # (b, G)
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
         top[i0 : i0 + 1024] = np.take_along_axis(part, order, axis=1)
+        cos[i0 : i0 + 1024] = np.take_along_axis(s, top[i0 : i0 + 1024], axis=1)
     gt = features["gallery_tokens"]
     model.eval()
     logits = np.empty((q.shape[0], k), dtype=np.float32)
     step = max(1, batch_pairs // k)  # queries per matcher batch; each query meets its k images
-    for q0 in range(0, q.shape[0], step):
-        q1 = min(q0 + step, q.shape[0])
-        seq = torch.nn.utils.rnn.pad_sequence([features["query_match_seq"][i].float() for i in range(q0, q1)], batch_first=True)
-        mask = torch.nn.utils.rnn.pad_sequence([features["query_match_mask"][i] for i in range(q0, q1)], batch_first=True)
-        imgs = gt[torch.from_numpy(top[q0:q1].ravel())].float()  # (b*k, 1+N, D)
-        lg = model.match_logits(seq.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device), imgs.to(device))
-        logits[q0:q1] = lg.float().cpu().numpy().reshape(q1 - q0, k)
-    new_order = np.argsort(-logits, axis=1, kind="stable")  # (Q, k): positions within the top k
-    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        for q0 in range(0, q.shape[0], step):
+            q1 = min(q0 + step, q.shape[0])
+            seq = torch.nn.utils.rnn.pad_sequence([features["query_match_seq"][i].float() for i in range(q0, q1)], batch_first=True)
+            mask = torch.nn.utils.rnn.pad_sequence([features["query_match_mask"][i] for i in range(q0, q1)], batch_first=True)
+            imgs = gt[torch.from_numpy(top[q0:q1].ravel())].float()  # (b*k, 1+N, D)
+            lg = model.match_logits(seq.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device), imgs.to(device))
+            logits[q0:q1] = lg.float().cpu().numpy().reshape(q1 - q0, k)
+    return top, cos, logits
+
+
+def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarray, logits: np.ndarray, weight: float | None,
+                       scale: float, *, msd: str = "paper", per_query: bool = True) -> tuple[RetrievalResult, np.ndarray]:
+    """Metrics after re-ordering each top k by ``scale * cos + weight * matcher logit``.
+
+    ``scale`` is the model's logit scale (1 / temperature), so both terms are logits; ``weight``
+    None orders by the matcher alone, 0 keeps the dual encoder's order. Only the order inside the
+    top k changes (the similarities keep their values), so mSD stays comparable.
+    """
+    score = logits if weight is None else scale * cos + weight * logits  # (Q, k)
+    new_order = np.argsort(-score, axis=1, kind="stable")  # (Q, k): positions within the top k
+    qn, gn = unit_rows(features["query_features"]), unit_rows(features["gallery_features"])
 
     def block(i0: int, i1: int) -> np.ndarray:
         s = (qn[i0:i1] @ gn.T).astype(np.float32)  # (b, G) dual-encoder similarities
         rows = np.arange(i1 - i0)[:, None]
         vals = s[rows, top[i0:i1]]  # (b, k), descending
-        s[rows, np.take_along_axis(top[i0:i1], new_order[i0:i1], axis=1)] = vals  # same values, matcher's order
+        s[rows, np.take_along_axis(top[i0:i1], new_order[i0:i1], axis=1)] = vals  # same values, new order
         return s
 
-    res = metrics_from_blocks(block, features["query_ids"], features["gallery_ids"], msd=msd, per_query=True)
+    res = metrics_from_blocks(block, features["query_ids"], features["gallery_ids"], msd=msd, per_query=per_query)
+    return res, new_order
+
+
+def tune_rerank_weight(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu",
+                       weights: Sequence[float | None] = RERANK_WEIGHTS) -> tuple[float | None, dict[str, float]]:
+    """The blend weight with the best R1 on these (validation) features; ties go to the smaller weight.
+
+    Returns (weight, {str(weight): R1}). Tuned on ``val`` at training time and kept in the
+    checkpoint, so that test and 3C numbers never choose it.
+    """
+    top, cos, logits = matcher_topk(model, features, k, device=device)
+    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 1.0
+    table: dict[str, float] = {}
+    best: tuple[float, float | None] = (-1.0, 0.0)
+    for w in weights:
+        r1 = rerank_from_logits(features, top, cos, logits, w, scale, per_query=False)[0].as_dict()["R1"]
+        table["matcher" if w is None else f"{w:g}"] = round(r1, 4)
+        if r1 > best[0] + 1e-9:
+            best = (r1, w)
+    return best[1], table
+
+
+def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None = None, device: str | torch.device = "cpu",
+           msd: str = "paper") -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
+    """Re-order each query's top ``k`` by ``cos / T + weight * matcher logit`` (``weight`` None: the
+    matcher alone); returns (metrics, seconds, top-k idx, new order)."""
+    t0 = time.perf_counter()
+    top, cos, logits = matcher_topk(model, features, k, device=device)
+    seconds = time.perf_counter() - t0
+    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 1.0
+    res, new_order = rerank_from_logits(features, top, cos, logits, weight, scale, msd=msd)
     return res, seconds, top, new_order
 
 
 def evaluate_checkpoint(
     checkpoint: str, samples: Sequence[Sample], *, rerank_topk: int = 0, msd: str = "paper", device: str = "cpu",
-    batch_size: int = 64, progress: bool = False,
+    batch_size: int = 64, progress: bool = False, rerank_weight: float | None | str = "checkpoint",
 ) -> dict[str, Any]:
-    """Everything ``ufinebench eval`` reports for one checkpoint (plus the features, for reports)."""
+    """Everything ``ufinebench eval`` reports for one checkpoint (plus the features, for reports).
+
+    ``rerank_weight``: "checkpoint" takes the blend weight tuned on val during training (the
+    matcher alone for checkpoints without one), a number or None (matcher alone) overrides it.
+    """
     from ufinebench.model.checkpoint import from_checkpoint
 
     loaded = from_checkpoint(checkpoint, device=device)
@@ -201,8 +257,11 @@ def evaluate_checkpoint(
         "msd_variant": msd,
     }
     if rerank_topk > 0:
-        rr, secs, top, order = rerank(loaded.model, feats, rerank_topk, device=device, msd=msd)
-        out["rerank"] = {"topk": rerank_topk, "overall": rr.as_dict(), "seconds": round(secs, 3)}
+        weight = loaded.meta.get("rerank_weight") if rerank_weight == "checkpoint" else rerank_weight
+        if isinstance(weight, str):
+            raise ValueError(f"rerank_weight: a number, None or 'checkpoint', got {weight!r}")
+        rr, secs, top, order = rerank(loaded.model, feats, rerank_topk, weight=weight, device=device, msd=msd)
+        out["rerank"] = {"topk": rerank_topk, "weight": weight, "overall": rr.as_dict(), "seconds": round(secs, 3)}
         feats["rerank_per_query"] = rr.per_query
     feats["per_query"] = res.per_query
     out["_features"] = feats

@@ -33,7 +33,7 @@ from ufinebench.config import Config, ConfigError, dump_config, load_config
 from ufinebench.data.annotations import check_split, load_dataset
 from ufinebench.data.datasets import TrainPairs, collate
 from ufinebench.data.samplers import DistributedBatchSampler
-from ufinebench.data.tokenizer import ClipTokenizer, TrainedBPETokenizer, tokenizer_from_state
+from ufinebench.data.tokenizer import ClipTokenizer, TrainedBPETokenizer, TrainedWordTokenizer, tokenizer_from_state
 from ufinebench.data.transforms import ImageTransform
 from ufinebench.errors import UFineBenchError
 from ufinebench.losses import DistContext, compute_losses
@@ -197,12 +197,14 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
         if d.tokenizer == "clip":
             tokenizer = ClipTokenizer()
         else:
-            tokenizer = TrainedBPETokenizer.train((c for s in train_samples for c in s.captions), vocab_size=d.bpe_vocab_size)
+            learnt = TrainedBPETokenizer if d.tokenizer == "bpe" else TrainedWordTokenizer
+            tokenizer = learnt.train((c for s in train_samples for c in s.captions), vocab_size=d.bpe_vocab_size)
     transform = ImageTransform(size=tuple(m.image_size), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter, erase_prob=d.erase_prob)
     n_images = len({s.image_path for s in train_samples})
     in_memory = n_images * 3 * m.image_size[0] * m.image_size[1] <= d.in_memory_mb * 2**20
     dataset = TrainPairs(train_samples, tokenizer, transform, context_length=m.context_length, seed=t.seed, in_memory=in_memory,
-                         workers=max(1, d.workers), progress=progress and rank == 0)
+                         workers=max(1, d.workers), progress=progress and rank == 0,
+                         sentence_drop=d.sentence_drop, sentence_shuffle=d.sentence_shuffle)
     sampler = DistributedBatchSampler(
         len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels, num_instances=d.num_instances,
         seed=t.seed, rank=rank, world_size=world, drop_last=True,
@@ -302,13 +304,23 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
     """Validate (when due), log, and write the epoch's checkpoint, ``last`` and ``best`` (rank 0)."""
     t = cfg.train
     metrics = None
+    rerank_weight: dict[str, Any] = {}
     if rank == 0 and data.val_samples and (st.epoch + 1) % t.eval_every == 0:
-        from ufinebench.evaluate import evaluate_samples
+        from ufinebench.evaluate import RERANK_TOPK, extract_features, tune_rerank_weight
+        from ufinebench.metrics import metrics_from_features
 
         eval_tf = ImageTransform(size=tuple(cfg.model.image_size))
-        res = evaluate_samples(st.model, data.val_samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device)
+        model = st.model
+        has_matcher = getattr(model, "matcher", None) is not None
+        f = extract_features(model, data.val_samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device,
+                             keep_tokens=has_matcher)
+        res = metrics_from_features(f["query_features"], f["gallery_features"], f["query_ids"], f["gallery_ids"])
         metrics = dict(res.as_dict())
         record.update({f"val_{k}": v for k, v in metrics.items()})
+        if has_matcher:  # the re-ranking blend, chosen on val only (never on test or 3C)
+            w, table = tune_rerank_weight(model, f, RERANK_TOPK, device=st.device)
+            rerank_weight = {"rerank_weight": w, "rerank_val_R1": table}
+            record["val_rerank_weight"] = "matcher" if w is None else w
     if rank != 0:
         return
     logger.write(record)
@@ -317,7 +329,8 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
         assert metrics is not None
         st.best_value = metrics[t.best_metric]
     meta = {"config": cfg.to_dict(), "tokenizer": data.tokenizer.state(), "epoch": st.epoch, "global_step": st.global_step,
-            "metrics": metrics, "best_metric": t.best_metric, "best_value": st.best_value if st.best_value > -math.inf else None}
+            "metrics": metrics, "best_metric": t.best_metric, "best_value": st.best_value if st.best_value > -math.inf else None,
+            **rerank_weight}
     state = {"optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(), "torch_rng": torch.get_rng_state(),
              "scaler": st.scaler.state_dict()}
     ck_dir = run_dir / "checkpoints"

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ufinebench.data.annotations import Sample, label_map, word_count_bucket
 from ufinebench.data.tokenizer import TextTokenizer
-from ufinebench.data.transforms import ImageTransform, augment_batch, decode_images, load_image, swap_sides
+from ufinebench.data.transforms import ImageTransform, augment_batch, augment_caption, decode_images, load_image, swap_sides
 
 
 def _split_key(key: Any) -> tuple[int, int]:
@@ -51,6 +51,8 @@ class TrainPairs(Dataset):
         in_memory: bool = False,
         workers: int = 1,
         progress: bool = False,
+        sentence_drop: float = 0.0,
+        sentence_shuffle: bool = False,
     ) -> None:
         if not samples:
             raise ValueError("no training samples")
@@ -63,6 +65,9 @@ class TrainPairs(Dataset):
         pairs = [(si, ci) for si, s in enumerate(self.samples) for ci in range(len(s.captions))]
         self.pairs = np.asarray(pairs, dtype=np.int64)  # (N, 2): sample, caption
         texts = [self.samples[si].captions[ci] for si, ci in pairs]
+        self.texts = texts
+        self.tokenizer, self.context_length = tokenizer, context_length
+        self.sentence_drop, self.sentence_shuffle = sentence_drop, sentence_shuffle
         self.tokens = tokenizer.encode(texts, context_length)  # (N, L)
         self.tokens_mirrored = tokenizer.encode([swap_sides(t) for t in texts], context_length) if transform.hflip else self.tokens
         self.labels = np.asarray([self.labels_of[self.samples[si].person_id] for si, _ in pairs], dtype=np.int64)
@@ -82,10 +87,26 @@ class TrainPairs(Dataset):
             tf = dataclasses.replace(tf, hflip=False, pad=0, color_jitter=0.0, erase_prob=0.0)
         rngs = [np.random.default_rng([self.seed, epoch, i]) for i, epoch in split]
         images, flipped = augment_batch(imgs, rngs, tf)  # (B, 3, H, W), (B,)
-        tokens = torch.where(torch.from_numpy(flipped)[:, None], self.tokens_mirrored[idx], self.tokens[idx])
+        if self.text_augmented:
+            tokens = self.tokenizer.encode(
+                [self._caption(i, epoch, bool(f)) for (i, epoch), f in zip(split, flipped)], self.context_length
+            )  # (B, L)
+        else:
+            tokens = torch.where(torch.from_numpy(flipped)[:, None], self.tokens_mirrored[idx], self.tokens[idx])
         t = torch.from_numpy
         return {"image": images, "tokens": tokens, "label": t(self.labels[idx]), "person_id": t(self.person_ids[idx]),
                 "image_index": t(self.pair_image[idx]), "index": t(idx)}
+
+    @property
+    def text_augmented(self) -> bool:
+        """Whether captions change per epoch (sentence drop/shuffle): then they are tokenized per batch."""
+        return self.transform.train and (self.sentence_drop > 0 or self.sentence_shuffle)
+
+    def _caption(self, i: int, epoch: int, mirrored: bool) -> str:
+        """Pair i's caption at this epoch: sentences dropped/shuffled by its own random stream."""
+        rng = np.random.default_rng([self.seed, epoch, i, 1])  # apart from the image's stream [seed, epoch, i]
+        text = augment_caption(self.texts[i], rng, self.sentence_drop, self.sentence_shuffle)
+        return swap_sides(text) if mirrored else text
 
     @property
     def num_classes(self) -> int:
@@ -107,7 +128,8 @@ class TrainPairs(Dataset):
         image = tf(load_image(s.image_path), rng if tf.train else None)
         return {
             "image": image,
-            "tokens": self.tokens_mirrored[i] if mirrored else self.tokens[i],
+            "tokens": (self.tokenizer.encode([self._caption(i, epoch, mirrored)], self.context_length)[0]
+                       if self.text_augmented else self.tokens_mirrored[i] if mirrored else self.tokens[i]),
             "label": int(self.labels[i]),
             "person_id": s.person_id,
             "image_index": self.image_index_of[s.image_path],

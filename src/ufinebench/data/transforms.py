@@ -7,6 +7,7 @@ of loader workers or processes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,14 +123,36 @@ def denormalise(x: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple
     return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def augment_caption(text: str, rng: np.random.Generator, drop: float = 0.0, shuffle: bool = False) -> str:
+    """A training caption with its sentences after the first shuffled and/or dropped.
+
+    The first sentence (who: gender, age, hair) stays first. Dropping each later sentence with
+    probability ``drop`` makes shorter, coarser descriptions from the fine training captions, and
+    shuffling teaches the text encoder that the order of details does not matter: both what
+    queries written by other people (other styles and granularities) differ in, made from the
+    training captions alone.
+    """
+    sentences = _SENTENCE_END.split(text.strip())
+    if len(sentences) < 2 or (drop <= 0 and not shuffle):
+        return text
+    first, rest = sentences[0], sentences[1:]
+    if shuffle:
+        rest = [rest[j] for j in rng.permutation(len(rest))]
+    if drop > 0:
+        keep = rng.random(len(rest)) >= drop
+        rest = [r for r, k in zip(rest, keep) if k]
+    return " ".join([first, *rest])
+
+
 def swap_sides(text: str) -> str:
     """The caption of a mirrored image: "left" and "right" exchanged (case kept).
 
     Fine-grained captions say "a bag on his left shoulder"; a horizontally flipped image shows it
     on the right, so flipping the image without swapping the words would teach a wrong pairing.
     """
-    import re
-
     swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
     return re.sub(r"\b(left|right|Left|Right|LEFT|RIGHT)\b", lambda m: swap[m.group(0)], text)
 
