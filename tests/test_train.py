@@ -106,3 +106,36 @@ def test_two_processes_reach_the_weights_of_one(tiny_synth, tmp_path, arch):
     assert moved > 1e-4  # training changed the weights, so the comparison means something
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), (k, float((a[k] - b[k]).abs().max()))
+
+
+def test_non_finite_loss_stops_before_the_weights_see_it(tiny_synth, tmp_path, monkeypatch):
+    real = T.compute_losses
+    calls = {"n": 0}
+
+    def nan_at_fifth(*args, **kwargs):  # epoch 2, step 2 (3 steps per epoch)
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(T, "compute_losses", nan_at_fifth)
+    run = tmp_path / "run"
+    with pytest.raises(T.NonFiniteLossError, match=r"loss became nan at epoch 2, step 5.*last good checkpoint is epoch 1"):
+        T.train(_cfg(tiny_synth, run), progress=False)
+    last = resolve_checkpoint(run, "last")
+    assert last.name == "epoch_0001"  # the epoch before the bad step, complete and finite
+    weights = load_file(str(last / "model.safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in weights.values())
+
+
+def test_cli_reports_non_finite_hyper_parameters_in_one_line(tiny_synth, tmp_path, capsys):
+    from ufinebench.cli import main
+
+    for setting in ("train.lr=inf", "model.temperature=nan", "train.loss_weights.id=-inf", "data.color_jitter=nan"):
+        code = main(["train", "--config", "synth-cpu-small", "--set", f"data.dataset={tiny_synth / 'ufine_synth.json'}",
+                     "--set", f"train.out_dir={tmp_path / 'never'}", "--set", setting])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and "Traceback" not in err, (setting, err)
+        assert setting.split("=")[0] in err and "finite" in err, (setting, err)
+    assert not (tmp_path / "never").exists()

@@ -9,6 +9,7 @@ raise :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -220,6 +221,14 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
 def check_config(cfg: Config) -> None:
     """Values that parse but cannot work."""
     m, d, t = cfg.model, cfg.data, cfg.train
+    for section, obj in (("model", m), ("data", d), ("train", t)):  # inf / nan parse as floats but train to NaN
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            numbers = value.items() if isinstance(value, dict) else [("", value)]
+            for key, v in numbers:
+                if isinstance(v, float) and not math.isfinite(v):
+                    name = f"{section}.{f.name}" + (f".{key}" if key else "")
+                    raise ConfigError(f"{name}: must be a finite number, got {v}")
     if m.arch not in ARCHS:
         raise ConfigError(f"model.arch: must be one of {', '.join(ARCHS)}")
     h, w = m.image_size

@@ -265,6 +265,30 @@ def _epoch_batches(data: _Data, epoch: int, workers: int) -> Iterator[dict[str, 
     yield from DataLoader(data.dataset, batch_sampler=data.sampler, num_workers=workers, collate_fn=collate, persistent_workers=False)
 
 
+class NonFiniteLossError(UFineBenchError):
+    """Training met a NaN or infinite loss; the weights were not updated with it."""
+
+
+def _stop_if_not_finite(loss: torch.Tensor, st: _State, distributed: bool) -> None:
+    """Stop before a NaN / inf loss reaches the weights (every process stops together).
+
+    The last epoch checkpoint (``checkpoints/last``) stays as it was: checkpoints are only
+    written at the end of an epoch, from weights that never saw the bad step.
+    """
+    bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0)
+    if distributed:
+        import torch.distributed as dist
+
+        bad = bad.to(loss.device)
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if float(bad) > 0:
+        kept = f"the last good checkpoint is epoch {st.epoch}" if st.epoch > 0 else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"train: the loss became {float(loss.detach()):g} at epoch {st.epoch + 1}, step {st.global_step + 1}; "
+            f"stopped before updating the weights ({kept}); try a lower train.lr, or check the data"
+        )
+
+
 def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], world: int, distributed: bool) -> dict[str, torch.Tensor]:
     """One optimisation step on one (local share of a global) batch; returns the losses."""
     t, model, device = cfg.train, st.model, st.device
@@ -288,6 +312,7 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
         out = st.ddp(images, tokens, mlm_tokens)
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss)
+    _stop_if_not_finite(losses["loss"], st, distributed)
     st.opt.zero_grad(set_to_none=True)
     st.scaler.scale(losses["loss"] * world).backward()
     if t.grad_clip > 0:
@@ -303,6 +328,9 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
 def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Logger, record: dict[str, Any], rank: int) -> None:
     """Validate (when due), log, and write the epoch's checkpoint, ``last`` and ``best`` (rank 0)."""
     t = cfg.train
+    if not all(bool(torch.isfinite(p).all()) for p in st.model.parameters()):  # a finite loss with an overflowing step
+        raise NonFiniteLossError(f"train: the weights became non-finite during epoch {st.epoch + 1}; not saved "
+                                 f"(the last good checkpoint is kept); try a lower train.lr")
     metrics = None
     rerank_weight: dict[str, Any] = {}
     if rank == 0 and data.val_samples and (st.epoch + 1) % t.eval_every == 0:
