@@ -57,6 +57,28 @@ def test_direction_and_msd_options(sim_npz, tmp_path, capsys):
     assert json.loads(j.read_text()) == pytest.approx({k: want[k] for k in KEYS})
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_scores_outside_cosine_range_keep_rank_metrics_but_no_msd(sim_npz, tmp_path, capsys, backend):
+    path, sim, qids, gids = sim_npz
+    cos = metrics_from_similarity(sim, qids, gids, backend=backend)
+    logits = metrics_from_similarity(sim * 20.0, qids, gids, backend=backend)  # same order, not cosines
+    a, b = cos.as_dict(), logits.as_dict()
+    assert cos.msd_note is None and isinstance(a["mSD"], float)
+    assert b["mSD"] is None and "outside [-1, 1]" in logits.msd_note
+    assert {k: v for k, v in b.items() if k != "mSD"} == pytest.approx({k: v for k, v in a.items() if k != "mSD"})
+    rounding = metrics_from_similarity(np.clip(sim * 1.00005, -1.00005, 1.00005), qids, gids, backend=backend)
+    assert rounding.msd_note is None  # a cosine rounded past 1 is still a cosine
+    big = tmp_path / "logits.npz"
+    np.savez(big, similarity=sim * 20.0, query_ids=qids, gallery_ids=gids)
+    out_json = tmp_path / "m.json"
+    code, out, err = _run(["metrics", str(big), "--json", str(out_json)], capsys)
+    assert code == 0 and "not reported" in err and "Traceback" not in err
+    data = json.loads(out_json.read_text())
+    assert data["mSD"] is None and data["R1"] == pytest.approx(a["R1"])
+    row = [line for line in out.splitlines() if line.startswith("t2i")][0]
+    assert row.split()[-3] == "-"  # mSD column shows '-' (then queries, queries without positive)
+
+
 def test_features_file(tmp_path, capsys):
     rng = np.random.default_rng(1)
     q, g = rng.choice([-1.0, 1.0], (12, 16)), rng.choice([-1.0, 1.0], (9, 16))  # 1/sqrt(16) is exact

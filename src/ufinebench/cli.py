@@ -36,6 +36,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     d = res.as_dict()
     label = f"{args.direction} (mSD: {args.msd})"
     print(format_table({label: d}, extra=("queries", "queries_without_positive")))
+    if res.msd_note:
+        print(f"note: {res.msd_note}", file=sys.stderr)
     if res.num_queries == 0:
         print("warning: no query has a positive in the gallery; every metric is reported as 0", file=sys.stderr)
     elif res.num_without_positive:

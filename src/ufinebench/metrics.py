@@ -89,14 +89,15 @@ class RetrievalResult:
     num_without_positive: int  # queries left out
     msd_variant: str = "paper"
     per_query: PerQuery | None = field(default=None, repr=False)
+    msd_note: str | None = None  # why mSD is not reported (then ``as_dict`` gives None for it)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Any]:
         """Flat dict: ``R1, R5, ... mAP, mINP, mSD, queries, queries_without_positive``."""
-        out: dict[str, float | int] = {f"R{k}": float(v) for k, v in self.recall.items()}
+        out: dict[str, Any] = {f"R{k}": float(v) for k, v in self.recall.items()}
         out.update(
             mAP=float(self.mAP),
             mINP=float(self.mINP),
-            mSD=float(self.mSD),
+            mSD=None if self.msd_note else float(self.mSD),
             queries=int(self.num_queries),
             queries_without_positive=int(self.num_without_positive),
         )
@@ -141,6 +142,7 @@ def metrics_from_similarity(
         qids, gids = gids, qids
     num_q, num_g = len(qids), len(gids)
     use_torch = _use_torch(backend, sim)
+    outside = [False]  # any score outside [-1, 1]: not cosines, so no mSD
 
     if use_torch:
         import torch
@@ -155,9 +157,11 @@ def metrics_from_similarity(
             block = block.to(torch.float64 if block.dtype == torch.float64 else torch.float32)
             if not bool(torch.isfinite(block).all()):
                 raise MetricsInputError("similarity contains NaN or inf")
+            outside[0] = outside[0] or bool(block.abs().max() > 1 + COSINE_SLACK)
             return block.contiguous()
 
-        return _evaluate(rows_t, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
+        res = _evaluate(rows_t, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "torch")
+        return _without_msd(res) if outside[0] else res
 
     arr = _to_numpy(sim)
     if arr.dtype.kind != "f":
@@ -169,10 +173,23 @@ def metrics_from_similarity(
         block = np.ascontiguousarray(block, dtype=dtype)  # (n, G)
         if not np.isfinite(block).all():
             raise MetricsInputError("similarity contains NaN or inf")
+        outside[0] = outside[0] or bool(np.abs(block).max(initial=0.0) > 1 + COSINE_SLACK)
         return block, block.sum(axis=1, dtype=np.float64)
 
     chunk = chunk_size or _default_chunk(num_g, False)
-    return _evaluate(block_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
+    res = _evaluate(block_np, qids, gids, num_q, num_g, ks, msd, per_query, chunk, progress, "numba")
+    return _without_msd(res) if outside[0] else res
+
+
+COSINE_SLACK = 1e-4  # float rounding of a cosine may pass 1 slightly
+
+
+def _without_msd(res: RetrievalResult) -> RetrievalResult:
+    """The result for scores that are not cosines: rank metrics kept, mSD withheld with the reason."""
+    import dataclasses
+
+    return dataclasses.replace(res, msd_note="scores outside [-1, 1] are not cosine similarities, which mSD assumes: "
+                                             "mSD is not reported (R@K, mAP and mINP do not depend on the scale)")
 
 
 def metrics_from_features(
