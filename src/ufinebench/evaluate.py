@@ -106,12 +106,6 @@ def _process_group() -> tuple[int, int]:
     return 0, 1
 
 
-def evaluate_samples(model: Any, samples: Sequence[Sample], tokenizer: Any, transform: Any, **kw: Any) -> RetrievalResult:
-    """Text-to-image metrics of ``model`` on ``samples`` (R@K, mAP, mINP, mSD)."""
-    f = extract_features(model, samples, tokenizer, transform, **kw)
-    return metrics_from_features(f["query_features"], f["gallery_features"], f["query_ids"], f["gallery_ids"])
-
-
 def breakdown(features: dict[str, Any], msd: str = "paper") -> dict[str, dict[str, dict[str, float]]]:
     """Metrics per value of every tag key present (source, granularity, style, words)."""
     tags = features["query_tags"]
@@ -162,15 +156,19 @@ def matcher_topk(model: Any, features: dict[str, Any], k: int, *, device: str | 
     model.eval()
     logits = np.empty((q.shape[0], k), dtype=np.float32)
     step = max(1, batch_pairs // k)  # queries per matcher batch; each query meets its k images
-    with torch.no_grad():
-        for q0 in range(0, q.shape[0], step):
-            q1 = min(q0 + step, q.shape[0])
-            seq = torch.nn.utils.rnn.pad_sequence([features["query_match_seq"][i].float() for i in range(q0, q1)], batch_first=True)
-            mask = torch.nn.utils.rnn.pad_sequence([features["query_match_mask"][i] for i in range(q0, q1)], batch_first=True)
-            imgs = gt[torch.from_numpy(top[q0:q1].ravel())].float()  # (b*k, 1+N, D)
-            lg = model.match_logits(seq.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device), imgs.to(device))
-            logits[q0:q1] = lg.float().cpu().numpy().reshape(q1 - q0, k)
+    for q0 in range(0, q.shape[0], step):
+        q1 = min(q0 + step, q.shape[0])
+        seq = torch.nn.utils.rnn.pad_sequence([features["query_match_seq"][i].float() for i in range(q0, q1)], batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence([features["query_match_mask"][i] for i in range(q0, q1)], batch_first=True)
+        imgs = gt[torch.from_numpy(top[q0:q1].ravel())].float()  # (b*k, 1+N, D)
+        lg = model.match_logits(seq.repeat_interleave(k, 0).to(device), mask.repeat_interleave(k, 0).to(device), imgs.to(device))
+        logits[q0:q1] = lg.float().cpu().numpy().reshape(q1 - q0, k)
     return top, cos, logits
+
+
+def _logit_scale(model: Any) -> float:
+    """1 / temperature of the model's global similarity (1 for a model without one)."""
+    return float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 1.0
 
 
 def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarray, logits: np.ndarray, weight: float | None,
@@ -204,7 +202,7 @@ def tune_rerank_weight(model: Any, features: dict[str, Any], k: int, *, device: 
     checkpoint, so that test and 3C numbers never choose it.
     """
     top, cos, logits = matcher_topk(model, features, k, device=device)
-    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 1.0
+    scale = _logit_scale(model)
     table: dict[str, float] = {}
     best: tuple[float, float | None] = (-1.0, 0.0)
     for w in weights:
@@ -222,7 +220,7 @@ def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None
     t0 = time.perf_counter()
     top, cos, logits = matcher_topk(model, features, k, device=device)
     seconds = time.perf_counter() - t0
-    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 1.0
+    scale = _logit_scale(model)
     res, new_order = rerank_from_logits(features, top, cos, logits, weight, scale, msd=msd)
     return res, seconds, top, new_order
 

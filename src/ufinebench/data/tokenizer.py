@@ -287,5 +287,5 @@ def tokenizer_from_state(state: dict[str, Any]) -> TextTokenizer:
         try:
             return cls(Tokenizer.from_str(state["json"]))
         except Exception as exc:  # noqa: BLE001 - a corrupt saved tokenizer is bad input
-            raise TokenizerError(f"cannot rebuild the saved BPE tokenizer ({exc})") from None
+            raise TokenizerError(f"cannot rebuild the saved {kind} tokenizer ({exc})") from None
     raise TokenizerError(f"unknown tokenizer kind {kind!r}")
