@@ -7,24 +7,67 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _claims(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--tiny", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def test_claims_script_tiny(tmp_path):
     out = tmp_path / "claims"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--tiny", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _claims(out)
     md = (out / "claims.md").read_text()
-    for section in ("### A.", "### B/C.", "### D."):
+    for section in ("### Effects", "### Runs", "### D."):
         assert section in md
     res = json.loads((out / "claims.json").read_text())
-    assert len(res["claims"]["A"]["trained on fine texts"]["overall"]) == 2  # two seeds
-    assert set(res["claims"]["BC"]) == {"cfam", "irra", "clip-sdm", "cfam without granularity", "cfam without matching"}
-    d = res["claims"]["D"]
+    assert set(res["runs"]) == {"cfam", "cfam_coarse", "irra", "clip-sdm", "cfam_nogran", "cfam_nomatch"}
+    assert all(set(per_seed) == {"0", "1"} for per_seed in res["runs"].values())  # two seeds each
+    assert yaml.safe_load((out / "runs" / "irra_s0" / "config.yaml").read_text())["model"]["mlm"] is True  # IRRA with its MLM head
+    effects = {r["effect"]: r for r in res["effects"]}
+    cfam, irra = res["runs"]["cfam"], res["runs"]["irra"]
+    row = effects["CFAM - IRRA (with MLM), in-domain"]
+    diffs = [cfam[s]["test"]["R1"] - irra[s]["test"]["R1"] for s in ("0", "1")]
+    assert row["seeds"] == 2 and abs(row["R1"]["mean"] - sum(diffs) / 2) < 1e-9  # paired by seed, from the raw results
+    assert row["verdict"] in {"reproduced", "not reproduced", "open"}
+    assert any(r["effect"].startswith("granularity ") for r in res["effects"])  # A's breakdown cells
+    d = res["D"]
     assert d["original"]["R1"] == d["squashed"]["R1"] and d["original"]["mAP"] == d["squashed"]["mAP"]
     assert d["original"]["mSD"] != d["squashed"]["mSD"]
     assert (out / "D_original.png").is_file() and (out / "D_squashed.png").is_file()
+    # the report is recomputable from the raw results alone
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--from", str(out / "claims.json")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == md.strip()
+
+
+def test_claims_script_resumes(tmp_path):
+    out = tmp_path / "claims"
+    first = _claims(out, "--claims", "B", "--seeds", "0", "--epochs", "2")
+    assert first.stdout.count("trained in") == 3
+    # put clip-sdm in the state of a run killed during its second epoch: last checkpoint = epoch 1
+    ck = out / "runs" / "clip-sdm_s0" / "checkpoints"
+    assert (ck / "last").read_text().strip() == "epoch_0002"
+    (ck / "epoch_0002").rename(ck / "epoch_0001")
+    meta = json.loads((ck / "epoch_0001" / "meta.json").read_text())
+    (ck / "epoch_0001" / "meta.json").write_text(json.dumps({**meta, "epoch": 0}))
+    (ck / "last").write_text("epoch_0001")
+    (out / "runs" / "clip-sdm_s0" / "claims_eval.json").unlink()
+    second = _claims(out, "--claims", "B", "--seeds", "0,1", "--epochs", "2")
+    assert "cfam seed 0: training kept" in second.stdout and "irra seed 0: training kept" in second.stdout
+    assert "clip-sdm seed 0: resumed after epoch 1" in second.stdout
+    assert second.stdout.count("trained in") == 4  # clip-sdm 0 finished, then the three runs of seed 1
+    assert (ck / "last").read_text().strip() == "epoch_0002"
+    res = json.loads((out / "claims.json").read_text())
+    assert res["runs"]["clip-sdm"]["0"]["test"]["queries"] > 0 and set(res["runs"]["cfam"]) == {"0", "1"}
+    wrong = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--tiny", "--out", str(out), "--claims", "B",
+                            "--seeds", "0", "--epochs", "3"], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode != 0 and "trained for 2 epochs" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_demo_quick(tmp_path):
