@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ufinebench.io import atomic_write_bytes
-from ufinebench.serve.index import SearchIndex, _write_faiss
+from ufinebench.serve.index import INDEX_VERSION, SearchIndex, _write_faiss, checkpoint_digest
 
 QUERIES = [
     "a young man with short black hair, a grey hoodie with white stripes, blue jeans and white sneakers with black soles",
@@ -55,18 +55,26 @@ def _checkpoint(tmp: Path) -> str:
 
 
 def _index(tmp: Path, checkpoint: str, n: int, dim: int, kind: str) -> Path:
+    """An index in the format `ufinebench index` writes, of n random unit embeddings (one small thumbnail each)."""
+    from PIL import Image
+
     out = tmp / f"ix_{kind}"
     (out / "parts").mkdir(parents=True)
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((n, dim), dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    jpg = io.BytesIO()
+    Image.new("RGB", (48, 128), (120, 90, 60)).save(jpg, format="JPEG")
+    atomic_write_bytes(out / "parts" / "000000.thumbs", jpg.getvalue() * n)
     buf = io.BytesIO()
-    np.savez(buf, embeddings=emb, paths=np.asarray([f"/nonexistent/{i}.jpg" for i in range(n)]), person_ids=np.full(n, -1))
+    np.savez(buf, embeddings=emb, paths=np.asarray([f"/nonexistent/{i}.jpg" for i in range(n)]), person_ids=np.full(n, -1),
+             thumb_offsets=np.arange(n + 1, dtype=np.int64) * len(jpg.getvalue()))
     atomic_write_bytes(out / "parts" / "000000.npz", buf.getvalue())
     t0 = time.perf_counter()
     _write_faiss(emb, kind, out / "index.faiss")
     build = time.perf_counter() - t0
-    (out / "index.json").write_text(json.dumps({"checkpoint": checkpoint, "source": "random", "kind": kind, "count": n, "dim": dim,
+    (out / "index.json").write_text(json.dumps({"version": INDEX_VERSION, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_digest(checkpoint),
+                                                "sources": ["random"], "source": "random", "kind": kind, "count": n, "dim": dim,
                                                 "complete": True, "build_seconds": build}))
     return out
 
@@ -118,19 +126,29 @@ def main() -> int:
         import httpx
         import uvicorn
 
-        from ufinebench.serve.app import create_app
+        from ufinebench.serve.app import create_app, server_config
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(str(folders["hnsw"])), host="127.0.0.1", port=port, log_level="error"))
+        server = uvicorn.Server(server_config(create_app(str(folders["hnsw"])), "127.0.0.1", port, log_level="error"))
         th = threading.Thread(target=server.run, daemon=True)
         th.start()
         while not server.started:
             time.sleep(0.05)
+        # every 10th request is hostile and must be refused with its own code; every 4th search also
+        # fetches its first result's image
+        hostile = [("bad host", "POST", "/search", {"json": {"text": "x"}, "headers": {"host": "evil.example"}}, (400,)),
+                   ("body too large", "POST", "/search", {"content": b" " * 20000, "headers": {"content-type": "application/json"}}, (413,)),
+                   ("malformed JSON", "POST", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}, (422,)),
+                   ("k out of range", "POST", "/search", {"json": {"text": "x", "k": 100000}}, (422,)),
+                   ("no such image", "GET", "/images/99999999", {}, (404,)),
+                   ("path in image id", "GET", "/images/..%2F..%2Fetc%2Fpasswd", {}, (404, 422))]
 
-        async def load() -> tuple[list[float], int, float]:
+        async def load() -> tuple[list[float], list[float], dict[str, int], int, float]:
             lat: list[float] = []
+            img_lat: list[float] = []
+            refused = {h[0]: 0 for h in hostile}
             errors = 0
             sem = asyncio.Semaphore(args.concurrency)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -139,22 +157,37 @@ def main() -> int:
                     async with sem:
                         t0 = time.perf_counter()
                         try:
+                            if i % 10 == 9:
+                                name, method, path, kw, want = hostile[(i // 10) % len(hostile)]
+                                r = await client.request(method, path, **kw)
+                                ok = r.status_code in want
+                                refused[name] += ok
+                                errors += 0 if ok else 1
+                                return
                             r = await client.post("/search", json={"text": QUERIES[i % len(QUERIES)], "k": 10})
                             ok = r.status_code == 200 and len(r.json()["results"]) == 10
+                            lat.append(time.perf_counter() - t0)
+                            if ok and i % 4 == 0:
+                                t1 = time.perf_counter()
+                                im = await client.get(r.json()["results"][0]["url"])
+                                ok = im.status_code == 200 and im.content[:2] == b"\xff\xd8"
+                                img_lat.append(time.perf_counter() - t1)
                         except httpx.HTTPError:
                             ok = False
-                        lat.append(time.perf_counter() - t0)
                         errors += 0 if ok else 1
 
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(i) for i in range(args.requests)))
-                return lat, errors, time.perf_counter() - t0
+                return lat, img_lat, refused, errors, time.perf_counter() - t0
 
-        lat, errors, wall = asyncio.run(load())
+        lat, img_lat, refused, errors, wall = asyncio.run(load())
         server.should_exit = True
         th.join(timeout=5)
-        print(f"HTTP load (hnsw index): {args.requests} requests at concurrency {args.concurrency}: {_pct(lat)}, "
-              f"{args.requests / wall:.0f} requests/s, {errors} errors")
+        total = args.requests + len(img_lat)
+        print(f"HTTP load (hnsw index, serve's settings): {total} requests at concurrency {args.concurrency} in {wall:.1f} s "
+              f"({total / wall:.0f} requests/s): search {_pct(lat)}, image {_pct(img_lat) if img_lat else '-'}; "
+              f"hostile requests refused as expected: {sum(refused.values())} ({', '.join(f'{k} {v}' for k, v in refused.items())}); "
+              f"{errors} errors")
     return 0
 
 

@@ -16,7 +16,8 @@ from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.serve import index as I
-from ufinebench.serve.app import create_app
+from ufinebench.serve.app import LOOPBACK_HOSTS, GuardMiddleware, create_app
+from ufinebench.model.checkpoint import resolve_checkpoint
 from ufinebench.serve.index import SearchIndex, build_index
 
 from test_train import TINY_MODEL
@@ -79,8 +80,11 @@ def test_index_matches_direct_encoding_and_add_resume(run, tiny_synth, tmp_path,
     assert hits[0].score == pytest.approx(float(q @ (f / np.linalg.norm(f))), abs=1e-4)
 
 
+HOSTS = [*LOOPBACK_HOSTS, "testserver"]  # TestClient's Host
+
+
 def test_api_and_bad_input(index_dir):
-    client = TestClient(create_app(str(index_dir)))
+    client = TestClient(create_app(str(index_dir), allowed_hosts=HOSTS))
     assert client.get("/healthz").json()["status"] == "ok"
     r = client.post("/search", json={"text": "a man with a black backpack", "k": 5})
     assert r.status_code == 200
@@ -96,6 +100,105 @@ def test_api_and_bad_input(index_dir):
         assert client.get(path).status_code in (404, 422), path
     page = client.get("/").text
     assert "<textarea" in page and "http://" not in page and "https://" not in page
+
+
+def test_index_belongs_to_one_checkpoint_and_source(run, tiny_synth, tmp_path):
+    import json
+
+    imgs = sorted((tiny_synth / "images").glob("*.jpg"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, files in ((a, imgs[:6]), (b, imgs[6:9])):
+        folder.mkdir()
+        for f in files:
+            shutil.copy(f, folder / f.name)
+    out = tmp_path / "ix"
+    info = build_index(str(run), str(a), out)
+    assert len(info["checkpoint_sha256"]) == 64 and info["sources"] == [str(a.resolve())]
+    other = tmp_path / "other_run"
+    shutil.copytree(run, other)
+    ck = I.checkpoint_digest(other)
+    assert ck == info["checkpoint_sha256"]  # same content, same identity
+    last = resolve_checkpoint(other)
+    meta = json.loads((last / "meta.json").read_text())
+    (last / "meta.json").write_text(json.dumps({**meta, "epoch": 5}))  # another checkpoint (the digest covers meta.json)
+    with pytest.raises(I.IndexError_, match="another checkpoint"):
+        build_index(str(other), str(a), out, add=True)
+    with pytest.raises(I.IndexError_, match="one index holds one source"):
+        build_index(str(run), str(b), out, add=True)
+    with pytest.raises(I.IndexError_, match="no index to add to"):
+        build_index(str(run), str(b), tmp_path / "fresh", add=True)
+    # the service answers from the stored thumbnails: the images may move away
+    idx = SearchIndex(out)
+    for f in a.iterdir():
+        f.unlink()
+    client = TestClient(create_app(idx, allowed_hosts=HOSTS))
+    r = client.get("/images/0")
+    assert r.status_code == 200 and r.content == idx.thumbnail(0) and r.content[:2] == b"\xff\xd8"
+    from PIL import Image
+    import io
+
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert max(im.size) <= I.THUMB_MAX
+    # the checkpoint changing under the index is caught when the index is loaded
+    ck_dir = resolve_checkpoint(run)
+    saved = (ck_dir / "meta.json").read_bytes()
+    try:
+        (ck_dir / "meta.json").write_bytes(saved.replace(b'"epoch"', b'"epoch" ', 1))
+        with pytest.raises(I.IndexError_, match="has changed since indexing"):
+            SearchIndex(out)
+    finally:
+        (ck_dir / "meta.json").write_bytes(saved)
+
+
+def test_service_bounds(index_dir, monkeypatch):
+    idx = SearchIndex(index_dir)
+    client = TestClient(create_app(idx, allowed_hosts=HOSTS))
+    assert client.get("/healthz", headers={"host": "evil.example"}).status_code == 400  # DNS rebinding
+    assert client.get("/healthz", headers={"host": "127.0.0.1:8000"}).status_code == 200
+
+    def chunks():  # no Content-Length: counted while it streams
+        for _ in range(40):
+            yield b" " * 1000
+
+    r = client.post("/search", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/search", content=b"{}", headers={"content-type": "application/json", "content-length": "abc"}).status_code in (400, 413)
+    texts = ["\x00", "a\x00b man", "👩🏽‍🦱 red coat", "رجل يرتدي معطفا", "<script>alert(1)</script>", "?!.,;:" * 50, "a" * 2000,
+             "word " * 400, "\u202e reversed", "tab\tand\nnewline", "ÀÉÎÕÜ ß ø"]
+    for t in texts:
+        r = client.post("/search", json={"text": t, "k": 3})
+        assert r.status_code == 200 and len(r.json()["results"]) == 3, (t, r.text)
+    r = client.post("/search", content=b'{"text": "\\ud800 man in black", "k": 2}', headers={"content-type": "application/json"})
+    assert r.status_code in (200, 422), r.text  # a lone surrogate: answered, never a 500
+    for body in (b"not json", b'{"text": 5}', b'{"text": ["a"]}', b'{"text": "x", "k": "many"}', b'[]', b'{"text": "x", "k": 1e309}',
+                 b'\xff\xfe'):
+        assert client.post("/search", content=body, headers={"content-type": "application/json"}).status_code == 422, body
+
+    slow = create_app(idx, allowed_hosts=HOSTS, request_timeout=0.2)
+    monkeypatch.setattr(idx, "search", lambda *a, **k: time.sleep(1.0) or [])
+    assert TestClient(slow).post("/search", json={"text": "x"}).status_code == 503
+
+
+def test_guard_times_out_a_slow_body():
+    import asyncio
+
+    async def app(scope, receive, send):  # reads the body, then answers
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        await asyncio.sleep(5)
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    sent = []
+
+    async def send(msg):
+        sent.append(msg)
+
+    guard = GuardMiddleware(app, max_body=100, body_timeout=0.05, request_timeout=10)
+    asyncio.run(guard({"type": "http", "headers": []}, receive, send))
+    assert sent[0]["status"] == 408
 
 
 def _free_port() -> int:

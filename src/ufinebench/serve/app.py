@@ -1,20 +1,105 @@
 """The search service: ``POST /search``, ``GET /images/{id}``, ``GET /healthz`` and a web page.
 
-Only indexed images are served, by their number in the index (no path ever comes from a
-request). Inputs are bounded: description length, k, request body size; violations get clear
-4xx answers. Every asset of the page is inline: nothing is fetched from elsewhere.
+Only indexed images are served: the thumbnails stored in the index at indexing time, by their
+number in the index (no path ever comes from a request, and no image file is opened at request
+time). Requests must name an expected Host (DNS rebinding). Inputs are bounded: description
+length, k, request body size (counted while the body streams in, so a chunked upload without a
+Content-Length cannot grow past it), time to read the body and to answer; violations get clear
+4xx/5xx answers, never a 500 for any text. Every asset of the page is inline.
 """
 
-
+import asyncio
+import json
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ufinebench.serve.index import SearchIndex
 
 MAX_TEXT = 2000
 MAX_K = 100
 MAX_BODY = 16_384
+BODY_TIMEOUT_S = 10.0  # a client that sends its body slower than this is cut off (408)
+REQUEST_TIMEOUT_S = 30.0  # a request not answered by then gets 503
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _SlowBody(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Pure ASGI guard: request body counted as it streams (413), body read time (408), total time (503)."""
+
+    def __init__(self, app: Any, max_body: int, body_timeout: float, request_timeout: float) -> None:
+        self.app, self.max_body, self.body_timeout, self.request_timeout = app, max_body, body_timeout, request_timeout
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await _answer(send, 413, f"request body larger than {self.max_body} bytes")
+            return
+        received = 0
+        started = False
+        refusal: tuple[int, str] | None = None  # set when the body breaks a bound
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received, refusal
+            try:
+                msg = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                refusal = (408, "request body not received in time")
+                raise _SlowBody from None
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_body:
+                    refusal = (413, f"request body larger than {self.max_body} bytes")
+                    raise _TooLarge
+            return msg
+
+        async def guarded_send(msg: dict[str, Any]) -> None:
+            # FastAPI turns an exception raised while it reads the body into its own 400: the
+            # refusal recorded above replaces whatever the application answers then.
+            nonlocal started
+            if refusal is not None:
+                if msg["type"] == "http.response.start" and not started:
+                    started = True
+                    await _answer(send, *refusal)
+                return
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await asyncio.wait_for(self.app(scope, limited_receive, guarded_send), self.request_timeout)
+        except (_TooLarge, _SlowBody):
+            if not started and refusal is not None:
+                await _answer(send, *refusal)
+        except asyncio.TimeoutError:
+            if not started:
+                await _answer(send, 503, "request took too long")
+
+
+def server_config(app: Any, host: str, port: int, log_level: str = "warning") -> Any:
+    """The uvicorn settings `serve` runs with: short keep-alive, bounded concurrency and header size."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=64,
+                          h11_max_incomplete_event_size=16_384)
+
+
+async def _answer(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>ufinebench search</title>
@@ -64,11 +149,16 @@ document.getElementById('big').onclick = () => { document.getElementById('big').
 """
 
 
-def create_app(index: "SearchIndex | str", *, max_text: int = MAX_TEXT, max_k: int = MAX_K, max_body: int = MAX_BODY) -> Any:
-    """The FastAPI application over a loaded (or to-be-loaded) index."""
+def create_app(
+    index: "SearchIndex | str", *, max_text: int = MAX_TEXT, max_k: int = MAX_K, max_body: int = MAX_BODY,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS, body_timeout: float = BODY_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S,
+) -> Any:
+    """The ASGI application over a loaded (or to-be-loaded) index: FastAPI behind the host and body guards."""
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, Response
     from pydantic import BaseModel, Field
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     idx = index if isinstance(index, SearchIndex) else SearchIndex(index)
     app = FastAPI(title="ufinebench search", docs_url=None, redoc_url=None, openapi_url=None)
@@ -77,16 +167,13 @@ def create_app(index: "SearchIndex | str", *, max_text: int = MAX_TEXT, max_k: i
         text: str = Field(min_length=1, max_length=max_text)
         k: int = Field(default=10, ge=1, le=max_k)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            return JSONResponse({"detail": f"request body larger than {max_body} bytes"}, status_code=413)
-        if request.method == "POST" and length is None:
-            body = await request.body()
-            if len(body) > max_body:
-                return JSONResponse({"detail": f"request body larger than {max_body} bytes"}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default echoes the whole input back (and fails with a 500 on a lone surrogate):
+        # answer with where and what, never the input itself, ASCII-escaped.
+        detail = [{"loc": [str(x)[:40] for x in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200], "type": str(e.get("type", ""))[:60]}
+                  for e in exc.errors()[:10]]
+        return Response(json.dumps({"detail": detail}, ensure_ascii=True), status_code=422, media_type="application/json")
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -98,20 +185,19 @@ def create_app(index: "SearchIndex | str", *, max_text: int = MAX_TEXT, max_k: i
 
     @app.post("/search")
     def search(q: Query) -> dict[str, Any]:
-        if not q.text.strip():
+        text = q.text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates and the like become "?"
+        if not text.strip():
             raise HTTPException(status_code=422, detail="text is blank")
         t0 = time.perf_counter()
-        hits = idx.search(q.text, q.k)
-        return {"query": q.text, "k": q.k, "took_ms": (time.perf_counter() - t0) * 1000,
+        hits = idx.search(text, q.k)
+        return {"query": text, "k": q.k, "took_ms": (time.perf_counter() - t0) * 1000,
                 "results": [{"rank": h.rank, "id": h.id, "score": h.score, "person_id": h.person_id, "url": f"/images/{h.id}"} for h in hits]}
 
     @app.get("/images/{image_id}")
     def image(image_id: int) -> Any:
         if not 0 <= image_id < len(idx):
             raise HTTPException(status_code=404, detail="no such image")
-        path = Path(idx.paths[image_id])
-        if not path.is_file():
-            raise HTTPException(status_code=404, detail="image file missing")
-        return FileResponse(path)
+        return Response(idx.thumbnail(image_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    return app
+    guarded = TrustedHostMiddleware(app, allowed_hosts=list(allowed_hosts))
+    return GuardMiddleware(guarded, max_body, body_timeout, request_timeout)

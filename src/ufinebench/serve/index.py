@@ -1,10 +1,17 @@
 """A searchable gallery: image embeddings from a checkpoint, their metadata, and a FAISS index.
 
-An index folder holds ``parts/NNNNNN.npz`` (embeddings and paths of one chunk of images, written
-atomically: an interrupted build resumes after the last finished chunk), ``index.faiss`` and
-``index.json`` (checkpoint, kind, count, dimension). Small galleries get an exact inner-product
-index; from ``hnsw_threshold`` images on, an HNSW graph (approximate, much faster); ``kind``
-overrides the choice. ``add`` appends images that are not indexed yet.
+An index folder holds ``parts/NNNNNN.npz`` (embeddings, paths and thumbnail offsets of one chunk
+of images, written atomically after its ``parts/NNNNNN.thumbs``: an interrupted build resumes
+after the last finished chunk), ``index.faiss`` and ``index.json`` (checkpoint path and digest,
+source, kind, count, dimension). Small galleries get an exact inner-product index; from
+``hnsw_threshold`` images on, an HNSW graph (approximate, much faster); ``kind`` overrides the
+choice. ``add`` appends images of the same source that are not indexed yet.
+
+An index belongs to one model and one source: its embeddings mean nothing under other weights,
+so building into (or adding to) an index made with another checkpoint (by content digest) or
+another source is refused, and loading one whose checkpoint changed since is refused too.
+Thumbnails (JPEG, at most ``THUMB_MAX`` pixels a side) are stored at indexing time, so the
+service answers image requests from the index alone and never opens a path at request time.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from ufinebench.metrics import unit_rows
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CHUNK = 512
 HNSW_THRESHOLD = 50_000
+THUMB_MAX = 256  # longest side of a stored thumbnail, pixels
+INDEX_VERSION = 2  # 2: checkpoint digest, sources and thumbnails
 
 
 class IndexError_(UFineBenchError):
@@ -49,16 +58,45 @@ def list_images(source: str | os.PathLike[str], fmt: str | None = None) -> list[
     return sorted(seen.items(), key=lambda kv: str(kv[0]))
 
 
-def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: str) -> np.ndarray:
+def _thumbnail(im: Any) -> bytes:
+    """A JPEG of at most THUMB_MAX pixels a side (what the service sends for an indexed image)."""
+    import io
+
+    t = im.copy()
+    t.thumbnail((THUMB_MAX, THUMB_MAX))
+    buf = io.BytesIO()
+    t.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: str) -> tuple[np.ndarray, list[bytes]]:
+    """Unit embeddings (n, F) of the images and their JPEG thumbnails."""
     from ufinebench.data.transforms import load_image
 
-    feats = []
+    feats, thumbs = [], []
     for i in range(0, len(paths), batch_size):
-        imgs = torch.stack([loaded.transform(load_image(p)) for p in paths[i : i + batch_size]]).to(device)
+        pics = [load_image(p) for p in paths[i : i + batch_size]]
+        thumbs.extend(_thumbnail(im) for im in pics)
+        imgs = torch.stack([loaded.transform(im) for im in pics]).to(device)  # (b, 3, H, W)
         with torch.no_grad():
             f = loaded.model.retrieval_features(loaded.model.encode_image(imgs)).float().cpu().numpy()
         feats.append(unit_rows(f))
-    return np.concatenate(feats)
+    return np.concatenate(feats), thumbs
+
+
+def checkpoint_digest(checkpoint: str | os.PathLike[str]) -> str:
+    """SHA-256 over a checkpoint's weights and meta.json: what an index's embeddings depend on."""
+    import hashlib
+
+    from ufinebench.model.checkpoint import resolve_checkpoint
+
+    folder = resolve_checkpoint(checkpoint)
+    h = hashlib.sha256()
+    for name in ("model.safetensors", "meta.json"):
+        with open(folder / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def build_index(
@@ -91,15 +129,30 @@ def _build_index(
 
     parts = out / "parts"
     info_path = out / "index.json"
-    if info_path.is_file() and not add:
-        info = json.loads(info_path.read_text())
-        if info.get("complete") and info.get("source") == str(source):
+    digest = checkpoint_digest(checkpoint)
+    src = str(Path(source).resolve())
+    owner_file = info_path if info_path.is_file() else parts / "owner.json"  # a finished index, or an interrupted build
+    owner = _read_info(owner_file) if owner_file.is_file() else None
+    if owner is None and any(parts.glob("*.npz")):
+        owner = {}  # chunks without an owner: written by an older version
+    if owner is not None:
+        if owner.get("version") != INDEX_VERSION:
+            raise IndexError_(f"{out} holds an index of an older format (no checkpoint digest or thumbnails); build a new one in another folder")
+        if owner.get("checkpoint_sha256") != digest:
+            raise IndexError_(f"{out} was built with another checkpoint ({owner.get('checkpoint')}); its embeddings do not mix with {checkpoint}'s")
+        if owner.get("sources") != [src]:
+            raise IndexError_(f"{out} indexes {', '.join(owner.get('sources', []))}, not {src}; one index holds one source")
+        if owner.get("complete") and not add:
             raise IndexError_(f"{out} already holds an index of {source}; use --add to append images")
+    elif add:
+        raise IndexError_(f"{out}: no index to add to; build it first without --add")
     loaded = from_checkpoint(checkpoint, device=device)
     items = list_images(source, fmt)
     known = set(_read_parts(parts, embeddings=False)["paths"])  # what earlier (or interrupted) runs indexed
     todo = [(p, pid) for p, pid in items if str(p) not in known]
     parts.mkdir(parents=True, exist_ok=True)
+    owned = {"version": INDEX_VERSION, "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": digest, "sources": [src]}
+    atomic_write_bytes(parts / "owner.json", json.dumps(owned, indent=1).encode())  # an interrupted build resumes only for its owner
     start = len(list(parts.glob("*.npz")))
     bar = None
     if progress:
@@ -109,12 +162,14 @@ def _build_index(
     t0 = time.perf_counter()
     for c, i in enumerate(range(0, len(todo), CHUNK)):
         chunk = todo[i : i + CHUNK]
-        emb = _encode_images(loaded, [p for p, _ in chunk], batch_size, device)  # (n, F)
+        emb, thumbs = _encode_images(loaded, [p for p, _ in chunk], batch_size, device)  # (n, F)
         import io
 
+        atomic_write_bytes(parts / f"{start + c:06d}.thumbs", b"".join(thumbs))  # before the .npz that makes the chunk count
         buf = io.BytesIO()
         np.savez(buf, embeddings=emb, paths=np.asarray([str(p) for p, _ in chunk]),
-                 person_ids=np.asarray([-1 if pid is None else pid for _, pid in chunk], dtype=np.int64))
+                 person_ids=np.asarray([-1 if pid is None else pid for _, pid in chunk], dtype=np.int64),
+                 thumb_offsets=np.cumsum([0] + [len(t) for t in thumbs]).astype(np.int64))
         atomic_write_bytes(parts / f"{start + c:06d}.npz", buf.getvalue())
         if bar is not None:
             bar.update(len(chunk))
@@ -126,22 +181,37 @@ def _build_index(
         raise IndexError_(f"{source}: nothing to index")
     chosen = kind if kind != "auto" else ("hnsw" if n >= hnsw_threshold else "flat")
     _write_faiss(allp["embeddings"], chosen, out / "index.faiss")
-    info = {"checkpoint": str(Path(checkpoint).resolve()), "source": str(source), "kind": chosen, "count": n,
+    info = {**owned, "source": str(source), "kind": chosen, "count": n,
             "dim": int(allp["embeddings"].shape[1]), "complete": True, "seconds": round(time.perf_counter() - t0, 2),
             "added": len(todo)}
     atomic_write_bytes(info_path, json.dumps(info, indent=1).encode())
     return info
 
 
+def _read_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexError_(f"{path}: unreadable ({exc})") from None
+    if not isinstance(info, dict):
+        raise IndexError_(f"{path}: not an index description")
+    return info
+
+
 def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
-    embs, paths, pids = [], [], []
+    """Every finished chunk, in order: embeddings, paths, person ids and (part, start, end) of each thumbnail."""
+    embs, paths, pids, thumbs = [], [], [], []
     for f in sorted(parts.glob("*.npz")) if parts.is_dir() else []:
         with np.load(f, allow_pickle=False) as z:
             if embeddings:
                 embs.append(z["embeddings"])
             paths.extend(z["paths"].tolist())
             pids.extend(z["person_ids"].tolist())
-    return {"embeddings": np.concatenate(embs) if embs else np.zeros((0, 0), np.float32), "paths": paths, "person_ids": pids}
+            if "thumb_offsets" in z:
+                off = z["thumb_offsets"].tolist()
+                thumbs.extend((f.with_suffix(".thumbs"), a, b) for a, b in zip(off[:-1], off[1:]))
+    return {"embeddings": np.concatenate(embs) if embs else np.zeros((0, 0), np.float32), "paths": paths, "person_ids": pids,
+            "thumbs": thumbs}
 
 
 def _write_faiss(emb: np.ndarray, kind: str, path: Path) -> None:
@@ -182,14 +252,21 @@ class SearchIndex:
         info_path = self.folder / "index.json"
         if not info_path.is_file():
             raise IndexError_(f"{self.folder}: not an index folder (no index.json); build one with `ufinebench index`")
-        self.info = json.loads(info_path.read_text())
+        self.info = _read_info(info_path)
+        if self.info.get("version") != INDEX_VERSION:
+            raise IndexError_(f"{self.folder}: an index of an older format (no checkpoint digest or thumbnails); rebuild it")
         if not Path(self.info["checkpoint"]).exists():
             raise IndexError_(f"{self.folder}: its checkpoint {self.info['checkpoint']} is gone")
+        if checkpoint_digest(self.info["checkpoint"]) != self.info["checkpoint_sha256"]:
+            raise IndexError_(f"{self.folder}: its checkpoint {self.info['checkpoint']} has changed since indexing; rebuild the index")
         self.loaded = from_checkpoint(self.info["checkpoint"], device=device)
         self.device = device
         parts = _read_parts(self.folder / "parts")
         self.paths: list[str] = parts["paths"]
         self.person_ids: list[int] = parts["person_ids"]
+        self._thumbs: list[tuple[Path, int, int]] = parts["thumbs"]
+        if len(self._thumbs) != len(self.paths):
+            raise IndexError_(f"{self.folder}: thumbnails missing for some images; rebuild the index")
         self.index = faiss.read_index(str(self.folder / "index.faiss"))
         if self.index.ntotal != len(self.paths):
             raise IndexError_(f"{self.folder}: index and metadata disagree ({self.index.ntotal} vs {len(self.paths)}); rebuild it")
@@ -205,6 +282,16 @@ class SearchIndex:
         tokens = self.loaded.tokenizer.encode(list(texts), m.cfg.context_length).to(self.device)
         f = m.retrieval_features(m.encode_text(tokens)).float().cpu().numpy()
         return unit_rows(f)
+
+    def thumbnail(self, i: int) -> bytes:
+        """The JPEG stored for image ``i`` at indexing time (read from the index folder only)."""
+        part, a, b = self._thumbs[i]
+        with open(part, "rb") as f:
+            f.seek(a)
+            data = f.read(b - a)
+        if len(data) != b - a:
+            raise IndexError_(f"{part}: truncated; rebuild the index")
+        return data
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
         q = self.encode([text])
