@@ -247,8 +247,10 @@ def test_train_and_index_and_report_guard_their_folders(tiny_synth, tmp_path, ca
     _fails_in_one_line(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(foreign)], capsys, "--force")
     idx = tmp_path / "idx"
     assert main(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(idx)]) == 0
-    assert main(["index", "--checkpoint", str(run), "--images", str(tiny_synth / "ufine_synth_3c.json"), "--out", str(idx), "--add"]) == 0
-    assert "encoded now" in capsys.readouterr().out
+    assert main(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(idx), "--add"]) == 0
+    assert "(0 encoded now)" in capsys.readouterr().out
+    _fails_in_one_line(["index", "--checkpoint", str(run), "--images", str(tiny_synth / "ufine_synth_3c.json"), "--out", str(idx), "--add"],
+                       capsys, "one source")
 
     # eval: outputs never onto the data or the checkpoint; the report folder is its own
     ev = ["eval", "--checkpoint", str(run), "--data", str(data)]

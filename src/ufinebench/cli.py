@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from ufinebench import __version__
 from ufinebench.errors import UFineBenchError
@@ -277,17 +277,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
+    from ufinebench.limits import read_json
     from ufinebench.tables import format_table
 
     rows: dict[str, dict] = {}
     for path in args.files:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UFineBenchError(f"{path}: cannot read JSON ({exc})") from None
+        data = read_json(path, "a results file", limit=1 << 30)
         if isinstance(data, dict) and "models" in data:
             for m in data["models"]:
                 rows[f"{m.get('name', Path(path).stem)}"] = m["overall"]
@@ -384,9 +381,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, quick=args.quick, fresh=args.fresh, force=args.force)
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the full usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (also used to render --help in the docs)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ufinebench",
         description="Ultra-fine-grained text-based person retrieval (UFineBench): data, UFine-Synth, metrics "
         "(R@K, mAP, mINP, mSD), CFAM and baselines, training, evaluation, 3C-style sets, search.",
@@ -430,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dataset_args(p)
     p.add_argument("--check-images", action="store_true", help="decode every image (slower)")
-    p.add_argument("--workers", type=int, default=4, help="threads for --check-images (default 4)")
+    p.add_argument("--workers", type=_positive, default=4, help="threads for --check-images (default 4)")
     p.add_argument("--max-problems", type=int, default=200, help="list at most this many problems (0: all; default 200)")
     p.set_defaults(func=_cmd_validate)
 
@@ -515,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-features", metavar="OUT.npz", help="write features and ids (input of `ufinebench metrics`)")
     p.add_argument("--force", action="store_true", help="write the report into DIR although it holds other files (they are kept)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive, default=64)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("compare", help="paper-style table of several eval/metrics JSON files",
@@ -537,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-model", metavar="NAME")
     p.add_argument("--granularities", default="fine,medium,coarse")
     p.add_argument("--styles", default="plain,narrative,witness,terse,colloquial")
-    p.add_argument("--per-caption", type=int, default=2, metavar="N", help="rewrites per original caption (default 2)")
+    p.add_argument("--per-caption", type=_positive, default=2, metavar="N", help="rewrites per original caption (default 2)")
     p.add_argument("--concurrency", type=int, default=4, metavar="C")
     p.add_argument("--cache", metavar="DIR", help="LLM answer cache (a rerun is free; an interrupted build resumes)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per LLM request (default 60)")
@@ -557,14 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", action="store_true", help="append images that are not indexed yet")
     p.add_argument("--force", action="store_true", help="write into INDEX_DIR although it holds other files (they are kept)")
     p.add_argument("--kind", choices=["auto", "flat", "hnsw"], default="auto", help="FAISS index type (default auto)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="search an index with a description", description="Rank the indexed images for a description.")
     p.add_argument("index", metavar="INDEX_DIR")
     p.add_argument("text", metavar="DESCRIPTION")
-    p.add_argument("-k", type=int, default=10, help="results (default 10)")
+    p.add_argument("-k", type=_positive, default=10, help="results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_search)
@@ -573,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "GET /healthz and a search page at /. Bound to 127.0.0.1 unless told otherwise.")
     p.add_argument("index", metavar="INDEX_DIR")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--allowed-host", action="append", metavar="NAME",
                    help="also accept requests whose Host header is NAME (repeatable; '*' accepts any). "
                    "Loopback names and --host are always accepted; others are refused (DNS rebinding)")
@@ -594,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str, limit: int = 600) -> str:
+    """An error message as one line of at most ``limit`` characters (inputs quoted in it can be long)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
@@ -605,14 +633,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except UFineBenchError as exc:
-        print(f"ufinebench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ufinebench {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # disk full, permission denied, a file vanishing mid-run: the system's reason, in one line
+        if isinstance(exc, BrokenPipeError):  # output piped into `head` and the like: not an error
+            sys.stderr.close()
+            return 0
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"ufinebench {args.command}: error: {one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"ufinebench {args.command}: error: out of memory (try a smaller --batch-size or input)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ufinebench {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like: not an error
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from ufinebench.limits import YamlSyntaxError, load_yaml, read_yaml_file
+
 from ufinebench.errors import UFineBenchError
 from ufinebench.model.cfam import ARCHS, ModelConfig
 
@@ -160,8 +162,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, raw: str) -> None:
     if len(parts) < 2 or parts[0] not in _SECTIONS:
         raise ConfigError(f"{dotted}: --set keys look like model.KEY, data.KEY or train.KEY")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"--set {dotted}") if raw != "" else ""
+    except YamlSyntaxError:
         value = raw
     node = tree.setdefault(parts[0], {})
     for p in parts[1:-1]:
@@ -194,9 +196,9 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
     else:
         path = resolve_config_path(str(source))
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            tree = read_yaml_file(path) or {}
+        except UFineBenchError as exc:
+            raise ConfigError(str(exc)) from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: expected sections model, data, train")
     for k in tree:

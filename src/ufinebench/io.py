@@ -67,7 +67,11 @@ def load_metrics_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise UFineBenchError(f"{p}: no such file")
     if p.is_dir():
         raise UFineBenchError(f"{p}: is a directory, expected an .npz file")
+    from ufinebench.limits import check_npz_members
+
     try:
+        with zipfile.ZipFile(p) as zf:
+            check_npz_members(zf, p)  # declared array sizes, before anything is inflated
         with np.load(p, allow_pickle=False) as z:
             keys = set(z.files)
             if set(SIMILARITY_KEYS) <= keys:

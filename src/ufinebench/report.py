@@ -37,8 +37,12 @@ def _png(fig: Any) -> str:
 def _thumb(path: str) -> str:
     from PIL import Image
 
+    from ufinebench.limits import max_pixels
+
     try:
         with Image.open(path) as im:
+            if im.width * im.height > max_pixels():
+                return ""
             im = im.convert("RGB").resize(THUMB)
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)

@@ -194,15 +194,12 @@ def _format_from_fields(ann: Path) -> str:
 
 
 def _read_json(path: Path) -> Any:
+    from ufinebench.limits import read_json
+
     try:
-        with open(path, "rb") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return read_json(path, "an annotation file")
+    except UFineBenchError as exc:
+        raise DataError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +376,8 @@ def image_problem(path: Path) -> str | None:
     """Why an image file cannot be used, or None when it decodes completely."""
     from PIL import Image, UnidentifiedImageError
 
+    from ufinebench.limits import check_pixels
+
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -387,6 +386,7 @@ def image_problem(path: Path) -> str | None:
         return f"zero-size file {path}"
     try:
         with Image.open(path) as im:
+            check_pixels(im.size, path)  # before anything is decoded
             im.verify()  # structure and checksums
         with Image.open(path) as im:
             im.load()  # full decode: catches truncated data
@@ -394,6 +394,10 @@ def image_problem(path: Path) -> str | None:
                 return f"image of size 0 x 0: {path}"
     except UnidentifiedImageError:
         return f"not a readable image: {path}"
+    except Image.DecompressionBombError:
+        return f"{path}: more pixels than allowed (UFINEBENCH_MAX_PIXELS)"
+    except UFineBenchError as exc:
+        return str(exc)
     except (OSError, SyntaxError, ValueError) as exc:
         return f"broken or truncated image {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     return None

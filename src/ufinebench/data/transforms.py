@@ -22,9 +22,19 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def load_image(path: str | Path) -> Image.Image:
     """Decode an image as RGB with its EXIF orientation applied."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        return im.convert("RGB")
+    from ufinebench.errors import UFineBenchError
+    from ufinebench.limits import check_pixels, max_pixels
+
+    try:
+        with Image.open(path) as im:
+            check_pixels(im.size, path)  # the header's claim, before decoding
+            im = ImageOps.exif_transpose(im)
+            return im.convert("RGB")
+    except Image.DecompressionBombError:  # PIL's own, far higher limit, raised by open()
+        raise UFineBenchError(f"{path}: more pixels than the {max_pixels():,} allowed (UFINEBENCH_MAX_PIXELS)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UFineBenchError(f"{path}: cannot decode the image ({reason})") from None
 
 
 @dataclass(frozen=True)

@@ -112,10 +112,15 @@ def resolve_checkpoint(path: str | os.PathLike[str], which: str = "best") -> Pat
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
+    from ufinebench.limits import read_json
+
     try:
-        return json.loads((folder / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder}: cannot read meta.json ({exc})") from None
+        meta = read_json(folder / "meta.json", "a checkpoint's meta.json", limit=256 << 20)
+    except UFineBenchError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder}: meta.json is not a JSON object")
+    return meta
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -189,10 +189,12 @@ def _build_index(
 
 
 def _read_info(path: Path) -> dict[str, Any]:
+    from ufinebench.limits import read_json
+
     try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise IndexError_(f"{path}: unreadable ({exc})") from None
+        info = read_json(path, "an index description", limit=16 << 20)
+    except UFineBenchError as exc:
+        raise IndexError_(str(exc)) from None
     if not isinstance(info, dict):
         raise IndexError_(f"{path}: not an index description")
     return info

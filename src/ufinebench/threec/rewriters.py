@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ufinebench.errors import UFineBenchError
 
@@ -55,7 +54,9 @@ def load_prompts(version: str = "v1") -> dict[str, Any]:
     path = PROMPT_DIR / f"{version}.yaml"
     if not path.is_file():
         raise RewriteError(f"no prompt file {path.name} (available: {', '.join(p.stem for p in PROMPT_DIR.glob('*.yaml'))})")
-    return yaml.safe_load(path.read_text())
+    from ufinebench.limits import read_yaml_file
+
+    return read_yaml_file(path)
 
 
 # --------------------------------------------------------------------------------------------
