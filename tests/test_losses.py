@@ -81,7 +81,8 @@ def test_compute_losses_has_every_part_and_id_loss_is_cross_entropy():
     losses = compute_losses(model, out, ids, labels, {"granularity": 0.5, "match": 2.0, "id": 1.0, "mlm": 0.1}, DistContext(), mlm_labels)
     for k in ("sdm_loss", "granularity_loss", "match_loss", "id_loss", "mlm_loss", "loss"):
         assert torch.isfinite(losses[k]), k
-    want_id = F.cross_entropy(out["image_id_logits"], labels) + F.cross_entropy(out["text_id_logits"], labels)
+    # IRRA's definition: the mean of the image-side and text-side cross-entropies
+    want_id = (F.cross_entropy(out["image_id_logits"], labels) + F.cross_entropy(out["text_id_logits"], labels)) / 2
     assert torch.allclose(losses["id_loss"], want_id, atol=1e-6)
     total = losses["sdm_loss"] + 0.5 * losses["granularity_loss"] + 2.0 * losses["match_loss"] + losses["id_loss"] + 0.1 * losses["mlm_loss"]
     assert torch.allclose(losses["loss"], total, atol=1e-6)

@@ -115,3 +115,30 @@ def test_refuses_code_in_weight_files(tmp_path):
     (tmp_path / "partial.pt").write_bytes(buf.getvalue())
     with pytest.raises(ImportError_, match="not a CLIP"):
         import_clip(tmp_path / "partial.pt", tmp_path / "o")
+
+
+def test_mlm_has_its_own_mask_token():
+    """MLM's [MASK] is a learned embedding for the id just past the vocabulary, not a borrowed token."""
+    import torch
+
+    from ufinebench.model.cfam import ModelConfig, RetrievalModel
+
+    cfg = ModelConfig(arch="irra", mlm=True, embed_dim=32, image_size=(64, 32), patch_size=16, vision_width=32, vision_layers=1,
+                      vision_heads=2, context_length=16, vocab_size=50, text_width=32, text_layers=1, text_heads=2,
+                      decoder_heads=2, matcher_layers=1, num_classes=3)
+    torch.manual_seed(0)
+    model = RetrievalModel(cfg).eval()
+    text = model.text
+    assert text.mask_id == 50 and text.mask_embedding is not None
+    ids = torch.tensor([[1, 5, 7, 49, 0, 0]])  # CLIP-style (eot_id None): the end token is the largest id, found by argmax
+    masked = ids.clone()
+    masked[0, 1] = text.mask_id
+    assert int(text.eot_index(masked)) == 3  # a mask id (larger than every real id) never becomes the pooled end token
+    with torch.no_grad():
+        _, tok_a = text(ids)
+        _, tok_b = text(masked)
+        text.mask_embedding.add_(1.0)
+        _, tok_c = text(masked)
+    assert not torch.allclose(tok_a, tok_b) and not torch.allclose(tok_b, tok_c)  # the mask position reads mask_embedding
+    no_mlm = RetrievalModel(ModelConfig(**{**cfg.__dict__, "mlm": False, "arch": "clip-sdm", "num_classes": 0}))
+    assert no_mlm.text.mask_embedding is None and "text.mask_embedding" not in no_mlm.state_dict()

@@ -99,7 +99,11 @@ def granular_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def id_loss(logits: torch.Tensor, labels: torch.Tensor, n_total: int) -> torch.Tensor:
-    """Cross-entropy of the identity classifier, summed over local items, / n_total."""
+    """Cross-entropy of the identity classifier, summed over local items, / n_total.
+
+    ``compute_losses`` averages this over the image and the text side, as IRRA does (a shared
+    classifier; loss = (CE(image) + CE(text)) / 2, IRRA's ``compute_id``).
+    """
     return F.cross_entropy(logits.float(), labels, reduction="sum") / n_total
 
 
@@ -148,7 +152,8 @@ def compute_losses(
             align(scale * granular_similarity(gi, gt_all), same) + align(scale * granular_similarity(gt, gi_all), same)
         ) / n_total
     if "image_id_logits" in out:
-        losses["id_loss"] = id_loss(out["image_id_logits"], labels, n_total) + id_loss(out["text_id_logits"], labels, n_total)
+        # as IRRA defines it (objectives.compute_id): the mean of the image and the text cross-entropy
+        losses["id_loss"] = (id_loss(out["image_id_logits"], labels, n_total) + id_loss(out["text_id_logits"], labels, n_total)) / 2
     if getattr(model, "matcher", None) is not None:
         losses["match_loss"] = _match_loss(model, out, ids, ids_all, ctx, n_total)
     if "mlm_logits" in out and mlm_labels is not None:

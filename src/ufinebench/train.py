@@ -305,7 +305,7 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     mlm_tokens = mlm_labels = None
     if cfg.model.mlm:
         tok = data.tokenizer
-        mlm_tokens, mlm_labels = mlm_mask(batch["tokens"], batch["index"], st.epoch, t.seed, tok.sot_id,  # no [MASK] in either vocabulary
+        mlm_tokens, mlm_labels = mlm_mask(batch["tokens"], batch["index"], st.epoch, t.seed, model.text.mask_id,  # its own [MASK]
                                           tok.vocab_size, {tok.sot_id, tok.eot_id, tok.pad_id})
         mlm_tokens, mlm_labels = mlm_tokens.to(device), mlm_labels.to(device)
     ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
@@ -479,7 +479,7 @@ def _init_from(model: RetrievalModel, path: str) -> None:
     if bad:
         raise UFineBenchError(f"{path}: {bad[0]} has shape {tuple(take[bad[0]].shape)}, the model needs {tuple(own[bad[0]].shape)} "
                               "(import the weights with this image size and text length)")
-    missing = [k for k in own if k.startswith(("visual.", "text.")) and k not in take]
+    missing = [k for k in own if k.startswith(("visual.", "text.")) and k not in take and k != "text.mask_embedding"]  # MLM's, new
     if missing:
         raise UFineBenchError(f"{path}: encoder weights missing ({missing[0]}, ...)")
     model.load_state_dict(take, strict=False)

@@ -183,7 +183,7 @@ class RetrievalModel(nn.Module):
         else:
             self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d)
         self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id,
-                                    pool=cfg.text_pool)
+                                    pool=cfg.text_pool, mask_token=cfg.mlm)
         init_clip_like(self.visual, self.text)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=cfg.learn_temperature)
         self.granularity = GranularityDecoder(d, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_granularity else None

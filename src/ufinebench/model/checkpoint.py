@@ -147,6 +147,7 @@ def from_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device 
         raise CheckpointError(f"{folder}: meta.json has no usable model config ({exc})") from None
     model = RetrievalModel(mcfg)
     missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
+    missing = [k for k in missing if k != "text.mask_embedding"]  # only training's MLM reads it (older checkpoints lack it)
     if missing or unexpected:
         raise CheckpointError(f"{folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()

@@ -141,7 +141,7 @@ class TextTransformer(nn.Module):
 
     def __init__(
         self, context_length: int, vocab_size: int, width: int, layers: int, heads: int, output_dim: int, eot_id: int | None,
-        pool: str = "eot",
+        pool: str = "eot", mask_token: bool = False,
     ) -> None:
         super().__init__()
         if pool not in ("eot", "mean"):
@@ -150,6 +150,10 @@ class TextTransformer(nn.Module):
         self.context_length = context_length
         self.eot_id = eot_id  # None: pool at the largest id, as CLIP does (its end token is the largest)
         self.token_embedding = nn.Embedding(vocab_size, width)
+        # MLM's [MASK]: one learned embedding for the id just past the vocabulary (neither CLIP's
+        # vocabulary nor ours has one, and borrowing a real token would teach it two meanings)
+        self.mask_id = vocab_size
+        self.mask_embedding = nn.Parameter(torch.randn(width) * 0.02) if mask_token else None
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
         self.transformer = Transformer(width, layers, heads)
         self.ln_final = LayerNorm(width)
@@ -161,6 +165,8 @@ class TextTransformer(nn.Module):
     def eot_index(self, text: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B,) position of the end token."""
         if self.eot_id is None:
+            if self.mask_embedding is not None:
+                text = text.masked_fill(text == self.mask_id, 0)  # the mask id is larger than CLIP's end token
             return text.argmax(dim=-1)
         return (text == self.eot_id).int().argmax(dim=-1)
 
@@ -168,7 +174,13 @@ class TextTransformer(nn.Module):
         """(B, L) ids -> global (B, D) at the end token and tokens (B, L, D), both projected."""
         if text.shape[1] > self.context_length:
             raise ValueError(f"texts of {text.shape[1]} tokens exceed the context length {self.context_length}")
-        x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]]  # (B, L, C)
+        if self.mask_embedding is not None:
+            is_mask = (text == self.mask_id)[..., None]  # (B, L, 1)
+            emb = self.token_embedding(text.masked_fill(is_mask[..., 0], 0))  # (B, L, C)
+            emb = torch.where(is_mask, self.mask_embedding.to(emb.dtype), emb)
+        else:
+            emb = self.token_embedding(text)  # (B, L, C)
+        x = emb + self.positional_embedding[: text.shape[1]]  # (B, L, C)
         eot = self.eot_index(text)  # (B,)
         if self.pool == "mean":
             real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
