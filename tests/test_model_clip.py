@@ -142,3 +142,38 @@ def test_mlm_has_its_own_mask_token():
     assert not torch.allclose(tok_a, tok_b) and not torch.allclose(tok_b, tok_c)  # the mask position reads mask_embedding
     no_mlm = RetrievalModel(ModelConfig(**{**cfg.__dict__, "mlm": False, "arch": "clip-sdm", "num_classes": 0}))
     assert no_mlm.text.mask_embedding is None and "text.mask_embedding" not in no_mlm.state_dict()
+
+
+def test_text_position_modes_keep_what_they_say():
+    from ufinebench.model.pretrained import resize_text_positions
+
+    pos = torch.arange(77, dtype=torch.float32)[:, None].repeat(1, 4)  # row i holds the value i: which source each slot took
+    stretch = resize_text_positions(pos, 168, "stretch")
+    assert stretch.shape == (168, 4) and torch.all(stretch[1:] >= stretch[:-1]) and float(stretch[-1, 0]) > 75
+    assert not torch.equal(stretch[:20], pos[:20])  # every position moves
+    lc = resize_text_positions(pos, 168, "long-clip")
+    assert torch.equal(lc[:20], pos[:20])  # the first 20 exactly
+    assert float(lc[20, 0]) == 20.0 and float(lc[-1, 0]) == 76.0  # the rest stretched, ends aligned
+    assert torch.all(lc[21:] >= lc[20:-1]) and torch.all(lc[21:] - lc[20:-1] < 1.0)
+    ext = resize_text_positions(pos, 168, "extend")
+    assert torch.equal(ext[:77], pos)  # all 77 exactly
+    new = ext[77:, 0].tolist()  # 91 new slots from the last 77 positions, repeated in order
+    assert new[:77] == list(range(0, 77)) and new[77:] == list(range(0, 14))
+    short = resize_text_positions(pos, 90, "extend")
+    assert short[77:, 0].tolist() == list(range(64, 77))  # 13 new slots copy the last 13 positions
+    assert torch.equal(resize_text_positions(pos, 40, "extend"), pos[:40])
+    assert torch.equal(resize_text_positions(pos, 77, "long-clip"), pos)
+
+
+def test_import_records_the_text_position_mode(reference, tmp_path):
+    import json
+
+    sd_path = tmp_path / "sd.pt"
+    torch.save(reference.state_dict(), sd_path)
+    src = reference.state_dict()["positional_embedding"]
+    out = import_clip(sd_path, tmp_path / "ck", image_size=(48, 16), context_length=40, text_positions="long-clip")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["text_positions"] == {"mode": "long-clip", "source_length": src.shape[0], "length": 40}
+    m = from_checkpoint(out).model
+    keep = min(20, src.shape[0] - 1)
+    assert torch.equal(m.text.positional_embedding[:keep], src[:keep].float()) and m.text.positional_embedding.shape[0] == 40

@@ -182,7 +182,8 @@ def _cmd_import_clip(args: argparse.Namespace) -> int:
     from ufinebench.model.pretrained import import_clip
 
     size = _parse_pair(args.image_size, "x", "--image-size")
-    out = import_clip(args.weights, args.out, image_size=size, context_length=args.text_length, force=args.force)
+    out = import_clip(args.weights, args.out, image_size=size, context_length=args.text_length, force=args.force,
+                      text_positions=args.text_positions)
     print(f"wrote {out}: CLIP encoders at {size[0]}x{size[1]}, {args.text_length} text positions (use train.init_from={out})")
     return 0
 
@@ -509,7 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("weights", metavar="WEIGHTS.pt", help="e.g. ViT-B-16.pt from OpenAI")
     p.add_argument("--image-size", default="384x128", metavar="HxW", help="target image size (default 384x128)")
-    p.add_argument("--text-length", type=int, default=168, help="target text length in tokens (default 168)")
+    p.add_argument("--text-length", type=_positive, default=168, help="target text length in tokens (default 168)")
+    p.add_argument("--text-positions", choices=["stretch", "long-clip", "extend"], default="stretch",
+                   help="how CLIP's 77 text positions reach --text-length: stretch all (the paper's, default), "
+                   "long-clip (keep the first 20, stretch the rest), extend (keep all 77, copy the last ones into new slots)")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="checkpoint folder to write (not the folder of WEIGHTS.pt)")
     p.add_argument("--force", action="store_true", help="write into OUT although it holds other files (they are kept)")
     p.set_defaults(func=_cmd_import_clip)

@@ -162,7 +162,44 @@ def interpolate_text_positions(pos: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(x, size=length, mode="linear", align_corners=False)[0].T.to(pos.dtype)
 
 
-def to_model_state_dict(sd: dict[str, torch.Tensor], image_size: tuple[int, int], context_length: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+TEXT_POSITION_MODES = ("stretch", "long-clip", "extend")
+LONG_CLIP_KEEP = 20  # Long-CLIP (Zhang et al., ECCV 2024) keeps the first 20 positions, which carry most of CLIP's training
+
+
+def resize_text_positions(pos: torch.Tensor, length: int, mode: str = "stretch") -> torch.Tensor:
+    """(L0, C) text positions -> (L, C), three ways of reaching a longer context than CLIP's 77.
+
+    * ``stretch`` (the paper's): linear interpolation of all L0 positions over L slots.
+    * ``long-clip``: the first 20 kept exactly, the remaining L0 - 20 interpolated over L - 20 slots
+      (ends aligned): short captions see CLIP's positions unchanged. (At most L0 - 1 are kept, so a
+      model with a shorter context still has a position to stretch.)
+    * ``extend``: all L0 kept exactly; new slot L0 + j copies source position L0 - m + (j mod m),
+      m = min(L - L0, L0) (the last learned positions, repeated). Shorter targets keep the first L.
+    """
+    if mode not in TEXT_POSITION_MODES:
+        raise ImportError_(f"unknown --text-positions {mode!r} (choose from {', '.join(TEXT_POSITION_MODES)})")
+    n0 = pos.shape[0]
+    if n0 == length:
+        return pos
+    if mode == "stretch":
+        return interpolate_text_positions(pos, length)
+    if mode == "long-clip":
+        keep = min(LONG_CLIP_KEEP, n0 - 1, length)  # at least one source position is left to stretch
+        if length <= keep:
+            return pos[:length]
+        rest = pos[keep:].float().T.unsqueeze(0)  # (1, C, L0 - keep)
+        moved = F.interpolate(rest, size=length - keep, mode="linear", align_corners=True)[0].T.to(pos.dtype)  # (L - keep, C)
+        return torch.cat([pos[:keep], moved])
+    if length < n0:
+        return pos[:length]
+    m = min(length - n0, n0)
+    src = [n0 - m + (j % m) for j in range(length - n0)]
+    return torch.cat([pos, pos[src]])
+
+
+def to_model_state_dict(
+    sd: dict[str, torch.Tensor], image_size: tuple[int, int], context_length: int, text_positions: str = "stretch",
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """OpenAI keys -> our RetrievalModel keys (``visual.*``, ``text.*``), positions interpolated."""
     info = clip_config_from_state_dict(sd)
     patch = info["patch_size"]
@@ -176,16 +213,18 @@ def to_model_state_dict(sd: dict[str, torch.Tensor], image_size: tuple[int, int]
         elif k.startswith(TEXT_KEYS):
             out["text." + k] = v.float()
     out["visual.positional_embedding"] = interpolate_image_positions(sd["visual.positional_embedding"].float(), (info["grid"], info["grid"]), new_grid)
-    out["text.positional_embedding"] = interpolate_text_positions(sd["positional_embedding"].float(), context_length)
+    out["text.positional_embedding"] = resize_text_positions(sd["positional_embedding"].float(), context_length, text_positions)
     return out, info
 
 
 def import_clip(
     weights: str | os.PathLike[str], out: str | os.PathLike[str], image_size: tuple[int, int] = (384, 128),
-    context_length: int = 168, *, force: bool = False,
+    context_length: int = 168, *, force: bool = False, text_positions: str = "stretch",
 ) -> Path:
     """Convert CLIP weights into a checkpoint folder usable as ``train.init_from``.
 
+    ``text_positions`` chooses how CLIP's 77 text positions reach ``context_length``
+    (``resize_text_positions``); the choice is recorded in the checkpoint's meta.json.
     ``out`` may not be the weights file nor a folder holding it; a folder with other files needs
     ``force`` (they are kept); a checkpoint this command wrote is replaced.
     """
@@ -193,18 +232,22 @@ def import_clip(
     from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
 
     check_outputs({"-o": out}, [weights], folders=["-o"])
+    if text_positions not in TEXT_POSITION_MODES:
+        raise ImportError_(f"unknown --text-positions {text_positions!r} (choose from {', '.join(TEXT_POSITION_MODES)})")
     with output_lock(out):
         claim_dir(out, "import-clip", force=force, legacy=(("model.safetensors", "meta.json"), CHECKPOINT_FILES))
-        model, meta = _convert_clip(weights, image_size, context_length)
+        model, meta = _convert_clip(weights, image_size, context_length, text_positions)
         add_entries(out, "import-clip", ("model.safetensors", "meta.json"))
         return save_checkpoint(out, model, meta)
 
 
-def _convert_clip(weights: str | os.PathLike[str], image_size: tuple[int, int], context_length: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _convert_clip(
+    weights: str | os.PathLike[str], image_size: tuple[int, int], context_length: int, text_positions: str = "stretch",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     from ufinebench.config import Config
     from ufinebench.model.cfam import ModelConfig, RetrievalModel
     sd = read_clip_state_dict(weights)
-    converted, info = to_model_state_dict(sd, image_size, context_length)
+    converted, info = to_model_state_dict(sd, image_size, context_length, text_positions)
     mcfg = ModelConfig(
         arch="clip-sdm", embed_dim=info["embed_dim"], image_size=image_size, patch_size=info["patch_size"],
         vision_width=info["vision_width"], vision_layers=info["vision_layers"], vision_heads=info["vision_heads"],
@@ -217,5 +260,6 @@ def _convert_clip(weights: str | os.PathLike[str], image_size: tuple[int, int], 
     if missing or unexpected:
         raise ImportError_(f"{weights}: weights do not fit a CLIP ViT (missing {missing[:3]}, unexpected {unexpected[:3]})")
     cfg = Config(model=mcfg)
-    meta = {"config": cfg.to_dict(), "tokenizer": {"kind": "clip"}, "source": str(weights), "epoch": 0, "global_step": 0}
+    meta = {"config": cfg.to_dict(), "tokenizer": {"kind": "clip"}, "source": str(weights), "epoch": 0, "global_step": 0,
+            "text_positions": {"mode": text_positions, "source_length": int(sd["positional_embedding"].shape[0]), "length": context_length}}
     return model, meta
