@@ -161,3 +161,27 @@ def test_cli_reports_non_finite_hyper_parameters_in_one_line(tiny_synth, tmp_pat
         assert code == 2 and "\n" not in err and "Traceback" not in err, (setting, err)
         assert setting.split("=")[0] in err and "finite" in err, (setting, err)
     assert not (tmp_path / "never").exists()
+
+
+def test_held_out_identities_validate_and_final_eval_on_test(tiny_synth, tmp_path):
+    """UFine6926 has no val split: a fixed slice of training identities validates, never trains."""
+    from ufinebench.data.annotations import load_dataset
+
+    cfg = _cfg(tiny_synth, tmp_path / "run", "data.val_split=null", "data.val_identities=3", "train.final_eval=test")
+    train_ann = load_dataset(tiny_synth / "ufine_synth.json", split="train").split("train")
+    held = T.held_out_identities(train_ann, 3)
+    assert len(held) == 3 and held == T.held_out_identities(list(reversed(train_ann)), 3)  # the same people every time
+    run = T.train(cfg, progress=False)
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    start = next(x for x in log if x["kind"] == "start")
+    trained_ids = {s.person_id for s in train_ann} - held
+    assert start["pairs"] == sum(len(s.captions) for s in train_ann if s.person_id in trained_ids)  # held-out people never train
+    epochs = [x for x in log if x["kind"] == "epoch"]
+    assert all("val_R1" in x for x in epochs)
+    meta = json.loads((resolve_checkpoint(run, "best") / "meta.json").read_text())
+    assert meta["best_value"] == max(x["val_R1"] for x in epochs)  # best epoch chosen on the held-out people
+    final = json.loads((run / "final_eval_test.json").read_text())
+    test = load_dataset(tiny_synth / "ufine_synth.json", split="test").split("test")
+    assert final["overall"]["queries"] == sum(len(s.captions) for s in test)
+    with pytest.raises(Exception, match="only"):
+        T.train(_cfg(tiny_synth, tmp_path / "too_many", "data.val_split=null", "data.val_identities=1000"), progress=False)

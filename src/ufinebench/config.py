@@ -35,7 +35,8 @@ class DataConfig:
     dataset: str = "data/ufine_synth/ufine_synth.json"
     format: str | None = None
     train_split: str = "train"
-    val_split: str | None = "val"  # None: no validation
+    val_split: str | None = "val"  # None: no validation (or val_identities)
+    val_identities: int = 0  # >0: hold out this many training identities as validation (UFine6926 has no val split)
     tokenizer: str = "clip"  # clip | bpe | word (bpe and word are learnt from the training captions)
     bpe_vocab_size: int = 4000  # the vocabulary limit of a learnt tokenizer (bpe or word)
     hflip: bool = False
@@ -73,6 +74,7 @@ class TrainConfig:
     tensorboard: bool = True  # when the tensorboard package is installed
     max_steps_per_epoch: int = 0  # 0: whole epoch (for quick tests and benchmarks)
     global_loss: str = "sdm"  # sdm (IRRA's) | infonce (soft-target cross-entropy: learns from scratch)
+    final_eval: str | None = None  # a split to evaluate the best checkpoint on after the last epoch (e.g. test)
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,10 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("train.amp: must be none, bf16 or fp16")
     if t.best_metric not in ("R1", "R5", "R10", "mAP", "mINP", "mSD"):
         raise ConfigError("train.best_metric: must be one of R1 R5 R10 mAP mINP mSD")
+    if d.val_identities < 0:
+        raise ConfigError("data.val_identities: must be at least 0")
+    if d.val_identities and d.val_split:
+        raise ConfigError("data.val_identities: hold out training identities only when data.val_split is null")
     for k in t.loss_weights:
         if k not in ("granularity", "match", "id", "mlm"):
             raise ConfigError(f"train.loss_weights.{k}: unknown loss (granularity, match, id, mlm)")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -184,6 +185,21 @@ class _State:
     best_value: float = -math.inf
 
 
+def held_out_identities(samples: list[Any], n: int) -> set[int]:
+    """``n`` training identities set aside for validation: the same ones for every seed and run.
+
+    Drawn by a fixed generator from the sorted ids, so runs with different training seeds are
+    validated (and their best epoch chosen) on the same people.
+    """
+    if n <= 0:
+        return set()
+    ids = sorted({s.person_id for s in samples})
+    if n >= len(ids):
+        raise UFineBenchError(f"data.val_identities {n}: the training split has only {len(ids)} identities")
+    order = np.random.default_rng(20240601).permutation(len(ids))
+    return {ids[i] for i in order[:n]}
+
+
 def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bool) -> _Data:
     """Parse the annotations, train (or reuse) the tokenizer, build the pairs and the sampler.
 
@@ -193,6 +209,9 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     t, d, m = cfg.train, cfg.data, cfg.model
     ann = load_dataset(d.dataset, d.format, split=d.train_split)
     train_samples = ann.split(d.train_split)
+    held = held_out_identities(train_samples, d.val_identities)
+    if held:  # validation people never reach training (nor the tokenizer)
+        train_samples = [s for s in train_samples if s.person_id not in held]
     if tokenizer is None:
         if d.tokenizer == "clip":
             tokenizer = ClipTokenizer()
@@ -215,6 +234,8 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     if d.val_split and t.eval_every > 0 and rank == 0:
         check_split(ann, d.val_split)  # the file is already parsed: no second read
         val_samples = ann.split(d.val_split)
+    elif held and t.eval_every > 0 and rank == 0:
+        val_samples = [s for s in ann.split(d.train_split) if s.person_id in held]
     steps = len(sampler) if t.max_steps_per_epoch <= 0 else min(len(sampler), t.max_steps_per_epoch)
     return _Data(tokenizer, dataset, sampler, val_samples, steps)
 
@@ -460,7 +481,26 @@ def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None =
         import torch.distributed as dist
 
         dist.barrier()
+    if cfg.train.final_eval and rank == 0:
+        _final_eval(cfg, run_dir, device)
     return run_dir
+
+
+def _final_eval(cfg: Config, run_dir: Path, device: torch.device) -> None:
+    """Evaluate the best checkpoint (by the validation metric; the last one without validation) on
+    ``train.final_eval`` and write ``final_eval_SPLIT.json`` beside the checkpoints."""
+    from ufinebench.evaluate import evaluate_checkpoint
+    from ufinebench.io import write_json
+    from ufinebench.outputs import add_entries
+
+    split = cfg.train.final_eval
+    assert split is not None
+    ann = load_dataset(cfg.data.dataset, cfg.data.format, split=split)
+    check_split(ann, split)
+    res = evaluate_checkpoint(str(run_dir), ann.split(split), device=str(device))
+    res.pop("_features", None)
+    add_entries(run_dir, "train", (f"final_eval_{split}.json",))
+    write_json(run_dir / f"final_eval_{split}.json", res)
 
 
 def _atomic_text(path: Path, text: str) -> None:
