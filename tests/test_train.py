@@ -185,3 +185,14 @@ def test_held_out_identities_validate_and_final_eval_on_test(tiny_synth, tmp_pat
     assert final["overall"]["queries"] == sum(len(s.captions) for s in test)
     with pytest.raises(Exception, match="only"):
         T.train(_cfg(tiny_synth, tmp_path / "too_many", "data.val_split=null", "data.val_identities=1000"), progress=False)
+
+
+def test_dry_run_goes_through_validation_and_final_eval_and_keeps_nothing(tiny_synth, tmp_path, capsys, monkeypatch):
+    from ufinebench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--config", "synth-cpu-small", "--set", f"data.dataset={tiny_synth / 'ufine_synth.json'}",
+                 "--set", "train.batch_size=8", "--set", "data.workers=0", "--dry-run", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 steps of batch 8" in out and "validation run" in out and "final evaluation on test" in out
+    assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []  # nothing kept, nothing in the preset's out_dir

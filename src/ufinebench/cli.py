@@ -170,6 +170,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.config:
             raise UFineBenchError("give --config CONFIG.yaml (or a preset name such as synth-cpu-small), or --resume RUN_DIR")
+        if args.dry_run:
+            from ufinebench.train import dry_run
+
+            r = dry_run(load_config(args.config, args.set), steps=args.dry_run, progress=sys.stderr.isatty())
+            mem = f", peak GPU memory {r['peak_gpu_gb']} GB" if "peak_gpu_gb" in r else ""
+            print(f"dry run of {args.config}: {r['steps']} steps of batch {r['batch_size']} at {r['steps_per_s']} steps/s "
+                  f"(loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}), validation {'run' if r['validated'] else 'not configured'}, "
+                  f"final evaluation on {r['final_eval']['split']} ({r['final_eval']['queries']} queries); "
+                  f"peak process memory {r['peak_cpu_rss_gb']} GB{mem}; {r['seconds']} s in all. Nothing was kept.")
+            return 0
         run = train(load_config(args.config, args.set), progress=sys.stderr.isatty())
     import os
 
@@ -500,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="CONFIG", help="YAML file or preset name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. train.lr=1e-4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--dry-run", type=_positive, nargs="?", const=5, default=0, metavar="STEPS",
+                   help="run STEPS (default 5) training steps on your data and model through validation and the final "
+                   "evaluation (at most 64 records each), print steps/s and peak memory, keep nothing")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(

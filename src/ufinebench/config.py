@@ -75,6 +75,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0: whole epoch (for quick tests and benchmarks)
     global_loss: str = "sdm"  # sdm (IRRA's) | infonce (soft-target cross-entropy: learns from scratch)
     final_eval: str | None = None  # a split to evaluate the best checkpoint on after the last epoch (e.g. test)
+    eval_limit: int = 0  # >0: validation and final evaluation read only the first N records (dry runs)
 
 
 @dataclass(frozen=True)

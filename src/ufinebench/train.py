@@ -236,6 +236,8 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
         val_samples = ann.split(d.val_split)
     elif held and t.eval_every > 0 and rank == 0:
         val_samples = [s for s in ann.split(d.train_split) if s.person_id in held]
+    if t.eval_limit > 0:
+        val_samples = val_samples[: t.eval_limit]
     steps = len(sampler) if t.max_steps_per_epoch <= 0 else min(len(sampler), t.max_steps_per_epoch)
     return _Data(tokenizer, dataset, sampler, val_samples, steps)
 
@@ -497,10 +499,50 @@ def _final_eval(cfg: Config, run_dir: Path, device: torch.device) -> None:
     assert split is not None
     ann = load_dataset(cfg.data.dataset, cfg.data.format, split=split)
     check_split(ann, split)
-    res = evaluate_checkpoint(str(run_dir), ann.split(split), device=str(device))
+    samples = ann.split(split)
+    res = evaluate_checkpoint(str(run_dir), samples[: cfg.train.eval_limit] if cfg.train.eval_limit > 0 else samples, device=str(device))
     res.pop("_features", None)
     add_entries(run_dir, "train", (f"final_eval_{split}.json",))
     write_json(run_dir / f"final_eval_{split}.json", res)
+
+
+def dry_run(cfg: Config, steps: int = 5, progress: bool = False) -> dict[str, Any]:
+    """A few steps of ``cfg`` on its own data and model, through validation and the final evaluation.
+
+    Everything a long job touches is exercised (data and images, tokenizer, init weights, every
+    loss, optimizer step, checkpoint writing, validation, the final test evaluation) on ``steps``
+    batches and at most 64 evaluation records, in a temporary folder that is deleted afterwards.
+    Returns steps/s (after the first step, which pays for warm-up) and peak memory, so a 60-epoch
+    job cannot fail at epoch 5 for a reason a minute could have shown.
+    """
+    import resource
+    import tempfile
+
+    t = cfg.train
+    with tempfile.TemporaryDirectory(prefix="ufinebench-dry-run-") as tmp:
+        has_val = bool(cfg.data.val_split or cfg.data.val_identities)
+        small = dataclasses.replace(t, epochs=1, max_steps_per_epoch=steps, eval_every=1 if has_val else 0, out_dir=str(Path(tmp) / "run"),
+                                    tensorboard=False, log_every=1, eval_limit=64, final_eval=t.final_eval or "test")
+        run_cfg = dataclasses.replace(cfg, train=small)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        run = train(run_cfg, progress=progress)
+        total = time.perf_counter() - t0
+        log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+        final = json.loads((run / f"final_eval_{small.final_eval}.json").read_text())
+    steps_log = [x for x in log if x["kind"] == "train"]
+    epoch = next(x for x in log if x["kind"] == "epoch")
+    out: dict[str, Any] = {
+        "steps": len(steps_log), "batch_size": t.batch_size, "seconds": round(total, 1),
+        "steps_per_s": round(len(steps_log) / epoch["seconds"], 3) if epoch["seconds"] > 0 else None,
+        "loss_first": steps_log[0]["loss"] if steps_log else None, "loss_last": steps_log[-1]["loss"] if steps_log else None,
+        "validated": "val_R1" in epoch, "final_eval": {"split": small.final_eval, "queries": final["overall"]["queries"]},
+        "peak_cpu_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+    if torch.cuda.is_available():
+        out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def _atomic_text(path: Path, text: str) -> None:
