@@ -171,9 +171,12 @@ def test_import_records_the_text_position_mode(reference, tmp_path):
     sd_path = tmp_path / "sd.pt"
     torch.save(reference.state_dict(), sd_path)
     src = reference.state_dict()["positional_embedding"]
-    out = import_clip(sd_path, tmp_path / "ck", image_size=(48, 16), context_length=40, text_positions="long-clip")
+    with pytest.raises(ImportError_, match="--activation"):  # a plain state dict does not say its activation
+        import_clip(sd_path, tmp_path / "ck0", image_size=(48, 16), context_length=40)
+    out = import_clip(sd_path, tmp_path / "ck", image_size=(48, 16), context_length=40, text_positions="long-clip", model_name="ViT-B-16-quickgelu")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["text_positions"] == {"mode": "long-clip", "source_length": src.shape[0], "length": 40}
+    assert meta["config"]["model"]["activation"] == "quick_gelu" and meta["source_format"] == "state-dict"
     m = from_checkpoint(out).model
     keep = min(20, src.shape[0] - 1)
     assert torch.equal(m.text.positional_embedding[:keep], src[:keep].float()) and m.text.positional_embedding.shape[0] == 40

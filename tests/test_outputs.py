@@ -56,7 +56,7 @@ def clip_weights(tmp_path_factory) -> Path:
 def test_import_clip_into_the_folder_of_its_weights_is_refused(clip_weights, capsys, tmp_path):
     w = clip_weights.parent
     before = _tree(w)
-    args = ["import-clip", str(clip_weights), "--image-size", "32x32", "--text-length", "16"]
+    args = ["import-clip", str(clip_weights), "--image-size", "32x32", "--text-length", "16", "--activation", "quick_gelu"]
     _fails_in_one_line([*args, "-o", str(w)], capsys, "holds the input")
     _fails_in_one_line([*args, "-o", str(clip_weights)], capsys, "is also an input")
     _fails_in_one_line([*args, "-o", str(w), "--force"], capsys, "holds the input")  # --force never makes an input an output

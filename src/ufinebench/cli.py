@@ -193,7 +193,7 @@ def _cmd_import_clip(args: argparse.Namespace) -> int:
 
     size = _parse_pair(args.image_size, "x", "--image-size")
     out = import_clip(args.weights, args.out, image_size=size, context_length=args.text_length, force=args.force,
-                      text_positions=args.text_positions)
+                      text_positions=args.text_positions, activation=args.activation, model_name=args.model_name)
     print(f"wrote {out}: CLIP encoders at {size[0]}x{size[1]}, {args.text_length} text positions (use train.init_from={out})")
     return 0
 
@@ -517,11 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "import-clip",
-        help="convert OpenAI CLIP weights (TorchScript or state dict) into a checkpoint",
-        description="Convert OpenAI CLIP ViT weights into our checkpoint format, interpolating image and text "
+        help="convert CLIP weights (OpenAI TorchScript, state dict, Hugging Face folder) into a checkpoint",
+        description="Convert CLIP ViT weights (OpenAI, open_clip or Hugging Face) into our checkpoint format, interpolating image and text "
         "position embeddings. TorchScript archives are read without running their code or unpickling arbitrary objects.",
     )
-    p.add_argument("weights", metavar="WEIGHTS.pt", help="e.g. ViT-B-16.pt from OpenAI")
+    p.add_argument("weights", metavar="WEIGHTS", help="OpenAI's ViT-B-16.pt (TorchScript), a plain state dict, or a Hugging Face "
+                   "CLIPModel folder (config.json + model.safetensors)")
+    p.add_argument("--activation", choices=["quick_gelu", "gelu"],
+                   help="the encoders' MLP activation; needed for a plain state dict (OpenAI's: quick_gelu, LAION open_clip: gelu)")
+    p.add_argument("--model-name", help="open_clip model name of a plain state dict (e.g. ViT-B-16, ViT-B-16-quickgelu): sets the activation")
     p.add_argument("--image-size", default="384x128", metavar="HxW", help="target image size (default 384x128)")
     p.add_argument("--text-length", type=_positive, default=168, help="target text length in tokens (default 168)")
     p.add_argument("--text-positions", choices=["stretch", "long-clip", "extend"], default="stretch",

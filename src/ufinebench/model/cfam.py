@@ -73,6 +73,7 @@ class ModelConfig:
     grad_checkpointing: bool = False
     vision: str = "vit"  # vit: CLIP's ViT (real weights); conv: ConvTower (from scratch on the CPU)
     text_pool: str = "eot"  # eot: CLIP's causal end-token pooling; mean: bidirectional, mean of real tokens
+    activation: str = "quick_gelu"  # the encoders' MLP activation: quick_gelu (OpenAI CLIP) | gelu (LAION open_clip)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -81,6 +82,8 @@ class ModelConfig:
             raise ValueError(f"vision must be 'vit' or 'conv', got {self.vision!r}")
         if self.text_pool not in ("eot", "mean"):
             raise ValueError(f"text_pool must be 'eot' or 'mean', got {self.text_pool!r}")
+        if self.activation not in ("quick_gelu", "gelu"):
+            raise ValueError(f"activation must be 'quick_gelu' or 'gelu', got {self.activation!r}")
 
     @property
     def use_granularity(self) -> bool:
@@ -181,9 +184,10 @@ class RetrievalModel(nn.Module):
         if cfg.vision == "conv":
             self.visual = ConvTower(cfg.image_size, cfg.vision_width, d)
         else:
-            self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d)
+            self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d,
+                                            activation=cfg.activation)
         self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id,
-                                    pool=cfg.text_pool, mask_token=cfg.mlm)
+                                    pool=cfg.text_pool, mask_token=cfg.mlm, activation=cfg.activation)
         init_clip_like(self.visual, self.text)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=cfg.learn_temperature)
         self.granularity = GranularityDecoder(d, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_granularity else None

@@ -69,13 +69,13 @@ class Attention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-norm transformer block: x + attn(ln_1(x)); x + mlp(ln_2(x))."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.attn = Attention(width, heads)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential()
         self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
-        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("gelu", make_activation(activation))
         self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
         self.ln_2 = LayerNorm(width)
 
@@ -84,11 +84,23 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+
+def make_activation(name: str) -> nn.Module:
+    """CLIP's MLP activation: OpenAI's models use QuickGELU, LAION-trained open_clip models exact GELU."""
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+
+
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, activation: str = "quick_gelu") -> None:
         super().__init__()
         self.width = width
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, activation) for _ in range(layers)])
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, causal: bool = False, key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,7 +116,9 @@ class Transformer(nn.Module):
 class VisionTransformer(nn.Module):
     """ViT on (H, W) images: patches + class token + learned positions -> transformer."""
 
-    def __init__(self, image_size: tuple[int, int], patch_size: int, width: int, layers: int, heads: int, output_dim: int) -> None:
+    def __init__(
+        self, image_size: tuple[int, int], patch_size: int, width: int, layers: int, heads: int, output_dim: int, activation: str = "quick_gelu",
+    ) -> None:
         super().__init__()
         h, w = image_size
         if h % patch_size or w % patch_size:
@@ -116,7 +130,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid[0] * self.grid[1] + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -141,7 +155,7 @@ class TextTransformer(nn.Module):
 
     def __init__(
         self, context_length: int, vocab_size: int, width: int, layers: int, heads: int, output_dim: int, eot_id: int | None,
-        pool: str = "eot", mask_token: bool = False,
+        pool: str = "eot", mask_token: bool = False, activation: str = "quick_gelu",
     ) -> None:
         super().__init__()
         if pool not in ("eot", "mean"):
@@ -155,7 +169,7 @@ class TextTransformer(nn.Module):
         self.mask_id = vocab_size
         self.mask_embedding = nn.Parameter(torch.randn(width) * 0.02) if mask_token else None
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_final = LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim))
         nn.init.normal_(self.token_embedding.weight, std=0.02)

@@ -1,9 +1,18 @@
-"""Importing OpenAI CLIP weights (ViT-B/16, ViT-L/14, ...) into our checkpoint format.
+"""Importing CLIP weights (ViT-B/16, ViT-B/32, ViT-L/14, ...) into our checkpoint format.
 
-OpenAI ships TorchScript archives; others save plain state dicts. Neither is unpickled with
-arbitrary code: a plain state dict goes through ``torch.load(weights_only=True)``; a TorchScript
-archive's ``data.pkl`` is read by a restricted unpickler that only rebuilds tensors and records
-the module tree (no TorchScript code runs), from which the parameter names are recovered.
+Three sources: OpenAI's TorchScript archives, plain OpenAI-layout state dicts (OpenAI's or
+open_clip's), and Hugging Face ``CLIPModel`` folders (``config.json`` + ``model.safetensors`` or
+``pytorch_model.bin``). None is unpickled with arbitrary code: state dicts go through
+``torch.load(weights_only=True)`` or safetensors; a TorchScript archive's ``data.pkl`` is read by
+a restricted unpickler that only rebuilds tensors and records the module tree (no TorchScript
+code runs), from which the parameter names are recovered.
+
+The MLP activation is not visible in the keys: OpenAI's models use QuickGELU, open_clip's
+LAION-trained ones exact GELU. It is read from ``config.json`` (``hidden_act``) for a Hugging Face
+folder, is QuickGELU for OpenAI's TorchScript archives, and must be given (``activation`` or an
+open_clip ``model_name``) for a plain state dict. Head counts likewise come from
+``config.json`` for Hugging Face folders (never from widths); OpenAI layouts use OpenAI's rule
+(width / 64).
 
 Position embeddings are interpolated to the new image grid (bicubic, 2-D) and text length
 (linear, 1-D), e.g. 224 x 224 / 16 -> 384 x 128 and 77 -> 168 tokens.
@@ -119,6 +128,93 @@ def read_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
+
+
+def is_hf_clip_folder(path: str | os.PathLike[str]) -> bool:
+    """A Hugging Face ``CLIPModel`` folder: ``config.json`` beside its weights."""
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file() and any((p / f).is_file() for f in HF_WEIGHT_FILES)
+
+
+def read_hf_clip(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A Hugging Face ``CLIPModel`` folder -> (OpenAI-layout state dict, heads and activation from config.json)."""
+    from ufinebench.limits import read_json
+
+    p = Path(folder)
+    try:
+        cfg = read_json(p / "config.json", "a model config", limit=16 << 20)
+    except UFineBenchError as exc:
+        raise ImportError_(str(exc)) from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("vision_config"), dict) or not isinstance(cfg.get("text_config"), dict):
+        raise ImportError_(f"{p}/config.json: not a CLIPModel config (no vision_config / text_config)")
+    vc, tc = cfg["vision_config"], cfg["text_config"]
+    acts = set()
+    for side, c in (("vision", vc), ("text", tc)):
+        for key in ("hidden_size", "intermediate_size", "num_attention_heads", "hidden_act"):
+            if key not in c:
+                raise ImportError_(f"{p}/config.json: {side}_config has no {key}")
+        if c["hidden_act"] not in _HF_ACTIVATIONS:
+            raise ImportError_(f"{p}/config.json: {side} activation {c['hidden_act']!r} is not supported (quick_gelu or gelu)")
+        if c["intermediate_size"] != 4 * c["hidden_size"]:
+            raise ImportError_(f"{p}/config.json: {side} MLP width {c['intermediate_size']} is not 4 x {c['hidden_size']} as in CLIP")
+        acts.add(_HF_ACTIVATIONS[c["hidden_act"]])
+    if len(acts) != 1:
+        raise ImportError_(f"{p}/config.json: vision and text use different activations ({', '.join(sorted(acts))})")
+    weights = next(p / f for f in HF_WEIGHT_FILES if (p / f).is_file())
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            hf = load_file(str(weights))
+        else:
+            hf = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read a user's file is bad input, reported in one line
+        raise ImportError_(f"{weights}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return hf_to_openai_layout(hf), {"vision_heads": int(vc["num_attention_heads"]), "text_heads": int(tc["num_attention_heads"]),
+                                     "activation": acts.pop()}
+
+
+def hf_to_openai_layout(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face ``CLIPModel`` keys -> OpenAI's (q/k/v projections fused, projections transposed)."""
+    sd: dict[str, torch.Tensor] = {}
+    hf = {k.removeprefix("clip."): v for k, v in hf.items()}
+    try:
+        sd["visual.class_embedding"] = hf["vision_model.embeddings.class_embedding"]
+        sd["visual.conv1.weight"] = hf["vision_model.embeddings.patch_embedding.weight"]
+        sd["visual.positional_embedding"] = hf["vision_model.embeddings.position_embedding.weight"]
+        sd["visual.proj"] = hf["visual_projection.weight"].T.contiguous()
+        sd["token_embedding.weight"] = hf["text_model.embeddings.token_embedding.weight"]
+        sd["positional_embedding"] = hf["text_model.embeddings.position_embedding.weight"]
+        sd["text_projection"] = hf["text_projection.weight"].T.contiguous()
+        for ours, theirs in (("visual.ln_pre", "vision_model.pre_layrnorm"), ("visual.ln_post", "vision_model.post_layernorm"),
+                             ("ln_final", "text_model.final_layer_norm")):
+            sd[f"{ours}.weight"], sd[f"{ours}.bias"] = hf[f"{theirs}.weight"], hf[f"{theirs}.bias"]
+        if "logit_scale" in hf:
+            sd["logit_scale"] = hf["logit_scale"]
+        for ours, theirs in (("visual.transformer", "vision_model.encoder"), ("transformer", "text_model.encoder")):
+            n = len({k.split(".")[3] for k in hf if k.startswith(f"{theirs}.layers.")})
+            for i in range(n):
+                a, b = f"{theirs}.layers.{i}", f"{ours}.resblocks.{i}"
+                for part in ("weight", "bias"):
+                    sd[f"{b}.attn.in_proj_{part}"] = torch.cat([hf[f"{a}.self_attn.{x}_proj.{part}"] for x in "qkv"])
+                    sd[f"{b}.attn.out_proj.{part}"] = hf[f"{a}.self_attn.out_proj.{part}"]
+                    sd[f"{b}.ln_1.{part}"] = hf[f"{a}.layer_norm1.{part}"]
+                    sd[f"{b}.ln_2.{part}"] = hf[f"{a}.layer_norm2.{part}"]
+                    sd[f"{b}.mlp.c_fc.{part}"] = hf[f"{a}.mlp.fc1.{part}"]
+                    sd[f"{b}.mlp.c_proj.{part}"] = hf[f"{a}.mlp.fc2.{part}"]
+    except KeyError as exc:
+        raise ImportError_(f"not a Hugging Face CLIPModel state dict (missing {exc})") from None
+    return sd
+
+
+def activation_for_open_clip(model_name: str) -> str:
+    """open_clip's convention: OpenAI-pretrained and ``*-quickgelu`` models use QuickGELU, the rest GELU."""
+    name = model_name.lower()
+    return "quick_gelu" if "quickgelu" in name or "openai" in name else "gelu"
+
+
 def clip_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Encoder sizes of a CLIP ViT state dict."""
     try:
@@ -217,12 +313,47 @@ def to_model_state_dict(
     return out, info
 
 
+def _is_torchscript(p: Path) -> bool:
+    if not zipfile.is_zipfile(p):
+        return False
+    with zipfile.ZipFile(p) as zf:
+        return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
+
+
+def load_clip_source(
+    weights: str | os.PathLike[str], activation: str | None = None, model_name: str | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """(OpenAI-layout state dict, what the keys cannot tell: heads/activation, source kind) of any supported source."""
+    p = Path(weights)
+    if activation is not None and activation not in ("quick_gelu", "gelu"):
+        raise ImportError_(f"--activation must be quick_gelu or gelu, got {activation!r}")
+    if is_hf_clip_folder(p):
+        sd, ov = read_hf_clip(p)
+        if activation is not None and activation != ov["activation"]:
+            raise ImportError_(f"{p}: config.json says hidden_act {ov['activation']}, not --activation {activation}")
+        return sd, ov, "huggingface"
+    if p.is_dir():
+        raise ImportError_(f"{p}: a folder, but not a Hugging Face CLIPModel (config.json with {' or '.join(HF_WEIGHT_FILES)})")
+    torchscript = p.is_file() and _is_torchscript(p)
+    sd = read_clip_state_dict(p)
+    clip_config_from_state_dict(sd)  # a CLIP ViT at all? (before asking for what its keys cannot tell)
+    if torchscript:
+        return sd, {"activation": activation or "quick_gelu"}, "openai-torchscript"  # OpenAI's own models: QuickGELU
+    if activation is None and model_name is None:
+        raise ImportError_(f"{p}: a plain state dict does not say its activation (OpenAI's models use quick_gelu, LAION "
+                           "open_clip models gelu); give --activation or --model-name (the open_clip name)")
+    return sd, {"activation": activation or activation_for_open_clip(model_name or "")}, "state-dict"
+
+
 def import_clip(
     weights: str | os.PathLike[str], out: str | os.PathLike[str], image_size: tuple[int, int] = (384, 128),
-    context_length: int = 168, *, force: bool = False, text_positions: str = "stretch",
+    context_length: int = 168, *, force: bool = False, text_positions: str = "stretch", activation: str | None = None,
+    model_name: str | None = None,
 ) -> Path:
     """Convert CLIP weights into a checkpoint folder usable as ``train.init_from``.
 
+    ``weights``: an OpenAI TorchScript archive, a plain state dict (then ``activation`` or
+    ``model_name`` is required) or a Hugging Face ``CLIPModel`` folder.
     ``text_positions`` chooses how CLIP's 77 text positions reach ``context_length``
     (``resize_text_positions``); the choice is recorded in the checkpoint's meta.json.
     ``out`` may not be the weights file nor a folder holding it; a folder with other files needs
@@ -236,23 +367,25 @@ def import_clip(
         raise ImportError_(f"unknown --text-positions {text_positions!r} (choose from {', '.join(TEXT_POSITION_MODES)})")
     with output_lock(out):
         claim_dir(out, "import-clip", force=force, legacy=(("model.safetensors", "meta.json"), CHECKPOINT_FILES))
-        model, meta = _convert_clip(weights, image_size, context_length, text_positions)
+        model, meta = _convert_clip(weights, image_size, context_length, text_positions, activation, model_name)
         add_entries(out, "import-clip", ("model.safetensors", "meta.json"))
         return save_checkpoint(out, model, meta)
 
 
 def _convert_clip(
     weights: str | os.PathLike[str], image_size: tuple[int, int], context_length: int, text_positions: str = "stretch",
+    activation: str | None = None, model_name: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     from ufinebench.config import Config
     from ufinebench.model.cfam import ModelConfig, RetrievalModel
-    sd = read_clip_state_dict(weights)
+    sd, known, kind = load_clip_source(weights, activation, model_name)
     converted, info = to_model_state_dict(sd, image_size, context_length, text_positions)
+    info.update(known)
     mcfg = ModelConfig(
         arch="clip-sdm", embed_dim=info["embed_dim"], image_size=image_size, patch_size=info["patch_size"],
         vision_width=info["vision_width"], vision_layers=info["vision_layers"], vision_heads=info["vision_heads"],
         context_length=context_length, vocab_size=info["vocab_size"], text_width=info["text_width"],
-        text_layers=info["text_layers"], text_heads=info["text_heads"],
+        text_layers=info["text_layers"], text_heads=info["text_heads"], activation=info["activation"],
     )
     model = RetrievalModel(mcfg)
     missing, unexpected = model.load_state_dict(converted, strict=False)
@@ -260,6 +393,6 @@ def _convert_clip(
     if missing or unexpected:
         raise ImportError_(f"{weights}: weights do not fit a CLIP ViT (missing {missing[:3]}, unexpected {unexpected[:3]})")
     cfg = Config(model=mcfg)
-    meta = {"config": cfg.to_dict(), "tokenizer": {"kind": "clip"}, "source": str(weights), "epoch": 0, "global_step": 0,
+    meta = {"config": cfg.to_dict(), "tokenizer": {"kind": "clip"}, "source": str(weights), "source_format": kind, "epoch": 0, "global_step": 0,
             "text_positions": {"mode": text_positions, "source_length": int(sd["positional_embedding"].shape[0]), "length": context_length}}
     return model, meta
