@@ -278,7 +278,7 @@ def main() -> int:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(args.parallel, mp_context=mp.get_context("spawn")) as pool:
-            for line in pool.map(_train_one, *zip(*[submit(n, s) for n, s in jobs])):
+            for line in pool.map(_train_one, *zip(*[submit(n, s) for n, s in jobs], strict=False)):
                 print("  " + line, flush=True)
     else:
         for n, s in jobs:

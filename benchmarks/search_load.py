@@ -73,7 +73,8 @@ def _index(tmp: Path, checkpoint: str, n: int, dim: int, kind: str) -> Path:
     t0 = time.perf_counter()
     _write_faiss(emb, kind, out / "index.faiss")
     build = time.perf_counter() - t0
-    (out / "index.json").write_text(json.dumps({"version": INDEX_VERSION, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_digest(checkpoint),
+    (out / "index.json").write_text(json.dumps({"version": INDEX_VERSION, "checkpoint": checkpoint,
+                                                "checkpoint_sha256": checkpoint_digest(checkpoint),
                                                 "sources": ["random"], "source": "random", "kind": kind, "count": n, "dim": dim,
                                                 "complete": True, "build_seconds": build}))
     return out
@@ -106,7 +107,8 @@ def main() -> int:
         lm = from_checkpoint(ck)
         probe.loaded, probe.device = lm, "cpu"
         dim = SearchIndex.encode(probe, ["x"]).shape[1]
-        print(f"search latency: {args.images:,} images, feature size {dim}, text model {'(random weights) ' if not args.checkpoint else ''}synth-cpu-small")
+        weights = "(random weights) " if not args.checkpoint else ""
+        print(f"search latency: {args.images:,} images, feature size {dim}, text model {weights}synth-cpu-small")
         folders = {}
         for kind in ("flat", "hnsw"):
             folders[kind] = _index(tmp, ck, args.images, dim, kind)

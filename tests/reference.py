@@ -29,13 +29,13 @@ def sd_paper(row: np.ndarray, is_pos: np.ndarray) -> float:
     order = rank_order(row)
     s = [float(row[j]) / 2 + 0.5 for j in order]
     m = [bool(is_pos[j]) for j in order]
-    pos_vals = [v for v, p in zip(s, m) if p]
-    neg_vals = [v for v, p in zip(s, m) if not p]
+    pos_vals = [v for v, p in zip(s, m, strict=False) if p]
+    neg_vals = [v for v, p in zip(s, m, strict=False) if not p]
     pnr = _pnr(sum(pos_vals) / len(pos_vals), sum(neg_vals) / len(neg_vals) if neg_vals else None)
     ratios = []
     run_all = run_pos = 0.0
     seen = 0
-    for k, (v, p) in enumerate(zip(s, m)):
+    for k, (v, p) in enumerate(zip(s, m, strict=False)):
         run_all += v
         if p:
             run_pos += v

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_train import TINY_MODEL
 from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
-
-from test_train import TINY_MODEL
 
 FIXTURE = Path(__file__).parent / "fixtures" / "formats" / "UFine6926"
 
@@ -59,7 +58,7 @@ def _entry(**kw: object) -> dict:
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, tiny_synth):
     r = tmp_path_factory.mktemp("hostile")
-    good = [_entry(id=i, file_path=f"images/{i}.jpg", split=s) for i, s in zip(range(1, 6), ["train", "train", "test", "test", "test"])]
+    good = [_entry(id=i, file_path=f"images/{i}.jpg", split=s) for i, s in zip(range(1, 6), ["train", "train", "test", "test", "test"], strict=False)]
     files = {
         "ok": _dataset(r, "ok", good),
         "notjson": _dataset(r, "notjson", "{[ not json"),
@@ -80,7 +79,7 @@ def hostile(tmp_path_factory, tiny_synth):
         "emptycap": _dataset(r, "emptycap", good + [_entry(id=9, captions=["   "])]),
     }
     (r / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "model: {}\n")
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=False)) + "model: {}\n")
     (r / "deep.yaml").write_text("model: " + "[" * 5000 + "]" * 5000 + "\n")
     (r / "list.yaml").write_text("- model\n- train\n")
     (r / "unknown.yaml").write_text("model:\n  flux_capacitor: 3\n")
@@ -136,8 +135,9 @@ CASES = [
     ("train --config {root}/unknown.yaml", "flux_capacitor"), ("train --config {root}/badvalue.yaml", "lr"),
     ("train --config {root}/big.yaml", "MB"), ("train --config {root}/notyaml.yaml", "YAML"), ("train --config {root}/binary.yaml", "UTF-8"),
     ("train --config {root}/nothing.yaml", "no such"), ("train --config no-such-preset", "preset"),
-    ("train --config synth-cpu-small --set train.lr=inf", "lr"), ("train --config synth-cpu-small --set train.epochs=-1", "epochs"), ("train --config synth-cpu-small --set model.temperature=nan", "temperature"),
-    ("train --config synth-cpu-small --set train.lr=abc", "lr"), ("train --config synth-cpu-small --set nokey", "KEY=VALUE"), ("train --config synth-cpu-small --set model.flux=1", "flux"),
+    ("train --config synth-cpu-small --set train.lr=inf", "lr"), ("train --config synth-cpu-small --set train.epochs=-1", "epochs"),
+    ("train --config synth-cpu-small --set model.temperature=nan", "temperature"), ("train --config synth-cpu-small --set train.lr=abc", "lr"),
+    ("train --config synth-cpu-small --set nokey", "KEY=VALUE"), ("train --config synth-cpu-small --set model.flux=1", "flux"),
     ("train --config synth-cpu-small --set data.dataset={deep} --set train.out_dir={root}/t1", "nested too deeply"),
     ("train --config synth-cpu-small --set data.dataset={empty} --set train.out_dir={root}/t2", ""),
     ("train --config synth-cpu-small --set data.dataset={pixel_bomb} --set train.out_dir={root}/t3 --set train.batch_size=2", "pixels"),

@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from reference import reference_metrics
 from ufinebench.cli import main
 from ufinebench.metrics import metrics_from_similarity
-
-from reference import reference_metrics
 
 KEYS = ["R1", "R5", "R10", "mAP", "mINP", "mSD", "queries", "queries_without_positive"]
 

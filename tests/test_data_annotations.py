@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from formats_fixture import FORMAT_LAYOUT, make_dataset, write_image
 from ufinebench.cli import main
 from ufinebench.data.annotations import (
     FORMATS,
@@ -21,8 +22,6 @@ from ufinebench.data.annotations import (
     word_count_bucket,
 )
 from ufinebench.data.stats import dataset_stats, words
-
-from formats_fixture import FORMAT_LAYOUT, make_dataset, write_image
 
 # the sample files of each public format, shipped with the tests (copied from the project's shared samples)
 SHARED = Path(__file__).resolve().parent / "fixtures" / "formats"

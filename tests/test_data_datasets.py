@@ -8,13 +8,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from formats_fixture import make_dataset
 from ufinebench.data.annotations import load_dataset
 from ufinebench.data.datasets import TrainPairs, collate, eval_sets
 from ufinebench.data.samplers import DistributedBatchSampler
 from ufinebench.data.tokenizer import ClipTokenizer
 from ufinebench.data.transforms import ImageTransform
-
-from formats_fixture import make_dataset
 
 
 def _train(tmp_path):
@@ -52,7 +51,7 @@ def test_loader_output_independent_of_workers(tmp_path):
 
     a, b = run(0), run(2)
     assert len(a) == len(b) == 3
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["index"], y["index"])
         assert x["label"].dtype == torch.long
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from reference import reference_metrics
+from test_train import TINY_MODEL
 from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset
 from ufinebench.evaluate import evaluate_checkpoint, matcher_topk, rerank, rerank_from_logits, tune_rerank_weight
-
-from reference import reference_metrics
-from test_train import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,8 @@ def test_breakdown_counts_and_figures_recomputed(tiny_synth, tiny_run, tmp_path,
     assert main(["eval", "--checkpoint", str(tiny_run), "--data", str(data), "--json", str(out_json), "--save-features", str(npz)]) == 0
     res = json.loads(out_json.read_text())["models"][0]
     records = json.loads(data.read_text())
-    tags = [(r["source"], t["granularity"], t["style"], len(c.split())) for r in records for c, t in zip(r["captions"], r["caption_tags"])]
+    tags = [(r["source"], t["granularity"], t["style"], len(c.split()))
+            for r in records for c, t in zip(r["captions"], r["caption_tags"], strict=True)]
     assert res["overall"]["queries"] == len(tags)
     for key, pos in (("source", 0), ("granularity", 1), ("style", 2)):
         want = Counter(t[pos] for t in tags)

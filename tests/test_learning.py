@@ -68,7 +68,7 @@ def test_recipe_learns_far_above_chance_and_shuffled_captions_do_not(learn_set, 
     train_idx = [i for i, r in enumerate(records) if r["split"] == "train"]
     caps = [records[i]["captions"] for i in train_idx]
     random.Random(0).shuffle(caps)  # every training image gets another person's captions
-    for i, c in zip(train_idx, caps):
+    for i, c in zip(train_idx, caps, strict=False):
         records[i]["captions"] = c
     shuffled = learn_set / "ufine_synth_shuffled.json"
     shuffled.write_text(json.dumps(records))

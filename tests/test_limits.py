@@ -16,7 +16,7 @@ def test_yaml_of_a_config_loads():
 def test_yaml_expansion_is_bounded_even_with_few_aliases():
     # 5 levels of 12 aliases: 60 aliases (under the alias cap) expanding to 12^5 = 248,832 leaves
     doc = "a: &a [" + ", ".join(["x"] * 12) + "]\n"
-    for prev, cur in zip("abcd", "bcde"):
+    for prev, cur in zip("abcd", "bcde", strict=False):
         doc += f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 12) + "]\n"
     with pytest.raises(UFineBenchError, match="expands to more than"):
         load_yaml(doc)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ufinebench.losses import DistContext, granular_similarity, sample_negatives, sdm_loss, compute_losses
+from ufinebench.losses import DistContext, compute_losses, granular_similarity, sample_negatives, sdm_loss
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 
 
@@ -22,7 +22,7 @@ def _naive_sdm(a, b, ids, scale, eps=1e-8):
         p = [math.exp(x - m) / z for x in logits]
         match = [1.0 if ids[i] == ids[j] else 0.0 for j in range(b.shape[0])]
         q = [x / sum(match) for x in match]
-        total += sum(pi * (math.log(pi) - math.log(qi + eps)) for pi, qi in zip(p, q))
+        total += sum(pi * (math.log(pi) - math.log(qi + eps)) for pi, qi in zip(p, q, strict=False))
     return total / n
 
 

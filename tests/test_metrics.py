@@ -8,10 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reference import reference_metrics
 from ufinebench import metrics as M
 from ufinebench.metrics import MetricsInputError, metrics_from_features, metrics_from_similarity, msd_single
-
-from reference import reference_metrics
 
 BACKENDS = ["numba", "torch"]
 
@@ -19,7 +18,7 @@ BACKENDS = ["numba", "torch"]
 def _close(res, ref: dict, tol: float = 1e-6) -> None:
     d = res.as_dict()
     for k, v in ref["summary"].items():
-        assert d[k] == pytest.approx(v, abs=tol), k
+        assert d[k] == pytest.approx(v, abs=tol, rel=2e-6), k  # float32 scores: mSD of 100 carries ~1e-6 of rounding
 
 
 def _problem(rng: np.random.Generator, nq: int, ng: int, nid: int, levels: int | None):

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ufinebench.metrics import metrics_from_features, metrics_from_similarity
-
 from reference import reference_metrics
+from ufinebench.metrics import metrics_from_features, metrics_from_similarity
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

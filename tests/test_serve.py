@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from test_train import TINY_MODEL
 from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
+from ufinebench.model.checkpoint import resolve_checkpoint
 from ufinebench.serve import index as I
 from ufinebench.serve.app import LOOPBACK_HOSTS, GuardMiddleware, create_app
-from ufinebench.model.checkpoint import resolve_checkpoint
 from ufinebench.serve.index import SearchIndex, build_index
-
-from test_train import TINY_MODEL
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -68,11 +67,12 @@ def test_index_matches_direct_encoding_and_add_resume(run, tiny_synth, tmp_path,
     assert build_index(str(run), str(subset), tmp_path / "h", hnsw_threshold=5)["kind"] == "hnsw"
     idx = SearchIndex(out)
     hits = idx.search("a woman in a red coat", k=15)
-    assert len(hits) == 15 and all(a.score >= b.score - 1e-6 for a, b in zip(hits, hits[1:]))
+    assert len(hits) == 15 and all(a.score >= b.score - 1e-6 for a, b in zip(hits, hits[1:], strict=False))
     q = idx.encode(["a woman in a red coat"])[0]
-    from ufinebench.model.checkpoint import from_checkpoint
-    from ufinebench.data.transforms import load_image
     import torch
+
+    from ufinebench.data.transforms import load_image
+    from ufinebench.model.checkpoint import from_checkpoint
 
     lm = from_checkpoint(run)
     img = torch.stack([lm.transform(load_image(hits[0].path))])
@@ -134,8 +134,9 @@ def test_index_belongs_to_one_checkpoint_and_source(run, tiny_synth, tmp_path):
     client = TestClient(create_app(idx, allowed_hosts=HOSTS))
     r = client.get("/images/0")
     assert r.status_code == 200 and r.content == idx.thumbnail(0) and r.content[:2] == b"\xff\xd8"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     with Image.open(io.BytesIO(r.content)) as im:
         assert max(im.size) <= I.THUMB_MAX

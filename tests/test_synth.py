@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
-import os
-
 import pytest
 
 from ufinebench.cli import main
@@ -68,7 +67,7 @@ def test_every_caption_agrees_with_its_identity_and_view(synth):
     for name in (B.FINE_FILE, B.COARSE_FILE, B.THREEC_FILE):
         for r in json.loads((synth / name).read_text()):
             truth = ids[r["id"]]["attributes"]
-            for text, tag in zip(r["captions"], r["caption_tags"]):
+            for text, tag in zip(r["captions"], r["caption_tags"], strict=False):
                 assert tag["mentions"] and consistent(truth, tag["mentions"]), (text, tag["mentions"])
                 shown = visible(truth, tag["view"])
                 for slot, value in tag["mentions"].items():
@@ -137,7 +136,7 @@ def test_ambiguity_targets_at_1000_identities():
     for pid in test_ids:
         for view in VIEWS:
             caps = [caption(ids[pid], view, g, s, rng) for g in ("fine", "coarse") for s in B.QUERY_STYLES]
-            recs.append({"caption_tags": [{"granularity": g, "mentions": c[1]} for c, g in zip(caps, ["fine"] * 5 + ["coarse"] * 5)]})
+            recs.append({"caption_tags": [{"granularity": g, "mentions": c[1]} for c, g in zip(caps, ["fine"] * 5 + ["coarse"] * 5, strict=False)]})
     amb = B.ambiguity(recs, ids, test_ids)
     assert amb["coarse"] >= 5.0 and amb["fine"] <= 1.1, amb
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from formats_fixture import make_dataset
 from ufinebench.cli import main
 from ufinebench.data.annotations import read_annotations
 from ufinebench.data.datasets import eval_sets
@@ -22,8 +23,6 @@ from ufinebench.data.transforms import ImageTransform
 from ufinebench.evaluate import breakdown
 from ufinebench.threec.build import build_3c
 from ufinebench.threec.rewriters import LLMRewriter
-
-from formats_fixture import make_dataset
 
 STYLE_VOCAB = {"subject", "description", "of", "person", "interest", "i", "saw", "someone", "go", "by", "earlier", "today", "a", "walked",
                "past", "me", "so", "like", "okay", "basically", "and", "pretty", "sure", "was", "had", "wearing", "carrying", "is", "the"}
@@ -45,8 +44,8 @@ def test_offline_build_is_valid_distinct_and_invents_nothing(two_sources, tmp_pa
         by_source.setdefault(r["source"], set()).add(r["id"])
     assert len(by_source) == 2 and not set.intersection(*by_source.values())  # raw ids 1..4 exist in both
     for r in records:
-        originals = [c for c, t in zip(r["captions"], r["caption_tags"]) if t["rewriter"] == "none"]
-        rewrites = [(c, t) for c, t in zip(r["captions"], r["caption_tags"]) if t["rewriter"] != "none"]
+        originals = [c for c, t in zip(r["captions"], r["caption_tags"], strict=False) if t["rewriter"] == "none"]
+        rewrites = [(c, t) for c, t in zip(r["captions"], r["caption_tags"], strict=False) if t["rewriter"] != "none"]
         assert len(rewrites) == 3 * len(originals)
         for c, t in rewrites:
             src_words = set(re.findall(r"[a-z0-9\-']+", originals[t["from_caption"]].lower()))

@@ -11,10 +11,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from ufinebench import train as T
 from ufinebench.config import load_config
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 from ufinebench.model.checkpoint import from_checkpoint, resolve_checkpoint
-from ufinebench import train as T
 
 TINY_MODEL = [
     "model.embed_dim=32", "model.image_size=64x32", "model.patch_size=16", "model.vision_width=32", "model.vision_layers=1",

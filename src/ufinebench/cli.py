@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ufinebench import __version__
 from ufinebench.errors import UFineBenchError
@@ -206,9 +207,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ufinebench.data.annotations import load_dataset
     from ufinebench.evaluate import evaluate_checkpoint
     from ufinebench.io import save_metrics_npz, write_json
-    from ufinebench.tables import format_table
-
     from ufinebench.outputs import check_outputs, dataset_inputs
+    from ufinebench.tables import format_table
 
     if args.rerank_topk < 0:
         raise UFineBenchError("--rerank-topk must be positive")
@@ -310,17 +310,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_3c(args: argparse.Namespace) -> int:
+    from ufinebench.outputs import check_outputs, dataset_inputs
     from ufinebench.threec.build import build_3c
     from ufinebench.threec.rewriters import LLMRewriter, OfflineRewriter
-
-    from ufinebench.outputs import check_outputs, dataset_inputs
 
     check_outputs({"--out": args.out, "--cache": args.cache}, [p for src in args.sources for p in dataset_inputs(src)],
                   folders=["--cache"])
     if args.rewriter == "llm":
         if not (args.llm_url and args.llm_model):
             raise UFineBenchError("--rewriter llm needs --llm-url URL and --llm-model NAME (API key from $UFINEBENCH_LLM_API_KEY)")
-        rw = LLMRewriter(args.llm_url, args.llm_model, cache_dir=args.cache, prompt_version=args.prompt_version,
+        rw: LLMRewriter | OfflineRewriter = LLMRewriter(args.llm_url, args.llm_model, cache_dir=args.cache, prompt_version=args.prompt_version,
                          timeout=args.timeout, retries=args.retries, concurrency=args.concurrency)
     else:
         rw = OfflineRewriter(args.prompt_version)
@@ -332,8 +331,9 @@ def _cmd_build_3c(args: argparse.Namespace) -> int:
     for g, v in prov["words_per_granularity"].items():
         print(f"  {g:9s} {v['captions']:6d} captions, {v['mean']:5.1f} words (min {v['min']}, max {v['max']})")
     if "llm" in prov:
-        l = prov["llm"]
-        print(f"  LLM: {l['requests']} requests, {l['cache_hits']} cached, {l['retries']} retries, {l['fallbacks']} fallbacks {l['failures']}")
+        llm = prov["llm"]
+        print(f"  LLM: {llm['requests']} requests, {llm['cache_hits']} cached, {llm['retries']} retries, {llm['fallbacks']} fallbacks "
+              f"{llm['failures']}")
     print(f"provenance: {args.out}.provenance.json")
     return 0
 
@@ -367,13 +367,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import torch
     import uvicorn
 
-    from ufinebench.serve.app import create_app
-
-    import torch
-
-    from ufinebench.serve.app import LOOPBACK_HOSTS, server_config
+    from ufinebench.serve.app import LOOPBACK_HOSTS, create_app, server_config
 
     torch.set_num_threads(1)  # requests run side by side in the server's thread pool (61 vs 49 req/s on 2 cores)
     hosts = list(LOOPBACK_HOSTS) + [h for h in [args.host] if h not in ("0.0.0.0", "::")] + list(args.allowed_host or [])

@@ -18,9 +18,8 @@ from typing import Any
 
 import yaml
 
-from ufinebench.limits import YamlSyntaxError, load_yaml, read_yaml_file
-
 from ufinebench.errors import UFineBenchError
+from ufinebench.limits import YamlSyntaxError, load_yaml, read_yaml_file
 from ufinebench.model.cfam import ARCHS, ModelConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -138,7 +137,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(f"{key}: expected HxW, got {value!r}") from None
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=False)))
     if origin is dict:
         kt, vt = typing.get_args(tp)
         if not isinstance(value, dict):

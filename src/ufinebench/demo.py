@@ -68,11 +68,10 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     from ufinebench.evaluate import evaluate_checkpoint
     from ufinebench.io import write_json
     from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+    from ufinebench.outputs import add_entries, claim_dir, remove_owned
     from ufinebench.report import write_report
     from ufinebench.synth.build import SynthConfig, build
     from ufinebench.train import train
-
-    from ufinebench.outputs import add_entries, claim_dir, remove_owned
 
     plan = QUICK if quick else FULL
     claim_dir(out, "demo", force=force, legacy=(("data.options.json",), DEMO_ENTRIES))

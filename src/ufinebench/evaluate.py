@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ufinebench.data.annotations import Sample
 from ufinebench.data.datasets import collate, eval_sets
-from ufinebench.metrics import RetrievalResult, metrics_from_blocks, metrics_from_features, unit_rows
+from ufinebench.metrics import MsdVariant, RetrievalResult, metrics_from_blocks, metrics_from_features, unit_rows
 
 BREAKDOWN_KEYS = ("source", "granularity", "style", "words")
 
@@ -80,7 +81,7 @@ def extract_features(
     if bar is not None:
         bar.close()
     model.train(was_training)
-    out = {
+    out: dict[str, Any] = {
         "gallery_features": g_local,  # (G, F)
         "query_features": q_local,  # (Q, F)
         "gallery_ids": gallery.person_ids,
@@ -106,7 +107,7 @@ def _process_group() -> tuple[int, int]:
     return 0, 1
 
 
-def breakdown(features: dict[str, Any], msd: str = "paper") -> dict[str, dict[str, dict[str, float]]]:
+def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, dict[str, dict[str, float]]]:
     """Metrics per value of every tag key present (source, granularity, style, words)."""
     tags = features["query_tags"]
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -172,7 +173,7 @@ def _logit_scale(model: Any) -> float:
 
 
 def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarray, logits: np.ndarray, weight: float | None,
-                       scale: float, *, msd: str = "paper", per_query: bool = True) -> tuple[RetrievalResult, np.ndarray]:
+                       scale: float, *, msd: MsdVariant = "paper", per_query: bool = True) -> tuple[RetrievalResult, np.ndarray]:
     """Metrics after re-ordering each top k by ``scale * cos + weight * matcher logit``.
 
     ``scale`` is the model's logit scale (1 / temperature), so both terms are logits; ``weight``
@@ -214,7 +215,7 @@ def tune_rerank_weight(model: Any, features: dict[str, Any], k: int, *, device: 
 
 
 def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None = None, device: str | torch.device = "cpu",
-           msd: str = "paper") -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
+           msd: MsdVariant = "paper") -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
     """Re-order each query's top ``k`` by ``cos / T + weight * matcher logit`` (``weight`` None: the
     matcher alone); returns (metrics, seconds, top-k idx, new order)."""
     t0 = time.perf_counter()
@@ -226,7 +227,7 @@ def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None
 
 
 def evaluate_checkpoint(
-    checkpoint: str, samples: Sequence[Sample], *, rerank_topk: int = 0, msd: str = "paper", device: str = "cpu",
+    checkpoint: str, samples: Sequence[Sample], *, rerank_topk: int = 0, msd: MsdVariant = "paper", device: str = "cpu",
     batch_size: int = 64, progress: bool = False, rerank_weight: float | None | str = "checkpoint",
 ) -> dict[str, Any]:
     """Everything ``ufinebench eval`` reports for one checkpoint (plus the features, for reports).

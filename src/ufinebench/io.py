@@ -74,6 +74,7 @@ def load_metrics_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             check_npz_members(zf, p)  # declared array sizes, before anything is inflated
         with np.load(p, allow_pickle=False) as z:
             keys = set(z.files)
+            wanted: tuple[str, ...]
             if set(SIMILARITY_KEYS) <= keys:
                 wanted = SIMILARITY_KEYS
             elif set(FEATURE_KEYS) <= keys:
@@ -139,5 +140,5 @@ def save_metrics_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None
     import io as _io
 
     buf = _io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     atomic_write_bytes(path, buf.getvalue())

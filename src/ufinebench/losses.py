@@ -14,8 +14,9 @@ loss = mean_i KL(p_i || q_i), in both directions (image->text and text->image).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ class DistContext:
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
 
     @classmethod
-    def from_process_group(cls, seed: int, step: int) -> "DistContext":
+    def from_process_group(cls, seed: int, step: int) -> DistContext:
         """The context of the current torch.distributed process group."""
         import torch.distributed as dist
         import torch.distributed.nn.functional as dnn
@@ -168,7 +169,9 @@ def compute_losses(
     return losses
 
 
-def _match_loss(model: torch.nn.Module, out: dict[str, torch.Tensor], ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int) -> torch.Tensor:
+def _match_loss(
+    model: Any, out: dict[str, torch.Tensor], ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int,
+) -> torch.Tensor:  # model: a RetrievalModel (not imported here: the model module imports this one)
     """BCE of the matcher on positives and on one hard negative per anchor in each direction."""
     n = ids.shape[0]
     it, tt, tm = out["image_tokens"], out["text_match"], out["text_match_mask"]
@@ -188,6 +191,8 @@ def _match_loss(model: torch.nn.Module, out: dict[str, torch.Tensor], ids: torch
     logit_ti = model.match_logits(tt, tm, it_all[neg_img])
     logit_it = model.match_logits(tt_all[neg_txt], tm_all[neg_txt], it)
     loss = F.binary_cross_entropy_with_logits(pos.float(), torch.ones_like(pos, dtype=torch.float32), reduction="sum")
-    loss = loss + (F.binary_cross_entropy_with_logits(logit_ti.float(), torch.zeros_like(logit_ti, dtype=torch.float32), reduction="none") * ok_i).sum()
-    loss = loss + (F.binary_cross_entropy_with_logits(logit_it.float(), torch.zeros_like(logit_it, dtype=torch.float32), reduction="none") * ok_t).sum()
+    zeros_ti = torch.zeros_like(logit_ti, dtype=torch.float32)
+    loss = loss + (F.binary_cross_entropy_with_logits(logit_ti.float(), zeros_ti, reduction="none") * ok_i).sum()
+    zeros_it = torch.zeros_like(logit_it, dtype=torch.float32)
+    loss = loss + (F.binary_cross_entropy_with_logits(logit_it.float(), zeros_it, reduction="none") * ok_t).sum()
     return loss / (3 * n_total)

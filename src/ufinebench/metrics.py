@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -152,7 +153,7 @@ def metrics_from_similarity(
         if not t.is_floating_point():
             raise MetricsInputError("similarity must be a floating-point array")
 
-        def rows_t(i0: int, i1: int) -> "torch.Tensor":
+        def rows_t(i0: int, i1: int) -> torch.Tensor:
             block = t[i0:i1] if direction == "t2i" else t[:, i0:i1].T
             block = block.to(torch.float64 if block.dtype == torch.float64 else torch.float32)
             if not bool(torch.isfinite(block).all()):
@@ -246,7 +247,7 @@ def metrics_from_features(
         chunk = chunk_size or _default_chunk(num_g, qt.is_cuda)
         g_n = _normalise_torch(gt.to(torch.float32), "gallery_features")  # (G, D)
 
-        def rows_t(i0: int, i1: int) -> "torch.Tensor":
+        def rows_t(i0: int, i1: int) -> torch.Tensor:
             q_n = _normalise_torch(qt[i0:i1].to(torch.float32), "query_features")  # (n, D)
             return q_n @ g_n.T  # (n, G)
 
@@ -436,7 +437,7 @@ def _numba_chunk(
     return rank, above, psim, off_prefix, off_val
 
 
-def _torch_chunk(block: "torch.Tensor", ql: np.ndarray, glab: np.ndarray, npos: np.ndarray, width: int, official: bool) -> tuple:
+def _torch_chunk(block: torch.Tensor, ql: np.ndarray, glab: np.ndarray, npos: np.ndarray, width: int, official: bool) -> tuple:
     """Same outputs as the numba kernel, by a stable sort of each row (the GPU path)."""
     import torch
 
@@ -585,7 +586,7 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _to_torch(x: Any) -> "torch.Tensor":
+def _to_torch(x: Any) -> torch.Tensor:
     import torch
 
     if _is_torch(x):
@@ -655,7 +656,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return _normalise_np(x, "features")
 
 
-def _normalise_torch(x: "torch.Tensor", name: str) -> "torch.Tensor":
+def _normalise_torch(x: torch.Tensor, name: str) -> torch.Tensor:
     import torch
 
     if not bool(torch.isfinite(x).all()):

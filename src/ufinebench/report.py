@@ -43,9 +43,9 @@ def _thumb(path: str) -> str:
         with Image.open(path) as im:
             if im.width * im.height > max_pixels():
                 return ""
-            im = im.convert("RGB").resize(THUMB)
+            small = im.convert("RGB").resize(THUMB)
             buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
+            small.save(buf, format="JPEG", quality=80)
     except OSError:
         return ""
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -145,7 +145,8 @@ def _table(results: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{c}</th>" for c in ["model"] + cols)
     body = []
     for r in results:
-        for label, d in [(r["name"], r["overall"])] + ([(f"{r['name']} + re-rank top {r['rerank']['topk']}", r["rerank"]["overall"])] if "rerank" in r else []):
+        reranked = [(f"{r['name']} + re-rank top {r['rerank']['topk']}", r["rerank"]["overall"])] if "rerank" in r else []
+        for label, d in [(r["name"], r["overall"]), *reranked]:
             body.append("<tr>" + f"<td>{html.escape(label)}</td>" + "".join(
                 f"<td>{d[c]:.2f}</td>" if c != "queries" else f"<td>{d[c]}</td>" for c in cols) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
@@ -189,6 +190,7 @@ def write_report(results: list[dict[str, Any]], out_dir: str | Path, *, dataset:
         ".hit{border-color:#27ae60}.miss{border-color:#c0392b}.example{margin:1em 0}.tags{color:#666;font-size:12px}"
         ".plot{max-width:100%;margin:0.5em 0}pre{background:#f6f6f6;padding:0.5em;font-size:11px;overflow:auto}"
     )
-    page = f'<!doctype html><html><head><meta charset="utf-8"><title>ufinebench report</title><style>{style}</style></head><body>{"".join(parts)}</body></html>'
+    head = f'<head><meta charset="utf-8"><title>ufinebench report</title><style>{style}</style></head>'
+    page = f'<!doctype html><html>{head}<body>{"".join(parts)}</body></html>'
     atomic_write_bytes(out_dir / "index.html", page.encode("utf-8"))
     return out_dir / "index.html"

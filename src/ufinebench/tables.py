@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 METRIC_COLUMNS = ("R1", "R5", "R10", "mAP", "mINP", "mSD")
 
@@ -33,7 +33,7 @@ def format_table(
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     if markdown:
         def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
 
         sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
         return "\n".join([line(header), sep] + [line(r) for r in body])

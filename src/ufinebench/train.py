@@ -89,7 +89,7 @@ class _Logger:
                 self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
+        if not self.enabled or self.fh is None:
             return
         self.fh.write(json.dumps(record) + "\n")
         self.fh.flush()
@@ -106,7 +106,9 @@ class _Logger:
             self.tb.close()
 
 
-def mlm_mask(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, mask_id: int, vocab: int, specials: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def mlm_mask(
+    tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, mask_id: int, vocab: int, specials: set[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """IRRA-style masking (15 %: 80 % mask token, 10 % random, 10 % kept), seeded per item.
 
     tokens (B, L), index (B,) -> masked tokens (B, L), labels (B, L) (-100: not predicted). Each
@@ -218,14 +220,15 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
         else:
             learnt = TrainedBPETokenizer if d.tokenizer == "bpe" else TrainedWordTokenizer
             tokenizer = learnt.train((c for s in train_samples for c in s.captions), vocab_size=d.bpe_vocab_size)
-    transform = ImageTransform(size=tuple(m.image_size), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter, erase_prob=d.erase_prob)
+    transform = ImageTransform(size=(m.image_size[0], m.image_size[1]), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter,
+                               erase_prob=d.erase_prob)
     n_images = len({s.image_path for s in train_samples})
     in_memory = n_images * 3 * m.image_size[0] * m.image_size[1] <= d.in_memory_mb * 2**20
     dataset = TrainPairs(train_samples, tokenizer, transform, context_length=m.context_length, seed=t.seed, in_memory=in_memory,
                          workers=max(1, d.workers), progress=progress and rank == 0,
                          sentence_drop=d.sentence_drop, sentence_shuffle=d.sentence_shuffle)
     sampler = DistributedBatchSampler(
-        len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels, num_instances=d.num_instances,
+        len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels.tolist(), num_instances=d.num_instances,
         seed=t.seed, rank=rank, world_size=world, drop_last=True,
     )
     if len(sampler) == 0:
@@ -360,7 +363,7 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
         from ufinebench.evaluate import RERANK_TOPK, extract_features, tune_rerank_weight
         from ufinebench.metrics import metrics_from_features
 
-        eval_tf = ImageTransform(size=tuple(cfg.model.image_size))
+        eval_tf = ImageTransform(size=(cfg.model.image_size[0], cfg.model.image_size[1]))
         model = st.model
         has_matcher = getattr(model, "matcher", None) is not None
         f = extract_features(model, data.val_samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device,
@@ -417,7 +420,8 @@ def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None =
         meta = read_meta(resume_ck)
         cfg = load_config(meta["config"])
         start_epoch, global_step = int(meta["epoch"]) + 1, int(meta["global_step"])
-        best_value = float(meta.get("best_value") if meta.get("best_value") is not None else -math.inf)
+        saved_best = meta.get("best_value")
+        best_value = float(saved_best) if saved_best is not None else -math.inf
         tokenizer = tokenizer_from_state(meta["tokenizer"])
     else:
         if cfg is None:

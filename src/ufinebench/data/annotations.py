@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ufinebench.errors import UFineBenchError
 
@@ -303,6 +304,7 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
             bad("caption_tags", f"has {len(tags)} entries for {len(caps)} captions")
     if len(problems) > n_before:
         return None
+    assert fpath is not None and caps is not None and pid is not None and split is not None  # checked above, or a problem was recorded
     caption_tags = tuple(dict(t) for t in tags) if tags is not None else tuple({} for _ in caps)
     return Sample(
         index=i,

@@ -8,8 +8,9 @@ tokenized once, up front. Training items draw their augmentation from a generato
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class TrainPairs(Dataset):
         images, flipped = augment_batch(imgs, rngs, tf)  # (B, 3, H, W), (B,)
         if self.text_augmented:
             tokens = self.tokenizer.encode(
-                [self._caption(i, epoch, bool(f)) for (i, epoch), f in zip(split, flipped)], self.context_length
+                [self._caption(i, epoch, bool(f)) for (i, epoch), f in zip(split, flipped, strict=False)], self.context_length
             )  # (B, L)
         else:
             tokens = torch.where(torch.from_numpy(flipped)[:, None], self.tokens_mirrored[idx], self.tokens[idx])
@@ -178,7 +179,7 @@ class QueryTexts(Dataset):
         self.queries: list[Query] = []
         for s in samples:
             gi = gallery.index_of[s.image_path]
-            for text, tags in zip(s.captions, s.caption_tags):
+            for text, tags in zip(s.captions, s.caption_tags, strict=False):
                 merged = {**s.image_tags, **tags, "words": word_count_bucket(text)}
                 self.queries.append(Query(text, s.person_id, gi, merged))
         self.person_ids = np.asarray([q.person_id for q in self.queries], dtype=np.int64)  # (Q,)

@@ -19,7 +19,7 @@ epoch to seed each item's augmentation, so results do not depend on the number o
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def split_stats(samples: Sequence[Sample]) -> dict[str, Any]:
     wc = [len(words(c)) for c in caps]
     vocab = {w for c in caps for w in words(c)}
     hist: Counter[int] = Counter((n // HIST_BIN_WIDTH) * HIST_BIN_WIDTH for n in wc)
-    images_per_id = Counter()
+    images_per_id: Counter[int] = Counter()
     for s in {s.file_path: s for s in samples}.values():
         images_per_id[s.person_id] += 1
     return {

@@ -17,8 +17,9 @@ from __future__ import annotations
 import gzip
 import html
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -153,7 +154,7 @@ class ClipTokenizer:
             symbols[-1] += "</w>"
             while len(symbols) > 1:
                 best, best_rank = None, None
-                for pair in zip(symbols, symbols[1:]):
+                for pair in zip(symbols, symbols[1:], strict=False):
                     r = self._rank.get(pair)
                     if r is not None and (best_rank is None or r < best_rank):
                         best, best_rank = pair, r
@@ -211,7 +212,7 @@ class TrainedBPETokenizer:
             raise TokenizerError("not a ufinebench BPE tokenizer (special tokens missing)")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "TrainedBPETokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> TrainedBPETokenizer:
         """Learn merges from ``texts`` (lower-cased, NFKC-normalised, byte-level)."""
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -257,7 +258,7 @@ class TrainedWordTokenizer(TrainedBPETokenizer):
     """
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> "TrainedWordTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> TrainedWordTokenizer:
         """Keep the ``vocab_size`` most frequent words seen at least ``min_frequency`` times."""
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 

@@ -26,9 +26,9 @@ def load_image(path: str | Path) -> Image.Image:
     from ufinebench.limits import check_pixels, max_pixels
 
     try:
-        with Image.open(path) as im:
-            check_pixels(im.size, path)  # the header's claim, before decoding
-            im = ImageOps.exif_transpose(im)
+        with Image.open(path) as raw:
+            check_pixels(raw.size, path)  # the header's claim, before decoding
+            im = ImageOps.exif_transpose(raw)
             return im.convert("RGB")
     except Image.DecompressionBombError:  # PIL's own, far higher limit, raised by open()
         raise UFineBenchError(f"{path}: more pixels than the {max_pixels():,} allowed (UFINEBENCH_MAX_PIXELS)") from None
@@ -67,14 +67,14 @@ class ImageTransform:
         if img.mode != "RGB":
             img = img.convert("RGB")
         if img.size != (w, h):
-            img = img.resize((w, h), Image.BICUBIC)
+            img = img.resize((w, h), Image.Resampling.BICUBIC)
         x = np.asarray(img, dtype=np.float32) / 255.0  # (H, W, 3) in [0, 1]
         if self.train:
             if rng is None:
                 raise ValueError("training transforms need a random generator (for reproducibility)")
             x = self._augment(x, rng)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        if self.train and self.erase_prob > 0 and rng.random() < self.erase_prob:
+        x = ((x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+        if self.train and rng is not None and self.erase_prob > 0 and rng.random() < self.erase_prob:
             x = _random_erase(x, rng, self.erase_area, self.erase_ratio)
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
 
@@ -153,7 +153,7 @@ def augment_caption(text: str, rng: np.random.Generator, drop: float = 0.0, shuf
         rest = [rest[j] for j in rng.permutation(len(rest))]
     if drop > 0:
         keep = rng.random(len(rest)) >= drop
-        rest = [r for r, k in zip(rest, keep) if k]
+        rest = [r for r, k in zip(rest, keep, strict=False) if k]
     return " ".join([first, *rest])
 
 
@@ -196,7 +196,7 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
         x[f] = x[f].flip(-1)
     if p > 0:
         padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, 3, H + 2p, W + 2p), zeros
-        x = torch.stack([padded[i, :, t : t + h, l : l + w] for i, (t, l) in enumerate(offsets.tolist())])
+        x = torch.stack([padded[i, :, top : top + h, left : left + w] for i, (top, left) in enumerate(offsets.tolist())])
     if tf.color_jitter > 0:
         bcs = torch.from_numpy(jitter)  # (B, 3): brightness, contrast, saturation
         x = x * bcs[:, 0, None, None, None]
@@ -223,7 +223,7 @@ def decode_images(paths: list[Any], size: tuple[int, int], *, workers: int = 1, 
     def one(path: Any) -> np.ndarray:
         img = load_image(path)
         if img.size != (w, h):
-            img = img.resize((w, h), Image.BICUBIC)
+            img = img.resize((w, h), Image.Resampling.BICUBIC)
         return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))  # (3, H, W), a writable copy
 
     out = torch.empty((len(paths), 3, h, w), dtype=torch.uint8)

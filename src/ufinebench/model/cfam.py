@@ -101,9 +101,9 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in fields(cls)}
-        kw = {k: (tuple(v) if k == "image_size" else v) for k, v in d.items() if k in names}
+        kw: dict[str, Any] = {k: (tuple(v) if k == "image_size" else v) for k, v in d.items() if k in names}
         return cls(**kw)
 
 
@@ -195,14 +195,14 @@ class RetrievalModel(nn.Module):
         if cfg.use_id:
             if cfg.num_classes < 1:
                 raise ValueError("the identity loss needs num_classes (the number of training identities)")
-            self.classifier = nn.Linear(d, cfg.num_classes)
+            self.classifier: nn.Linear | None = nn.Linear(d, cfg.num_classes)
             nn.init.normal_(self.classifier.weight, std=0.001)
             nn.init.zeros_(self.classifier.bias)
         else:
             self.classifier = None
         if cfg.mlm:  # IRRA's implicit relation reasoning: masked text attends to the image, predicts tokens
-            self.mlm_fusion = nn.ModuleList([DecoderLayer(d, cfg.decoder_heads) for _ in range(cfg.matcher_layers)])
-            self.mlm_head = nn.Sequential(LayerNorm(d), nn.Linear(d, d), QuickGELU(), nn.Linear(d, cfg.vocab_size))
+            self.mlm_fusion: nn.ModuleList | None = nn.ModuleList([DecoderLayer(d, cfg.decoder_heads) for _ in range(cfg.matcher_layers)])
+            self.mlm_head: nn.Sequential | None = nn.Sequential(LayerNorm(d), nn.Linear(d, d), QuickGELU(), nn.Linear(d, cfg.vocab_size))
         else:
             self.mlm_fusion = None
             self.mlm_head = None
@@ -280,7 +280,7 @@ class RetrievalModel(nn.Module):
         if self.classifier is not None:
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
-        if self.mlm_head is not None and mlm_text is not None:
+        if self.mlm_head is not None and self.mlm_fusion is not None and mlm_text is not None:
             _, fused = self.text(mlm_text)
             for layer in self.mlm_fusion:
                 fused = layer(fused, img["tokens"], None)

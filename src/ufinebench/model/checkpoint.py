@@ -152,5 +152,5 @@ def from_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device 
         raise CheckpointError(f"{folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()
     tokenizer = tokenizer_from_state(meta.get("tokenizer", {"kind": "clip"}))
-    transform = ImageTransform(size=tuple(mcfg.image_size))
+    transform = ImageTransform(size=(mcfg.image_size[0], mcfg.image_size[1]))
     return LoadedModel(model, transform, tokenizer, meta, folder)

@@ -210,16 +210,20 @@ class TextTransformer(nn.Module):
 
 def init_clip_like(visual: nn.Module, text: TextTransformer) -> None:
     """CLIP's initialisation of the transformer weights (std scaled by depth)."""
-    for tr in [m.transformer for m in (visual, text) if isinstance(getattr(m, "transformer", None), Transformer)]:
+    towers = [getattr(m, "transformer", None) for m in (visual, text)]
+    for tr in [t for t in towers if isinstance(t, Transformer)]:
         width, layers = tr.width, len(tr.resblocks)
         proj_std = (width**-0.5) * ((2 * layers) ** -0.5)
         attn_std = width**-0.5
         fc_std = (2 * width) ** -0.5
         for blk in tr.resblocks:
+            assert isinstance(blk, ResidualAttentionBlock)
             nn.init.normal_(blk.attn.in_proj_weight, std=attn_std)
             nn.init.normal_(blk.attn.out_proj.weight, std=proj_std)
-            nn.init.normal_(blk.mlp.c_fc.weight, std=fc_std)
-            nn.init.normal_(blk.mlp.c_proj.weight, std=proj_std)
+            c_fc, c_proj = blk.mlp[0], blk.mlp[2]
+            assert isinstance(c_fc, nn.Linear) and isinstance(c_proj, nn.Linear)
+            nn.init.normal_(c_fc.weight, std=fc_std)
+            nn.init.normal_(c_proj.weight, std=proj_std)
 
 
 def logit_scale_init(temperature: float = 0.07) -> torch.Tensor:

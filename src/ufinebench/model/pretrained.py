@@ -308,7 +308,8 @@ def to_model_state_dict(
             out[k] = v.float()
         elif k.startswith(TEXT_KEYS):
             out["text." + k] = v.float()
-    out["visual.positional_embedding"] = interpolate_image_positions(sd["visual.positional_embedding"].float(), (info["grid"], info["grid"]), new_grid)
+    grid = (info["grid"], info["grid"])
+    out["visual.positional_embedding"] = interpolate_image_positions(sd["visual.positional_embedding"].float(), grid, new_grid)
     out["text.positional_embedding"] = resize_text_positions(sd["positional_embedding"].float(), context_length, text_positions)
     return out, info
 

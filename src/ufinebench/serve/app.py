@@ -11,7 +11,8 @@ Content-Length cannot grow past it), time to read the body and to answer; violat
 import asyncio
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ufinebench.serve.index import SearchIndex
 
@@ -54,7 +55,7 @@ class GuardMiddleware:
             nonlocal received, refusal
             try:
                 msg = await asyncio.wait_for(receive(), self.body_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 refusal = (408, "request body not received in time")
                 raise _SlowBody from None
             if msg["type"] == "http.request":
@@ -82,7 +83,7 @@ class GuardMiddleware:
         except (_TooLarge, _SlowBody):
             if not started and refusal is not None:
                 await _answer(send, *refusal)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not started:
                 await _answer(send, 503, "request took too long")
 

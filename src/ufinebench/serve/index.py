@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,8 @@ def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: 
     """Unit embeddings (n, F) of the images and their JPEG thumbnails."""
     from ufinebench.data.transforms import load_image
 
-    feats, thumbs = [], []
+    feats: list[np.ndarray] = []
+    thumbs: list[bytes] = []
     for i in range(0, len(paths), batch_size):
         pics = [load_image(p) for p in paths[i : i + batch_size]]
         thumbs.extend(_thumbnail(im) for im in pics)
@@ -202,7 +204,10 @@ def _read_info(path: Path) -> dict[str, Any]:
 
 def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
     """Every finished chunk, in order: embeddings, paths, person ids and (part, start, end) of each thumbnail."""
-    embs, paths, pids, thumbs = [], [], [], []
+    embs: list[np.ndarray] = []
+    paths: list[str] = []
+    pids: list[int] = []
+    thumbs: list[tuple[Path, int, int]] = []
     for f in sorted(parts.glob("*.npz")) if parts.is_dir() else []:
         with np.load(f, allow_pickle=False) as z:
             if embeddings:
@@ -211,7 +216,7 @@ def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
             pids.extend(z["person_ids"].tolist())
             if "thumb_offsets" in z:
                 off = z["thumb_offsets"].tolist()
-                thumbs.extend((f.with_suffix(".thumbs"), a, b) for a, b in zip(off[:-1], off[1:]))
+                thumbs.extend((f.with_suffix(".thumbs"), a, b) for a, b in zip(off[:-1], off[1:], strict=False))
     return {"embeddings": np.concatenate(embs) if embs else np.zeros((0, 0), np.float32), "paths": paths, "person_ids": pids,
             "thumbs": thumbs}
 
@@ -220,6 +225,7 @@ def _write_faiss(emb: np.ndarray, kind: str, path: Path) -> None:
     import faiss
 
     d = emb.shape[1]
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "hnsw":
@@ -269,11 +275,11 @@ class SearchIndex:
         self._thumbs: list[tuple[Path, int, int]] = parts["thumbs"]
         if len(self._thumbs) != len(self.paths):
             raise IndexError_(f"{self.folder}: thumbnails missing for some images; rebuild the index")
-        self.index = faiss.read_index(str(self.folder / "index.faiss"))
+        self.index: Any = faiss.read_index(str(self.folder / "index.faiss"))
         if self.index.ntotal != len(self.paths):
             raise IndexError_(f"{self.folder}: index and metadata disagree ({self.index.ntotal} vs {len(self.paths)}); rebuild it")
         if self.info["kind"] == "hnsw":
-            self.index.hnsw.efSearch = 64
+            faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", 64)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -300,4 +306,4 @@ class SearchIndex:
         k = max(1, min(k, len(self)))
         scores, ids = self.index.search(q, k)
         return [Hit(r + 1, int(i), self.paths[int(i)], float(s), None if self.person_ids[int(i)] < 0 else int(self.person_ids[int(i)]))
-                for r, (s, i) in enumerate(zip(scores[0], ids[0])) if i >= 0]
+                for r, (s, i) in enumerate(zip(scores[0], ids[0], strict=False)) if i >= 0]

@@ -13,9 +13,10 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +150,7 @@ def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[
 def _word_stats(records: list[dict]) -> dict[str, dict[str, float]]:
     by: dict[str, list[int]] = {}
     for r in records:
-        for c, t in zip(r["captions"], r["caption_tags"]):
+        for c, t in zip(r["captions"], r["caption_tags"], strict=False):
             by.setdefault(t["granularity"], []).append(len(c.split()))
     return {g: {"captions": len(v), "mean": float(np.mean(v)), "min": int(min(v)), "max": int(max(v))} for g, v in sorted(by.items())}
 

@@ -45,20 +45,24 @@ def visible(r: Record, view: str) -> Record:
             put(s)
         if r["upper_pattern"] == "logo":
             if view == "front":
-                put("upper_pattern"), put("pattern_color"), put("logo_text")
+                for key in ("upper_pattern", "pattern_color", "logo_text"):
+                    put(key)
         elif r["upper_pattern"] != "plain":
-            put("upper_pattern"), put("pattern_color")
+            for key in ("upper_pattern", "pattern_color"):
+                put(key)
     if r["outer"] not in ("none", "vest"):
         out.pop("upper_sleeve", None)  # sleeves of the inner layer are covered
     for s in ("outer", "outer_color", "lower_type", "lower_color", "lower_length", "shoes_type", "shoes_color", "sole_color"):
         put(s)
     if r["bag_type"] != "none":
-        put("bag_type"), put("bag_color")
+        for key in ("bag_type", "bag_color"):
+            put(key)
         if view in ("front", "back"):
             put("bag_side")
         label_view = ("back",) if r["bag_type"] == "backpack" else ("front", "side")
         if view in label_view:
-            put("bag_label_color"), put("bag_label_text")
+            for key in ("bag_label_color", "bag_label_text"):
+                put(key)
     if view in ("front", "side"):
         put("carried")
         if r["outer"] != "coat":
@@ -321,8 +325,9 @@ def _elaborations(w: _Writer, view: str, pose: str, terse: bool) -> list[tuple[s
     if view in ("front", "side") and "glasses" not in v:
         out.append(("no glasses" if terse else f"{he} is not wearing glasses", {"glasses": "none"}))
     if "sole_color" in v:
-        out.append((f"{w.col(v['sole_color'])} soles clearly visible" if terse else f"the {w.col(v['sole_color'])} soles of the {w.noun(v['shoes_type'])} are clearly visible",
-                    {"sole_color": v["sole_color"], "shoes_type": v["shoes_type"]}))
+        soles = (f"{w.col(v['sole_color'])} soles clearly visible" if terse
+                 else f"the {w.col(v['sole_color'])} soles of the {w.noun(v['shoes_type'])} are clearly visible")
+        out.append((soles, {"sole_color": v["sole_color"], "shoes_type": v["shoes_type"]}))
     return out
 
 
@@ -501,7 +506,7 @@ def _coarse(w: _Writer, style: str, view: str) -> tuple[str, dict]:
     else:  # cuhk and the annotators
         text = _sentences([f"the {gender} is wearing {_join([top, low])}"] + ([f"{he} is carrying {bag}"] if bag else []))
     if terse:
-        pose = [(_POSE[(view, w.pose)], {}), (f"seen {_SEEN[view]}", {})]
+        pose: list[tuple[str, dict[str, str]]] = [(_POSE[(view, w.pose)], {}), (f"seen {_SEEN[view]}", {})]
     else:
         pose = [(f"{he} is {_POSE[(view, w.pose)]}", {})]
     return _pad(text, m, pose, 14, 24, w.rng, terse)

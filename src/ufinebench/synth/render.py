@@ -169,7 +169,7 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
     lt, ll = r["lower_type"], r["lower_length"]
     cover_to = {"ankle-length": ankle_y, "cropped": ankle_y - 22, "knee-length": knee_y, "above-knee": knee_y - 26}[ll]
     for hx, fx in legs:
-        def at(y: float) -> float:
+        def at(y: float, hx: float = hx, fx: float = fx) -> float:  # this leg's centre line at height y
             return hx + (fx - hx) * (y - hip_y) / (ankle_y - hip_y)
 
         P.poly([(at(hip_y) - leg_w, hip_y), (at(hip_y) + leg_w, hip_y), (at(ankle_y) + leg_w * 0.7, ankle_y),
@@ -249,7 +249,8 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
             P.line([(cx - gap, top_y + 2), (cx - gap, bottom)], _shade(outer_c, 0.7), 1)
             P.line([(cx + gap, top_y + 2), (cx + gap, bottom)], _shade(outer_c, 0.7), 1)
         else:
-            P.poly([(cx - half - 1, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom), (cx - waist - flare - 1, bottom)], outer_c)
+            P.poly([(cx - half - 1, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom),
+                    (cx - waist - flare - 1, bottom)], outer_c)
             if view == "back":
                 P.line([(cx, top_y + 10), (cx, bottom)], _shade(outer_c, 0.75), 1)
 
@@ -436,8 +437,8 @@ def _camera(img: Image.Image, dom: Domain, rng: np.random.Generator) -> Image.Im
         img = img.filter(ImageFilter.BoxBlur(blur))
     scale = rng.uniform(*dom.scale)
     if rng.random() < dom.scale_prob and scale < 0.98:
-        small = img.resize((max(8, int(w * scale)), max(8, int(h * scale))), Image.BOX)
-        img = small.resize((w, h), Image.BILINEAR)
+        small = img.resize((max(8, int(w * scale)), max(8, int(h * scale))), Image.Resampling.BOX)
+        img = small.resize((w, h), Image.Resampling.BILINEAR)
     if dom.saturation != 1.0:
         img = ImageEnhance.Color(img).enhance(dom.saturation)
     gain = dom.light * rng.uniform(0.92, 1.08)

@@ -14,8 +14,9 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,9 +78,9 @@ def _build_3c(sources: Sequence[str], out: Path, rewriter: Any, grid: list[tuple
             raise UFineBenchError(f"{src}: no {split} records")
         for s in samples:
             pid = next_id.setdefault((name, s.person_id), len(next_id) + 1)
-            item = {"id": pid, "source": name, "split": "test", "file_path": os.path.relpath(s.image_path, out.parent.resolve()),
+            item: dict[str, Any] = {"id": pid, "source": name, "split": "test", "file_path": os.path.relpath(s.image_path, out.parent.resolve()),
                     "source_id": s.person_id, "captions": [], "caption_tags": []}
-            for ci, (cap, tag) in enumerate(zip(s.captions, s.caption_tags)):
+            for ci, (cap, tag) in enumerate(zip(s.captions, s.caption_tags, strict=False)):
                 item["captions"].append(cap)
                 item["caption_tags"].append({"granularity": tag.get("granularity", "original"), "style": tag.get("style", "original"),
                                              "rewriter": "none"})
@@ -104,12 +105,12 @@ def _build_3c(sources: Sequence[str], out: Path, rewriter: Any, grid: list[tuple
                 bar.update(1)
     if bar is not None:
         bar.close()
-    for (item_i, ci, g, st), res in zip(where, results):
+    for (item_i, ci, g, st), res in zip(where, results, strict=False):
         items[item_i]["captions"].append(res.text)
         items[item_i]["caption_tags"].append({"granularity": g, "style": st, "from_caption": ci, **res.tags})
     words: dict[str, list[int]] = {}
     for it in items:
-        for c, t in zip(it["captions"], it["caption_tags"]):
+        for c, t in zip(it["captions"], it["caption_tags"], strict=False):
             words.setdefault(t["granularity"], []).append(word_count(c))
     prov = {
         "sources": sorted(used),
@@ -129,9 +130,9 @@ def _build_3c(sources: Sequence[str], out: Path, rewriter: Any, grid: list[tuple
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if isinstance(rewriter, LLMRewriter):
-        st = rewriter.stats
-        prov["llm"] = {"url": rewriter.url, "requests": st.requests, "cache_hits": st.cache_hits, "retries": st.retries,
-                       "fallbacks": st.fallbacks, "failures": st.failures}
+        stats = rewriter.stats
+        prov["llm"] = {"url": rewriter.url, "requests": stats.requests, "cache_hits": stats.cache_hits, "retries": stats.retries,
+                       "fallbacks": stats.fallbacks, "failures": stats.failures}
     atomic_write_bytes(out, (json.dumps(items, ensure_ascii=False) + "\n").encode())
     atomic_write_bytes(out.with_name(out.name + ".provenance.json"), (json.dumps(prov, indent=1) + "\n").encode())
     return prov
