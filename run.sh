@@ -2,7 +2,7 @@
 # One entry point for set-up and the two jobs the README names:
 #   bash run.sh demo [ARGS...]   set up (first time only), then run `ufinebench demo`
 #   bash run.sh test [ARGS...]   set up (first time only), then run the test suite
-#   bash run.sh lint             set up, then ruff (src, tests, benchmarks) and mypy (src), as CI does
+#   bash run.sh lint             set up, then ruff (src, tests, benchmarks, examples) and mypy (src), as CI does
 #   bash run.sh setup            only set up
 # Set-up makes .venv with Python 3.11 and installs the package with its test extras; it is
 # redone only when pyproject.toml changes. torch==2.13.0 installs a CPU build from local disk.
@@ -35,6 +35,6 @@ case "$cmd" in
     setup) setup ;;
     demo) setup; exec "$VENV/bin/ufinebench" demo "$@" ;;
     test) setup; exec "$VENV/bin/python" -m pytest -q "$@" ;;
-    lint) setup; "$VENV/bin/ruff" check src tests benchmarks && exec "$VENV/bin/mypy" src ;;
+    lint) setup; "$VENV/bin/ruff" check src tests benchmarks examples && exec "$VENV/bin/mypy" src ;;
     *) echo "usage: bash run.sh {demo|test|lint|setup} [ARGS...]" >&2; exit 2 ;;
 esac

@@ -212,6 +212,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.rerank_topk < 0:
         raise UFineBenchError("--rerank-topk must be positive")
+    if not (args.checkpoint or args.scores or args.write_order):
+        raise UFineBenchError("give --checkpoint RUN (ours), --scores FILE.npz (any model's), or --write-order ORDER.json")
+    if len(args.name) > len(args.scores):
+        raise UFineBenchError(f"{len(args.name)} --name for {len(args.scores)} --scores")
     weight: float | None | str = args.rerank_weight
     if weight == "matcher":
         weight = None
@@ -224,11 +228,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise UFineBenchError(f"--rerank-weight: must be a finite number >= 0, got {args.rerank_weight!r}")
     import os
 
-    check_outputs({"--json": args.json, "--save-features": args.save_features, "--report": args.report},
-                  [*dataset_inputs(args.data, args.format), *args.checkpoint], folders=["--report"])
+    check_outputs({"--json": args.json, "--save-features": args.save_features, "--report": args.report, "--write-order": args.write_order},
+                  [*dataset_inputs(args.data, args.format), *args.checkpoint, *args.scores], folders=["--report"])
 
-    ann = load_dataset(args.data, args.format, split=args.split)
+    ann = load_dataset(args.data, args.format, split=args.split, check_files=bool(args.checkpoint))  # scores need no images
     samples = ann.split(args.split)
+    if args.write_order:
+        from ufinebench.data.datasets import evaluation_keys
+
+        qk, gk = evaluation_keys(samples)
+        write_json(args.write_order, {"dataset": str(ann.path), "split": args.split, "query_keys": qk, "gallery_keys": gk})
+        print(f"wrote {args.write_order}: {len(qk)} query keys (FILE_PATH#N), {len(gk)} gallery keys (FILE_PATH), in evaluation order")
+        return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rank = 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: the processes share the encoding
@@ -252,8 +263,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, progress=sys.stderr.isatty(), rerank_weight=weight)
         r["name"] = name
         results.append(r)
+    for i, path in enumerate(args.scores):
+        from ufinebench.evaluate import evaluate_scores
+        from ufinebench.io import load_scores_npz
+
+        z = load_scores_npz(path)
+        name = args.name[i] if i < len(args.name) else Path(path).stem
+        while name in names:
+            name += "'"
+        names.append(name)
+        try:
+            results.append(evaluate_scores(z.get("similarity"), z.get("query_keys"), z.get("gallery_keys"), samples,
+                                           query_features=z.get("query_features"), gallery_features=z.get("gallery_features"),
+                                           msd=args.msd, name=name))
+        except UFineBenchError as exc:
+            raise UFineBenchError(f"{path}: {exc}") from None
     if rank != 0:  # only the first process reports
         return 0
+    from ufinebench.evaluate import per_query_record
+
+    for r in results:  # per-query results in the JSON: what paired comparisons (`compare`) need
+        r["per_query"] = per_query_record(r["_features"], r["_features"]["per_query"])
     rows = {}
     for r in results:
         rows[r["name"]] = r["overall"]
@@ -273,7 +303,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                "models": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]})
         print(f"\nwrote {args.json}")
     if args.save_features:
-        for i, r in enumerate(results, 1):
+        for i, r in enumerate([r for r in results if "query_features" in r["_features"]], 1):
             f = r["_features"]
             target = args.save_features if len(results) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{i}.npz"
             save_metrics_npz(target, query_features=f["query_features"], gallery_features=f["gallery_features"],
@@ -291,8 +321,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ufinebench.limits import read_json
+    from ufinebench.significance import paired_bootstrap
     from ufinebench.tables import format_table
 
+    if args.bootstrap < 100:
+        raise UFineBenchError("--bootstrap: at least 100 resamples")
     rows: dict[str, dict] = {}
     for path in args.files:
         data = read_json(path, "a results file", limit=1 << 30)
@@ -306,6 +339,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         else:
             raise UFineBenchError(f"{path}: not an output of `ufinebench eval --json` or `ufinebench metrics --json`")
     print(format_table(rows, markdown=args.markdown))
+    paired = [(m.get("name", Path(path).stem), m["per_query"]) for path in args.files
+              for m in (read_json(path, "a results file", limit=1 << 30).get("models") or []) if "per_query" in m]
+    comparisons = []
+    for i, (na, pa) in enumerate(paired):
+        for nb, pb in paired[i + 1 :]:
+            if pa["query_keys"] != pb["query_keys"]:
+                continue  # different queries: no pairing
+            row = {"pair": f"{na} - {nb}"}
+            for metric, key in (("R1", "R1"), ("mAP", "AP"), ("mSD", "SD")):
+                iv = paired_bootstrap(pa[key], pb[key], n_boot=args.bootstrap, seed=args.seed)
+                row[f"d{metric}"] = f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+            comparisons.append(row)
+    if comparisons:
+        print(f"\npaired bootstrap over queries ({args.bootstrap} resamples, seed {args.seed}): difference, 95 % interval")
+        width = max(len(r["pair"]) for r in comparisons)
+        print(f"{'pair':{width}}  {'dR1':>24}  {'dmAP':>24}  {'dmSD':>24}")
+        for r in comparisons:
+            print(f"{r['pair']:{width}}  {r['dR1']:>24}  {r['dmAP']:>24}  {r['dmSD']:>24}")
     return 0
 
 
@@ -539,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
         "mINP mSD overall and per source / granularity / style / caption length, optionally re-rank each query's top K "
         "with the matcher, and write JSON, features and a self-contained HTML report.",
     )
-    p.add_argument("--checkpoint", action="append", required=True, metavar="RUN_OR_CKPT", help="run folder or checkpoint (repeat to compare)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="RUN_OR_CKPT", help="run folder or checkpoint (repeat to compare)")
+    p.add_argument("--scores", action="append", default=[], metavar="FILE.npz",
+                   help="scores of a model that is not ours: 'similarity' (Q, G; higher = more similar) or 'query_features' and "
+                   "'gallery_features', with 'query_keys' / 'gallery_keys' (FILE_PATH#N / FILE_PATH) or in --write-order's order "
+                   "(repeatable; beside --checkpoint)")
+    p.add_argument("--name", action="append", default=[], metavar="NAME", help="a name for each --scores, in order (default: the file name)")
+    p.add_argument("--write-order", metavar="ORDER.json", help="only write the split's query and gallery keys, in evaluation order, and stop")
     p.add_argument("--data", required=True, metavar="DATASET", help="annotation file, or the dataset folder that holds it")
     from ufinebench.data.annotations import FORMATS
 
@@ -559,9 +616,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("compare", help="paper-style table of several eval/metrics JSON files",
-                       description="Put the results of `ufinebench eval --json` (or `metrics --json`) files side by side.")
+                       description="Put the results of `ufinebench eval --json` (or `metrics --json`) files side by side; for models "
+                       "evaluated on the same queries, the difference in R1 / mAP / mSD with a paired bootstrap interval over queries.")
     p.add_argument("files", nargs="+", metavar="FILE.json")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="resamples of the paired bootstrap over queries for each pair of models evaluated on the same queries (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(

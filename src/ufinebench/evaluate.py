@@ -21,8 +21,16 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ufinebench.data.annotations import Sample
-from ufinebench.data.datasets import collate, eval_sets
-from ufinebench.metrics import MsdVariant, RetrievalResult, metrics_from_blocks, metrics_from_features, unit_rows
+from ufinebench.data.datasets import collate, eval_sets, evaluation_keys
+from ufinebench.errors import UFineBenchError
+from ufinebench.metrics import (
+    MsdVariant,
+    RetrievalResult,
+    metrics_from_blocks,
+    metrics_from_features,
+    metrics_from_similarity,
+    unit_rows,
+)
 
 BREAKDOWN_KEYS = ("source", "granularity", "style", "words")
 
@@ -90,6 +98,7 @@ def extract_features(
         "query_texts": [q.text for q in queries.queries],
         "gallery_paths": [str(s.image_path) for s in gallery.samples],
         "query_image_index": np.asarray([q.image_index for q in queries.queries], dtype=np.int64),
+        "query_keys": evaluation_keys(samples)[0],
     }
     if keep_tokens:
         out["gallery_tokens"] = torch.cat(gtok)  # (G, 1+N, D) float16
@@ -121,10 +130,109 @@ def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, 
         out[key] = {}
         for value in sorted(groups):
             idx = np.asarray(groups[value])
-            res = metrics_from_features(features["query_features"][idx], features["gallery_features"], features["query_ids"][idx],
-                                        features["gallery_ids"], msd=msd)
+            if "similarity" in features:  # scores from elsewhere: the rows of those queries
+                res = metrics_from_similarity(features["similarity"][idx], features["query_ids"][idx], features["gallery_ids"], msd=msd)
+            else:
+                res = metrics_from_features(features["query_features"][idx], features["gallery_features"], features["query_ids"][idx],
+                                            features["gallery_ids"], msd=msd)
             out[key][value] = res.as_dict()
     return out
+
+
+def score_rows(features: dict[str, Any], rows: np.ndarray) -> np.ndarray:
+    """(len(rows), G) similarities of some queries: from a given matrix, or cosines of the features."""
+    if "similarity" in features:
+        return np.asarray(features["similarity"][rows], dtype=np.float32)
+    return unit_rows(features["query_features"][rows]) @ unit_rows(features["gallery_features"]).T
+
+
+def per_query_record(features: dict[str, Any], per_query: Any) -> dict[str, Any]:
+    """Per-query results for the JSON output (None where a query has no positive): what paired tests need."""
+    ok = per_query.has_positive
+
+    def col(values: np.ndarray, scale: float = 100.0) -> list[float | None]:
+        return [round(float(v) * scale, 6) if o else None for v, o in zip(values, ok, strict=True)]
+
+    return {"query_keys": list(features["query_keys"]), "R1": col(per_query.first_hit_rank == 1), "AP": col(per_query.ap),
+            "SD": col(per_query.sd), "first_hit_rank": [int(r) if o else None for r, o in zip(per_query.first_hit_rank, ok, strict=True)]}
+
+
+def _align(given: Sequence[str] | None, canonical: list[str], n: int, what: str) -> np.ndarray | None:
+    """Index into the given order for each canonical key (None: the given order is the canonical one)."""
+    if given is None:
+        if n != len(canonical):
+            raise UFineBenchError(f"{n} {what} rows but the split has {len(canonical)} {what}s; give {what}_keys in the npz, "
+                                  f"or write them in the order `ufinebench eval --write-order` gives")
+        return None
+    given = [str(k) for k in given]
+    if len(given) != n:
+        raise UFineBenchError(f"{len(given)} {what}_keys for {n} {what} rows")
+    pos = {k: i for i, k in enumerate(given)}
+    if len(pos) != len(given):
+        dup = sorted({k for k in given if given.count(k) > 1})[:3]
+        raise UFineBenchError(f"{what}_keys repeat: {', '.join(dup)}")
+    missing = [k for k in canonical if k not in pos]
+    extra = sorted(set(given) - set(canonical))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        if extra:
+            parts.append(f"{len(extra)} not in the split ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})")
+        raise UFineBenchError(f"{what}_keys do not match the split: " + "; ".join(parts))
+    return np.asarray([pos[k] for k in canonical], dtype=np.int64)
+
+
+def evaluate_scores(
+    similarity: np.ndarray | None, query_keys: Sequence[str] | None, gallery_keys: Sequence[str] | None, samples: Sequence[Sample],
+    *, query_features: np.ndarray | None = None, gallery_features: np.ndarray | None = None, msd: MsdVariant = "paper",
+    name: str = "scores",
+) -> dict[str, Any]:
+    """Score a model that is not ours: a similarity matrix (higher = more similar) or query/gallery features.
+
+    Rows and columns are matched to the split by key (``evaluation_keys``: ``FILE_PATH#N`` for a
+    query, ``FILE_PATH`` for an image), in any order; with keys None they must already be in the
+    order ``evaluation_keys`` (``eval --write-order``) gives. Person ids, tags and texts come from
+    the annotation. Returns what ``evaluate_checkpoint`` returns (overall, breakdown, and the
+    ``_features`` the report and the per-query JSON read), so ``compare`` and the report accept it.
+    """
+    from ufinebench.data.datasets import evaluation_keys, queries_of
+
+    qk, gk = evaluation_keys(samples)
+    if similarity is None and (query_features is None or gallery_features is None):
+        raise UFineBenchError("give a similarity matrix, or both query and gallery features")
+    first: dict[Any, Sample] = {}
+    for s in samples:
+        first.setdefault(s.image_path, s)
+    gallery = list(first.values())
+    queries = queries_of(samples, {s.image_path: i for i, s in enumerate(gallery)})
+    feats: dict[str, Any] = {
+        "gallery_ids": np.asarray([s.person_id for s in gallery], dtype=np.int64),
+        "query_ids": np.asarray([q.person_id for q in queries], dtype=np.int64),
+        "query_tags": [q.tags for q in queries], "query_texts": [q.text for q in queries], "gallery_paths": [str(s.image_path) for s in gallery],
+        "query_image_index": np.asarray([q.image_index for q in queries], dtype=np.int64), "query_keys": qk,
+    }
+    t0 = time.perf_counter()
+    if similarity is not None:
+        sim = np.asarray(similarity)
+        if sim.ndim != 2:
+            raise UFineBenchError(f"similarity must be 2-D (queries x gallery), has shape {sim.shape}")
+        qi, gi = _align(query_keys, qk, sim.shape[0], "query"), _align(gallery_keys, gk, sim.shape[1], "gallery")
+        sim = sim if qi is None else sim[qi]
+        sim = sim if gi is None else sim[:, gi]
+        feats["similarity"] = np.ascontiguousarray(sim)  # (Q, G) in the split's order
+        res = metrics_from_similarity(feats["similarity"], feats["query_ids"], feats["gallery_ids"], msd=msd, per_query=True)
+    else:
+        assert query_features is not None and gallery_features is not None
+        qf, gf = np.asarray(query_features), np.asarray(gallery_features)
+        qi, gi = _align(query_keys, qk, qf.shape[0], "query"), _align(gallery_keys, gk, gf.shape[0], "gallery")
+        feats["query_features"] = qf if qi is None else qf[qi]  # (Q, F)
+        feats["gallery_features"] = gf if gi is None else gf[gi]  # (G, F)
+        res = metrics_from_features(feats["query_features"], feats["gallery_features"], feats["query_ids"], feats["gallery_ids"],
+                                    msd=msd, per_query=True)
+    feats["per_query"] = res.per_query
+    return {"name": name, "arch": "scores", "overall": res.as_dict(), "breakdown": breakdown(feats, msd),
+            "seconds": {"metrics": round(time.perf_counter() - t0, 3)}, "msd_variant": msd, "_features": feats}
 
 
 RERANK_TOPK = 10  # the re-ranking depth whose blend weight training tunes on val (the demo's --rerank-topk)

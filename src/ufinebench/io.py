@@ -135,6 +135,52 @@ def _check_arrays(p: Path, arrays: dict[str, np.ndarray]) -> None:
             )
 
 
+def load_scores_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Scores of a model that is not ours (``eval --scores``): ``similarity`` (Q, G) or
+    ``query_features`` (Q, F) + ``gallery_features`` (G, F), optional ``query_keys`` / ``gallery_keys``
+    string arrays. Ids are not read: they come from the annotation. One-line errors."""
+    from ufinebench.limits import check_npz_members
+
+    p = Path(path)
+    if not p.is_file():
+        raise UFineBenchError(f"{p}: no such file")
+    out: dict[str, Any] = {}
+    try:
+        with zipfile.ZipFile(p) as zf:
+            check_npz_members(zf, p)
+        with np.load(p, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "similarity" in keys:
+                out["similarity"] = z["similarity"]
+            elif {"query_features", "gallery_features"} <= keys:
+                out["query_features"], out["gallery_features"] = z["query_features"], z["gallery_features"]
+            else:
+                found = ", ".join(sorted(keys)) or "none"
+                raise UFineBenchError(f"{p}: expected 'similarity', or 'query_features' and 'gallery_features'; found {found}")
+            for k in ("query_keys", "gallery_keys"):
+                if k in keys:
+                    arr = z[k]
+                    if arr.ndim != 1 or arr.dtype.kind not in "US":
+                        raise UFineBenchError(f"{p}: {k} must be a 1-D array of strings, has dtype {arr.dtype} and shape {arr.shape}")
+                    out[k] = [str(x) for x in arr.tolist()]
+    except UFineBenchError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UFineBenchError(f"{p}: cannot read as .npz ({reason})") from None
+    for k in ("similarity", "query_features", "gallery_features"):
+        if k in out:
+            a = out[k]
+            if a.ndim != 2 or a.dtype.kind != "f" or a.size == 0:
+                raise UFineBenchError(f"{p}: {k} must be a non-empty 2-D floating-point array, has dtype {a.dtype} and shape {a.shape}")
+            if not np.isfinite(a).all():
+                raise UFineBenchError(f"{p}: {k} contains NaN or inf")
+    if "query_features" in out and out["query_features"].shape[1] != out["gallery_features"].shape[1]:
+        raise UFineBenchError(f"{p}: query_features has dimension {out['query_features'].shape[1]} but gallery_features "
+                              f"{out['gallery_features'].shape[1]}")
+    return out
+
+
 def save_metrics_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     """Atomically write arrays in the layout ``load_metrics_npz`` reads."""
     import io as _io

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ufinebench.evaluate import score_rows
 from ufinebench.io import atomic_write_bytes
-from ufinebench.metrics import unit_rows
 from ufinebench.tables import METRIC_COLUMNS
 
 THUMB = (40, 120)  # (W, H) of example thumbnails
@@ -95,18 +95,19 @@ def _cmc(results: list[dict[str, Any]], kmax: int = 20) -> str:
 def _similarity_hist(r: dict[str, Any], max_queries: int = 400) -> str:
     plt = _plt()
     f = r["_features"]
-    q, g = f["query_features"], f["gallery_features"]
+    nq = len(f["query_ids"])
     rng = np.random.default_rng(0)
-    pick = rng.choice(len(q), size=min(max_queries, len(q)), replace=False)
-    s = unit_rows(q[pick]) @ unit_rows(g).T  # (n, G)
+    pick = rng.choice(nq, size=min(max_queries, nq), replace=False)
+    s = score_rows(f, pick)  # (n, G)
     pos = f["query_ids"][pick][:, None] == f["gallery_ids"][None, :]
     fig, ax = plt.subplots(figsize=(5, 3))
-    bins = np.linspace(-1, 1, 81)
+    bins = np.linspace(min(-1.0, float(s.min())), max(1.0, float(s.max())), 81)
     ax.hist(s[~pos], bins=bins, density=True, alpha=0.6, label="negatives", color="#c0392b")
     ax.hist(s[pos], bins=bins, density=True, alpha=0.6, label="positives", color="#27ae60")
     ax.set_xlim(float(s.min()) - 0.05, float(s.max()) + 0.05)
-    ax.set_xlabel("cosine similarity")
-    ax.set_title(f"{r['name']}: mSD {r['overall']['mSD']:.2f}")
+    ax.set_xlabel("similarity" if "similarity" in f else "cosine similarity")
+    msd = r["overall"]["mSD"]
+    ax.set_title(f"{r['name']}: mSD {'-' if msd is None else f'{msd:.2f}'}")
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -119,10 +120,13 @@ def _examples(r: dict[str, Any], n_random: int = 4, n_worst: int = 4) -> str:
     chosen = [("random", int(i)) for i in rng.choice(valid, size=min(n_random, len(valid)), replace=False)]
     worst = valid[np.argsort(pq.ap[valid], kind="stable")[:n_worst]]
     chosen += [("worst by AP", int(i)) for i in worst]
-    gn = unit_rows(f["gallery_features"])
     rows = []
+    missing = sum(not Path(p).is_file() for p in f["gallery_paths"])
+    if missing:
+        rows.append(f'<p class="note">{missing} of {len(f["gallery_paths"])} gallery images are not where the annotation says '
+                    "(scores evaluated without the images): their thumbnails are left out.</p>")
     for label, qi in chosen:
-        s = gn @ unit_rows(f["query_features"][qi : qi + 1])[0]
+        s = score_rows(f, np.asarray([qi]))[0]
         top = np.argsort(-s, kind="stable")[:10]
         cells = []
         for rank, gi in enumerate(top, 1):
@@ -148,7 +152,7 @@ def _table(results: list[dict[str, Any]]) -> str:
         reranked = [(f"{r['name']} + re-rank top {r['rerank']['topk']}", r["rerank"]["overall"])] if "rerank" in r else []
         for label, d in [(r["name"], r["overall"]), *reranked]:
             body.append("<tr>" + f"<td>{html.escape(label)}</td>" + "".join(
-                f"<td>{d[c]:.2f}</td>" if c != "queries" else f"<td>{d[c]}</td>" for c in cols) + "</tr>")
+                f"<td>{d[c]}</td>" if c == "queries" else "<td>-</td>" if d[c] is None else f"<td>{d[c]:.2f}</td>" for c in cols) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 

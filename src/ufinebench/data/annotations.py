@@ -318,9 +318,12 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
     )
 
 
-def load_dataset(path: str | os.PathLike[str], fmt: str | None = None, *, split: str | None = None) -> Annotations:
-    """Parse a dataset for training or evaluation: refuse invalid data with a one-line summary."""
-    ann = read_annotations(path, fmt)
+def load_dataset(path: str | os.PathLike[str], fmt: str | None = None, *, split: str | None = None, check_files: bool = True) -> Annotations:
+    """Parse a dataset for training or evaluation: refuse invalid data with a one-line summary.
+
+    ``check_files=False`` skips checking that the images exist (scoring given scores needs none).
+    """
+    ann = read_annotations(path, fmt, check_files=check_files)
     errors = ann.errors
     if errors:
         fmt_opt = f" --format {ann.format}" if fmt else ""

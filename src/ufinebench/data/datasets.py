@@ -167,6 +167,30 @@ class GalleryImages(Dataset):
         return {"image": self.transform(load_image(self.samples[i].image_path)), "index": i}
 
 
+def queries_of(samples: Sequence[Sample], index_of: dict[Any, int]) -> list[Query]:
+    """Every caption of ``samples`` as a query, in evaluation order, with its merged tags."""
+    out: list[Query] = []
+    for s in samples:
+        gi = index_of[s.image_path]
+        for text, tags in zip(s.captions, s.caption_tags, strict=True):
+            merged = {**s.image_tags, **tags, "words": word_count_bucket(text)}
+            out.append(Query(text, s.person_id, gi, merged))
+    return out
+
+
+def evaluation_keys(samples: Sequence[Sample]) -> tuple[list[str], list[str]]:
+    """(query keys, gallery keys) in the order evaluation encodes them.
+
+    A query is ``FILE_PATH#N`` (the record's ``file_path`` as written in the annotation file, and
+    the caption's index in that record); a gallery item is ``FILE_PATH`` (each image once, in
+    order of first appearance). Scores computed elsewhere are matched to the dataset by these.
+    """
+    first: dict[Any, Sample] = {}
+    for s in samples:
+        first.setdefault(s.image_path, s)
+    return [f"{s.file_path}#{n}" for s in samples for n in range(len(s.captions))], [s.file_path for s in first.values()]
+
+
 class QueryTexts(Dataset):
     """Every caption of the given samples as a query, tokenized once. Item: tokens, index.
 
@@ -176,12 +200,7 @@ class QueryTexts(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], gallery: GalleryImages, tokenizer: TextTokenizer, context_length: int = 77) -> None:
-        self.queries: list[Query] = []
-        for s in samples:
-            gi = gallery.index_of[s.image_path]
-            for text, tags in zip(s.captions, s.caption_tags, strict=False):
-                merged = {**s.image_tags, **tags, "words": word_count_bucket(text)}
-                self.queries.append(Query(text, s.person_id, gi, merged))
+        self.queries = queries_of(samples, gallery.index_of)
         self.person_ids = np.asarray([q.person_id for q in self.queries], dtype=np.int64)  # (Q,)
         self.tokens = tokenizer.encode([q.text for q in self.queries], context_length)  # (Q, L)
 
