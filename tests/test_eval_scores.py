@@ -111,6 +111,8 @@ def test_key_mismatches_are_named(exported, capsys):
     assert main(["eval", "--data", str(e["ann"]), "--scores", str(d / "bad.npz")]) == 2
     err = capsys.readouterr().err
     assert "1 missing" in err and e["qkeys"][0] in err and "not_there.jpg#0" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "--data", str(e["ann"]), "--scores", str(d / "bad.npz"), "--save-features", str(d / "f.npz")]) == 2
+    assert "--save-features" in capsys.readouterr().err and not (d / "f.npz").exists()
     np.savez(d / "short.npz", similarity=sim[:-1])
     assert main(["eval", "--data", str(e["ann"]), "--scores", str(d / "short.npz")]) == 2
     assert "--write-order" in capsys.readouterr().err

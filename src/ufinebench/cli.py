@@ -216,6 +216,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UFineBenchError("give --checkpoint RUN (ours), --scores FILE.npz (any model's), or --write-order ORDER.json")
     if len(args.name) > len(args.scores):
         raise UFineBenchError(f"{len(args.name)} --name for {len(args.scores)} --scores")
+    if args.save_features and not args.checkpoint:
+        raise UFineBenchError("--save-features writes the features a --checkpoint computes; --scores files are saved already")
     weight: float | None | str = args.rerank_weight
     if weight == "matcher":
         weight = None
