@@ -285,7 +285,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ufinebench.evaluate import per_query_record
 
     for r in results:  # per-query results in the JSON: what paired comparisons (`compare`) need
-        r["per_query"] = per_query_record(r["_features"], r["_features"]["per_query"])
+        r["per_query"] = per_query_record(r["_features"])
     rows = {}
     for r in results:
         rows[r["name"]] = r["overall"]
@@ -305,9 +305,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                "models": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]})
         print(f"\nwrote {args.json}")
     if args.save_features:
-        for i, r in enumerate([r for r in results if "query_features" in r["_features"]], 1):
+        ours = [r for r in results if r["arch"] != "scores"]  # features computed here (--scores files exist already)
+        for i, r in enumerate(ours, 1):
             f = r["_features"]
-            target = args.save_features if len(results) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{i}.npz"
+            target = args.save_features if len(ours) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{i}.npz"
             save_metrics_npz(target, query_features=f["query_features"], gallery_features=f["gallery_features"],
                              query_ids=f["query_ids"], gallery_ids=f["gallery_ids"])
             print(f"wrote {target}")
@@ -329,6 +330,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.bootstrap < 100:
         raise UFineBenchError("--bootstrap: at least 100 resamples")
     rows: dict[str, dict] = {}
+    paired: list[tuple[str, dict]] = []  # (model name, per-query results) of every model that has them
     for path in args.files:
         data = read_json(path, "a results file", limit=1 << 30)
         if isinstance(data, dict) and "models" in data:
@@ -336,13 +338,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 rows[f"{m.get('name', Path(path).stem)}"] = m["overall"]
                 if "rerank" in m:
                     rows[f"{m.get('name', Path(path).stem)} + re-rank"] = m["rerank"]["overall"]
+                if "per_query" in m:
+                    paired.append((m.get("name", Path(path).stem), m["per_query"]))
         elif isinstance(data, dict) and "R1" in data:
             rows[Path(path).stem] = data
         else:
             raise UFineBenchError(f"{path}: not an output of `ufinebench eval --json` or `ufinebench metrics --json`")
     print(format_table(rows, markdown=args.markdown))
-    paired = [(m.get("name", Path(path).stem), m["per_query"]) for path in args.files
-              for m in (read_json(path, "a results file", limit=1 << 30).get("models") or []) if "per_query" in m]
     comparisons = []
     for i, (na, pa) in enumerate(paired):
         for nb, pb in paired[i + 1 :]:

@@ -146,8 +146,10 @@ def score_rows(features: dict[str, Any], rows: np.ndarray) -> np.ndarray:
     return unit_rows(features["query_features"][rows]) @ unit_rows(features["gallery_features"]).T
 
 
-def per_query_record(features: dict[str, Any], per_query: Any) -> dict[str, Any]:
-    """Per-query results for the JSON output (None where a query has no positive): what paired tests need."""
+def per_query_record(features: dict[str, Any]) -> dict[str, Any]:
+    """Per-query results (``features["per_query"]``) for the JSON output, None where a query has no
+    positive: what paired tests need."""
+    per_query = features["per_query"]
     ok = per_query.has_positive
 
     def col(values: np.ndarray, scale: float = 100.0) -> list[float | None]:
@@ -196,15 +198,12 @@ def evaluate_scores(
     the annotation. Returns what ``evaluate_checkpoint`` returns (overall, breakdown, and the
     ``_features`` the report and the per-query JSON read), so ``compare`` and the report accept it.
     """
-    from ufinebench.data.datasets import evaluation_keys, queries_of
+    from ufinebench.data.datasets import evaluation_keys, queries_of, unique_images
 
     qk, gk = evaluation_keys(samples)
     if similarity is None and (query_features is None or gallery_features is None):
         raise UFineBenchError("give a similarity matrix, or both query and gallery features")
-    first: dict[Any, Sample] = {}
-    for s in samples:
-        first.setdefault(s.image_path, s)
-    gallery = list(first.values())
+    gallery = unique_images(samples)
     queries = queries_of(samples, {s.image_path: i for i, s in enumerate(gallery)})
     feats: dict[str, Any] = {
         "gallery_ids": np.asarray([s.person_id for s in gallery], dtype=np.int64),

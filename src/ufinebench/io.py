@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,30 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         raise UFineBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _read_npz(p: Path, choose: Callable[[set[str]], Sequence[str]]) -> dict[str, np.ndarray]:
+    """The arrays ``choose(keys present)`` names from an ``.npz``, read with bounds; one-line errors.
+
+    The declared array sizes are checked before anything is inflated, nothing is unpickled, and
+    ``choose`` raises UFineBenchError when the keys it needs are missing.
+    """
+    from ufinebench.limits import check_npz_members
+
+    if not p.exists():
+        raise UFineBenchError(f"{p}: no such file")
+    if p.is_dir():
+        raise UFineBenchError(f"{p}: is a directory, expected an .npz file")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            check_npz_members(zf, p)  # declared array sizes, before anything is inflated
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in choose(set(z.files))}
+    except UFineBenchError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UFineBenchError(f"{p}: cannot read as .npz ({reason})") from None
+
+
 def load_metrics_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read and check a metrics ``.npz``; raise UFineBenchError with a one-line reason.
 
@@ -63,33 +88,18 @@ def load_metrics_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     names the file's key.
     """
     p = Path(path)
-    if not p.exists():
-        raise UFineBenchError(f"{p}: no such file")
-    if p.is_dir():
-        raise UFineBenchError(f"{p}: is a directory, expected an .npz file")
-    from ufinebench.limits import check_npz_members
 
-    try:
-        with zipfile.ZipFile(p) as zf:
-            check_npz_members(zf, p)  # declared array sizes, before anything is inflated
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-            wanted: tuple[str, ...]
-            if set(SIMILARITY_KEYS) <= keys:
-                wanted = SIMILARITY_KEYS
-            elif set(FEATURE_KEYS) <= keys:
-                wanted = FEATURE_KEYS
-            else:
-                raise UFineBenchError(
-                    f"{p}: expected keys {', '.join(SIMILARITY_KEYS)} or {', '.join(FEATURE_KEYS)}; "
-                    f"found {', '.join(sorted(keys)) or 'none'}"
-                )
-            arrays = {k: z[k] for k in wanted}
-    except UFineBenchError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UFineBenchError(f"{p}: cannot read as .npz ({reason})") from None
+    def choose(keys: set[str]) -> Sequence[str]:
+        if set(SIMILARITY_KEYS) <= keys:
+            return SIMILARITY_KEYS
+        if set(FEATURE_KEYS) <= keys:
+            return FEATURE_KEYS
+        raise UFineBenchError(
+            f"{p}: expected keys {', '.join(SIMILARITY_KEYS)} or {', '.join(FEATURE_KEYS)}; "
+            f"found {', '.join(sorted(keys)) or 'none'}"
+        )
+
+    arrays = _read_npz(p, choose)
     _check_arrays(p, arrays)
     return arrays
 
@@ -139,35 +149,24 @@ def load_scores_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Scores of a model that is not ours (``eval --scores``): ``similarity`` (Q, G) or
     ``query_features`` (Q, F) + ``gallery_features`` (G, F), optional ``query_keys`` / ``gallery_keys``
     string arrays. Ids are not read: they come from the annotation. One-line errors."""
-    from ufinebench.limits import check_npz_members
-
     p = Path(path)
-    if not p.is_file():
-        raise UFineBenchError(f"{p}: no such file")
-    out: dict[str, Any] = {}
-    try:
-        with zipfile.ZipFile(p) as zf:
-            check_npz_members(zf, p)
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.files)
-            if "similarity" in keys:
-                out["similarity"] = z["similarity"]
-            elif {"query_features", "gallery_features"} <= keys:
-                out["query_features"], out["gallery_features"] = z["query_features"], z["gallery_features"]
-            else:
-                found = ", ".join(sorted(keys)) or "none"
-                raise UFineBenchError(f"{p}: expected 'similarity', or 'query_features' and 'gallery_features'; found {found}")
-            for k in ("query_keys", "gallery_keys"):
-                if k in keys:
-                    arr = z[k]
-                    if arr.ndim != 1 or arr.dtype.kind not in "US":
-                        raise UFineBenchError(f"{p}: {k} must be a 1-D array of strings, has dtype {arr.dtype} and shape {arr.shape}")
-                    out[k] = [str(x) for x in arr.tolist()]
-    except UFineBenchError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UFineBenchError(f"{p}: cannot read as .npz ({reason})") from None
+
+    def choose(keys: set[str]) -> Sequence[str]:
+        optional = [k for k in ("query_keys", "gallery_keys") if k in keys]
+        if "similarity" in keys:
+            return ["similarity", *optional]
+        if {"query_features", "gallery_features"} <= keys:
+            return ["query_features", "gallery_features", *optional]
+        found = ", ".join(sorted(keys)) or "none"
+        raise UFineBenchError(f"{p}: expected 'similarity', or 'query_features' and 'gallery_features'; found {found}")
+
+    out: dict[str, Any] = _read_npz(p, choose)
+    for k in ("query_keys", "gallery_keys"):
+        if k in out:
+            arr = out[k]
+            if arr.ndim != 1 or arr.dtype.kind not in "US":
+                raise UFineBenchError(f"{p}: {k} must be a 1-D array of strings, has dtype {arr.dtype} and shape {arr.shape}")
+            out[k] = [str(x) for x in arr.tolist()]
     for k in ("similarity", "query_features", "gallery_features"):
         if k in out:
             a = out[k]

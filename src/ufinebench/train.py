@@ -210,7 +210,8 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     """
     t, d, m = cfg.train, cfg.data, cfg.model
     ann = load_dataset(d.dataset, d.format, split=d.train_split)
-    train_samples = ann.split(d.train_split)
+    split_samples = ann.split(d.train_split)
+    train_samples = split_samples
     held = held_out_identities(train_samples, d.val_identities)
     if held:  # validation people never reach training (nor the tokenizer)
         train_samples = [s for s in train_samples if s.person_id not in held]
@@ -238,7 +239,7 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
         check_split(ann, d.val_split)  # the file is already parsed: no second read
         val_samples = ann.split(d.val_split)
     elif held and t.eval_every > 0 and rank == 0:
-        val_samples = [s for s in ann.split(d.train_split) if s.person_id in held]
+        val_samples = [s for s in split_samples if s.person_id in held]
     if t.eval_limit > 0:
         val_samples = val_samples[: t.eval_limit]
     steps = len(sampler) if t.max_steps_per_epoch <= 0 else min(len(sampler), t.max_steps_per_epoch)

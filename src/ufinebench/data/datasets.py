@@ -148,14 +148,19 @@ class Query:
     tags: dict[str, Any]
 
 
+def unique_images(samples: Sequence[Sample]) -> list[Sample]:
+    """One sample per image, in order of first appearance: the gallery of an evaluation split."""
+    first: dict[Any, Sample] = {}
+    for s in samples:
+        first.setdefault(s.image_path, s)
+    return list(first.values())
+
+
 class GalleryImages(Dataset):
     """The unique images of the given samples (first occurrence order). Item: image, index."""
 
     def __init__(self, samples: Sequence[Sample], transform: ImageTransform) -> None:
-        first: dict[Any, Sample] = {}
-        for s in samples:
-            first.setdefault(s.image_path, s)
-        self.samples = list(first.values())
+        self.samples = unique_images(samples)
         self.transform = transform
         self.person_ids = np.asarray([s.person_id for s in self.samples], dtype=np.int64)  # (G,)
         self.index_of = {s.image_path: i for i, s in enumerate(self.samples)}
@@ -185,10 +190,7 @@ def evaluation_keys(samples: Sequence[Sample]) -> tuple[list[str], list[str]]:
     the caption's index in that record); a gallery item is ``FILE_PATH`` (each image once, in
     order of first appearance). Scores computed elsewhere are matched to the dataset by these.
     """
-    first: dict[Any, Sample] = {}
-    for s in samples:
-        first.setdefault(s.image_path, s)
-    return [f"{s.file_path}#{n}" for s in samples for n in range(len(s.captions))], [s.file_path for s in first.values()]
+    return [f"{s.file_path}#{n}" for s in samples for n in range(len(s.captions))], [s.file_path for s in unique_images(samples)]
 
 
 class QueryTexts(Dataset):
