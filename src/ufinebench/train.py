@@ -11,6 +11,11 @@ RNG states), optional validation with the metrics engine, a best checkpoint by a
 JSONL log lines and TensorBoard events (when tensorboard is installed). ``resume`` continues a
 killed run from its last checkpoint to the same weights an uninterrupted run reaches (exactly,
 on the CPU): data order, augmentation and negatives are functions of (seed, epoch, step).
+
+On the CPU a run is also bit-identical to a rerun at the same thread count: training runs under
+``torch.use_deterministic_algorithms`` (``deterministic_cpu``), because the backward of advanced
+indexing with repeated indices (``x[idx]``: hard negatives, pooling) accumulates with atomic adds
+across threads in a varying order otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +164,26 @@ def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = 
             if not (run_dir / "checkpoints").exists():
                 add_entries(run_dir, "train", TRAIN_ENTRIES)
         return _train(cfg, resume=resume, progress=progress)
+
+
+@contextmanager
+def deterministic_cpu(enabled: bool = True) -> Iterator[None]:
+    """Within this block, PyTorch picks deterministic kernels; the previous setting comes back after.
+
+    Why: on the CPU, the backward of ``x[idx]`` with repeated indices (``index_put_`` with
+    accumulation) adds rows with atomic adds from several threads, so two runs at the same thread
+    count differed from the first steps (demo: loss 30.327993 vs 30.328022 at step 20, R1 66.3 vs
+    63.0 after 12 epochs). The deterministic kernel sorts the indices first; it cost about 3 % of
+    the demo's step time (docs/reliability.md). Only used on the CPU: on CUDA some ops
+    (e.g. ``cumsum``) have no deterministic kernel and bit-identity is not claimed there.
+    """
+    before, warn_before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)
 
 
 @dataclass
@@ -399,7 +425,13 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
 
 
 def _train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
-    """The training run itself (``train`` has checked and locked the run folder)."""
+    """The training run itself (``train`` has checked and locked the run folder); deterministic kernels on the CPU."""
+    with deterministic_cpu(not torch.cuda.is_available()):
+        return _train_run(cfg, resume=resume, progress=progress)
+
+
+def _train_run(cfg: Config | None, *, resume: str | os.PathLike[str] | None, progress: bool) -> Path:
+    """Set up data, model and optimizer (or restore them), then run the epochs and the final evaluation."""
     world, rank, local_rank = _dist_info()
     distributed = world > 1
     use_cuda = torch.cuda.is_available()
