@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 
@@ -241,3 +242,38 @@ def test_dry_run_goes_through_validation_and_final_eval_and_keeps_nothing(tiny_s
     out = capsys.readouterr().out
     assert code == 0 and "2 steps of batch 8" in out and "validation run" in out and "final evaluation on test" in out
     assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []  # nothing kept, nothing in the preset's out_dir
+
+
+def test_cpu_bf16_autocast_only_where_the_cpu_has_it(tiny_synth, tmp_path, monkeypatch):
+    """``train.amp: bf16`` on the CPU autocasts to bf16 when the CPU computes bf16 natively and falls
+    back to float32 (said in the log's start record) when it does not; fp16 stays CUDA-only."""
+    assert T.cpu_amp_dtype("none") is None and T.cpu_amp_dtype("fp16") is None
+    starts = {}
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert T.cpu_amp_dtype("bf16") == (torch.bfloat16 if native else None)
+        run = T.train(_cfg(tiny_synth, tmp_path / f"r{native}", "train.eval_every=0", "train.amp=bf16", "model.vision=conv",
+                           "data.tokenizer=word", "train.epochs=1"), progress=False)
+        log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+        starts[native] = log[0]["autocast"]
+        assert all(math.isfinite(x["loss"]) for x in log if x["kind"] == "train")
+    assert starts == {True: "bfloat16", False: "none"}
+
+
+def test_attention_under_cpu_bf16_autocast_matches_float32():
+    """Attention runs its softmax in float32 under CPU bf16 autocast (the bf16 CPU kernel's backward
+    was ~4x slower); the result is bf16 and its gradients agree with a float32 pass to bf16 precision."""
+    from ufinebench.model.clip import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, 4)
+    x = torch.randn(8, 20, 64, requires_grad=True)
+    mask = torch.arange(20)[None, :] < torch.tensor([20, 15, 10, 20, 5, 20, 12, 18])[:, None]
+    ref = attn(x, key_mask=mask)
+    (gx_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, key_mask=mask)
+    assert out.dtype == torch.bfloat16
+    (gx,) = torch.autograd.grad(out.float().square().sum(), x)
+    assert torch.allclose(out.float(), ref, atol=3e-2, rtol=3e-2)
+    assert (gx - gx_ref).norm() / gx_ref.norm() < 0.05

@@ -62,7 +62,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> multiplier
     grad_clip: float = 0.0  # 0: off
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    amp: str = "none"  # none | bf16 (CUDA, or a CPU with native bf16: else float32) | fp16 (CUDA only)
     seed: int = 0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"granularity": 1.0, "match": 1.0, "id": 1.0, "mlm": 1.0})
     init_from: str | None = None  # a checkpoint (e.g. from `ufinebench import-clip`) to start from

@@ -186,6 +186,15 @@ def deterministic_cpu(enabled: bool = True) -> Iterator[None]:
         torch.use_deterministic_algorithms(before, warn_only=warn_before)
 
 
+def cpu_amp_dtype(amp: str) -> torch.dtype | None:
+    """The autocast dtype ``train.amp`` gives on the CPU: bf16 where the CPU computes it natively
+    (AVX512-BF16 or AMX: oneDNN's convolutions and matrix products then run ~2x faster), else
+    None (float32: emulated bf16 would be slower than float32). fp16 is CUDA-only."""
+    if amp != "bf16":
+        return None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
 @dataclass
 class _Data:
     """What the data part of a run gives the rest: tokenizer, pairs, sampler, validation set."""
@@ -289,7 +298,7 @@ def _setup_model(cfg: Config, data: _Data, resume_ck: Path | None, device: torch
     else:
         opt = torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.98), eps=t.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total_steps, warmup, t.min_lr_ratio))
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if device.type == "cuda" else None
+    amp_dtype = cpu_amp_dtype(t.amp) if device.type == "cpu" else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     if resume_ck is not None:
         model.load_state_dict(load_weights(resume_ck))
@@ -479,6 +488,7 @@ def _train_run(cfg: Config | None, *, resume: str | os.PathLike[str] | None, pro
         (run_dir / "config.yaml").write_text(dump_config(cfg))
         logger.write({"kind": "start", "epoch": start_epoch, "step": global_step, "world_size": world, "pairs": len(data.dataset),
                       "steps_per_epoch": data.steps_per_epoch, "in_memory": data.dataset.images is not None,
+                      "autocast": str(st.amp_dtype).replace("torch.", "") if st.amp_dtype is not None else "none",
                       "params": sum(p.numel() for p in st.model.parameters())})
     t = cfg.train
     for epoch in range(start_epoch, t.epochs):
