@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -100,7 +101,7 @@ def _demo_size_grads(steps: int) -> list[dict[str, torch.Tensor]]:
     from ufinebench.losses import DistContext, compute_losses
 
     cfg = load_config("synth-cpu-small", ["model.image_size=128x48"])
-    m = cfg.model.__class__(**{**cfg.model.__dict__, "num_classes": 40, "vocab_size": 300, "eot_id": 2})
+    m = dataclasses.replace(cfg.model, num_classes=40, vocab_size=300, eot_id=2)  # as the trainer completes it
     torch.manual_seed(0)
     model = RetrievalModel(m)
     model.train()
