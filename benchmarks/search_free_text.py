@@ -1,12 +1,13 @@
 """Search that finds the person: descriptions written freely from a test identity's attributes.
 
-    python benchmarks/search_free_text.py --run demo_out/run --data demo_out/data [--people 100] [--seed 0]
+    python benchmarks/search_free_text.py --run demo_out/run --data demo_out/data [--people 100] [--seed 0] [--split test]
 
 The descriptions are NOT made by UFine-Synth's caption generator: this script composes them the
 way a person jots down what they saw (a few salient attributes in a fixed, telegraphic order,
-its own wording, no sentences), from ``identities.jsonl``. The gallery is the test split's
-images (indexed with ``ufinebench index``); a hit is an image of the described person. Prints
-top-1 and top-10 hit rates, beside the rates of a random ranking.
+its own wording, no sentences), from ``identities.jsonl``. The gallery is one split's images
+(``--split``: test to report, val to develop on; indexed with ``ufinebench index``); a hit is an
+image of the described person. Prints top-1 and top-10 hit rates, beside the rates of a random
+ranking.
 """
 
 from __future__ import annotations
@@ -51,18 +52,19 @@ def main() -> int:
     ap.add_argument("--data", required=True, help="UFine-Synth folder (ufine_synth.json, identities.jsonl)")
     ap.add_argument("--people", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", help="whose persons and images: test (report) or val (development)")
     args = ap.parse_args()
     from ufinebench.serve.index import SearchIndex, build_index
 
     data = Path(args.data)
-    records = [r for r in json.loads((data / "ufine_synth.json").read_text()) if r["split"] == "test"]
+    records = [r for r in json.loads((data / "ufine_synth.json").read_text()) if r["split"] == args.split]
     ids = sorted({r["id"] for r in records})
     attrs = {}
     for line in (data / "identities.jsonl").read_text().splitlines():
         rec = json.loads(line)
         attrs[int(rec.get("id", len(attrs) + 1))] = rec["attributes"]
     with tempfile.TemporaryDirectory() as tmp:
-        test_file = Path(tmp) / "test.json"  # the test split alone, beside a link to the images
+        test_file = Path(tmp) / "gallery.json"  # the split alone, beside a link to the images
         (Path(tmp) / "images").symlink_to((data / "images").resolve())
         test_file.write_text(json.dumps(records))
         build_index(args.run, str(test_file), Path(tmp) / "index")
@@ -84,7 +86,7 @@ def main() -> int:
             if pid == people[0]:
                 print(f"example: {text!r} -> top 10 persons {[h.person_id for h in hits]} (wanted {pid})")
     n = len(people)
-    print(f"{n} people, gallery of {n_gallery} test images ({len(ids)} persons)")
+    print(f"{n} people, gallery of {n_gallery} {args.split} images ({len(ids)} persons)")
     print(f"top-1 hit rate {100 * top1 / n:.1f} %  (random ranking {100 * chance1 / n:.1f} %)")
     print(f"top-10 hit rate {100 * top10 / n:.1f} %  (random ranking {100 * chance10 / n:.1f} %)")
     return 0

@@ -180,3 +180,29 @@ def test_import_records_the_text_position_mode(reference, tmp_path):
     m = from_checkpoint(out).model
     keep = min(20, src.shape[0] - 1)
     assert torch.equal(m.text.positional_embedding[:keep], src[:keep].float()) and m.text.positional_embedding.shape[0] == 40
+
+
+def test_text_position_offsets_read_the_shifted_rows_of_the_position_table():
+    """Position jitter: offset k gives what offset 0 gives once the table's first k rows are cut."""
+    from ufinebench.model.clip import TextTransformer
+
+    torch.manual_seed(0)
+    text = TextTransformer(8, 30, 16, 1, 2, 16, eot_id=3, pool="mean", position_jitter=4).eval()
+    assert text.positional_embedding.shape == (8 + 4, 16)  # the table grows by the jitter
+    ids = torch.tensor([[2, 5, 7, 9, 3, 0], [2, 6, 3, 0, 0, 0]])
+    with torch.no_grad():
+        g_none, _ = text(ids)
+        g_zero, _ = text(ids, torch.zeros(2, dtype=torch.long))
+        g_shift, _ = text(ids, torch.tensor([3, 1]))
+        table = text.positional_embedding.detach().clone()
+        for row, k in enumerate((3, 1)):  # text `row` at offset 0 with a table that starts at row k
+            text.positional_embedding.data = torch.cat([table[k:], table[:k]])
+            g_ref, _ = text(ids[row : row + 1])
+            assert torch.allclose(g_shift[row], g_ref[0], atol=1e-6)
+        text.positional_embedding.data = table
+    assert torch.equal(g_none, g_zero)
+    assert not torch.allclose(g_none, g_shift)  # positions matter, so the test can fail
+    with pytest.raises(ValueError, match="position table"):
+        text(ids, torch.tensor([7, 0]))  # 7 + 6 > 12 rows
+    with pytest.raises(ValueError, match="text_position_jitter"):
+        ModelConfig(text_position_jitter=-1)

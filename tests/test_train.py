@@ -279,3 +279,41 @@ def test_attention_under_cpu_bf16_autocast_matches_float32():
     (gx,) = torch.autograd.grad(out.float().square().sum(), x)
     assert torch.allclose(out.float(), ref, atol=3e-2, rtol=3e-2)
     assert (gx - gx_ref).norm() / gx_ref.norm() < 0.05
+
+
+def test_position_offsets_are_a_function_of_the_pair_and_epoch_only():
+    index = torch.arange(4000)
+    off = T.position_offsets(index, epoch=3, seed=0, jitter=16)  # (B,)
+    assert int(off.min()) == 0 and int(off.max()) == 16
+    counts = torch.bincount(off, minlength=17).float()
+    assert counts.min() > 0.7 * counts.mean()  # every offset drawn, none favoured much
+    perm = torch.randperm(4000, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(T.position_offsets(index[perm], 3, 0, 16), off[perm])  # batch order and company do not matter
+    assert (T.position_offsets(index, 4, 0, 16) != off).float().mean() > 0.8  # a new epoch, new offsets
+    assert (T.position_offsets(index, 3, 1, 16) != off).float().mean() > 0.8  # a new seed, too
+
+
+def test_token_noise_drops_and_hides_words_but_never_the_special_tokens():
+    sot, eot, pad, unk = 2, 3, 0, 1
+    words = torch.arange(10, 60).repeat(400, 1)  # (400, 50) distinct words in order
+    tokens = torch.cat([torch.full((400, 1), sot), words, torch.full((400, 1), eot), torch.full((400, 4), pad)], 1)  # (400, 56)
+    index = torch.arange(400)
+    out = T.token_noise(tokens, index, 0, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad})
+    assert out.shape == tokens.shape
+    assert bool((out[:, 0] == sot).all()) and bool(((out == eot).sum(1) == 1).all())
+    eot_at = (out == eot).int().argmax(1)  # (400,)
+    n_words = eot_at - 1
+    assert abs(float(n_words.float().mean()) / 50 - 0.8) < 0.02  # 20 % dropped
+    inner = out[:, 1:-5]
+    kept = inner[(inner >= 10)]
+    assert abs(float((inner == unk).sum()) / float(n_words.sum()) - 0.1 / 0.8) < 0.02  # 10 % of all words hidden
+    for r in range(400):  # the words kept stay in their order, padding fills the end
+        row = out[r, 1 : int(eot_at[r])]
+        real = row[row != unk]
+        assert bool((real[1:] > real[:-1]).all())
+        assert bool((out[r, int(eot_at[r]) + 1 :] == pad).all())
+    assert kept.numel() > 0
+    again = T.token_noise(tokens[[5, 2]], index[[5, 2]], 0, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad})
+    assert torch.equal(again, out[[5, 2]])  # a pair is noised alike in any batch
+    assert not torch.equal(T.token_noise(tokens, index, 1, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad}), out)
+    assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=unk, specials={sot, eot, pad}), tokens)

@@ -44,6 +44,8 @@ class DataConfig:
     erase_prob: float = 0.5
     sentence_drop: float = 0.0  # each caption sentence after the first dropped with this probability (per epoch)
     sentence_shuffle: bool = False  # caption sentences after the first in a random order (per epoch)
+    token_drop: float = 0.0  # each caption word dropped with this probability (per epoch; train.token_noise)
+    token_unk: float = 0.0  # each caption word replaced by the unknown token with this probability (learnt tokenizers)
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -268,6 +270,9 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("train.lr: must be positive")
     if t.global_loss not in ("sdm", "infonce"):
         raise ConfigError("train.global_loss: must be sdm or infonce")
+    for key in ("token_drop", "token_unk"):
+        if not 0.0 <= getattr(d, key) < 0.5:
+            raise ConfigError(f"data.{key}: must be in [0, 0.5)")
     if not 0.0 <= d.sentence_drop < 1.0:
         raise ConfigError("data.sentence_drop: must be in [0, 1)")
     if d.in_memory_mb < 0:

@@ -139,6 +139,56 @@ def mlm_mask(
     return masked, labels
 
 
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash of int64 values (xor-shift-multiply rounds; products stay in int64)."""
+    m = 0xFFFFFFFF
+    h = x & m
+    for _ in range(3):
+        h = ((h ^ (h >> 16)) * 0x45D9F3B) & m
+    return h ^ (h >> 16)
+
+
+def _pair_hash(index: torch.Tensor, epoch: int, seed: int, salt: int) -> torch.Tensor:
+    """(B,) pair indices -> (B,) 32-bit hashes of (seed, epoch, pair, salt)."""
+    return _hash32(index.long() * 0x9E3779B1 + seed * 0x85EBCA6B + epoch * 0xC2B2AE35 + salt * 0x27D4EB2F)
+
+
+def position_offsets(index: torch.Tensor, epoch: int, seed: int, jitter: int) -> torch.Tensor:
+    """Each pair's text start position for the position jitter: (B,) ints in [0, jitter].
+
+    A hash of (seed, epoch, pair index), vectorised, so a pair gets the same offset in any batch,
+    process or resumed run (as ``mlm_mask``'s draws and the image augmentation).
+    """
+    return _pair_hash(index, epoch, seed, 1) % (jitter + 1)
+
+
+def token_noise(
+    tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, *, drop: float, unk: float, unk_id: int | None, specials: set[int],
+) -> torch.Tensor:
+    """Word-level caption noise: each word dropped with probability ``drop`` or replaced by the
+    unknown token with probability ``unk`` (never the start/end/padding tokens).
+
+    tokens (B, L) -> (B, L): dropped words close up, padding refills the end. Teaches the text
+    encoder that a description still matches with words missing or unknown (terse notes, free
+    text with words the vocabulary lacks). Per-pair draws hash (seed, epoch, pair, position), as
+    ``position_offsets``.
+    """
+    b, length = tokens.shape
+    pos = torch.arange(length)[None, :]  # (1, L)
+    u = _hash32(_pair_hash(index, epoch, seed, 2)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
+    content = torch.ones_like(tokens, dtype=torch.bool)
+    for sp in specials:
+        content &= tokens != sp
+    dropped = content & (u < drop)
+    out = tokens
+    if unk_id is not None and unk > 0:
+        out = torch.where(content & ~dropped & (u < drop + unk), torch.full_like(tokens, unk_id), out)
+    if drop > 0:
+        order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
+        out = torch.gather(torch.where(dropped, torch.zeros_like(out), out), 1, order)  # the dropped become padding (id 0) at the end
+    return out
+
+
 TRAIN_ENTRIES = ("checkpoints", "log.jsonl", "tensorboard", "config.yaml")
 
 
@@ -365,18 +415,25 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
 
         dist.all_reduce(length, op=dist.ReduceOp.MAX)
     batch["tokens"] = batch["tokens"][:, : int(length)]
-    tokens = batch["tokens"].to(device, non_blocking=True)
     ids = batch["person_id"].to(device)
     labels = batch["label"].to(device)
+    d = cfg.data
+    if d.token_drop > 0 or d.token_unk > 0:
+        tok = data.tokenizer
+        batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk,
+                                      unk_id=getattr(tok, "unk_id", None), specials={tok.sot_id, tok.eot_id, tok.pad_id})
+    tokens = batch["tokens"].to(device, non_blocking=True)
     mlm_tokens = mlm_labels = None
     if cfg.model.mlm:
         tok = data.tokenizer
         mlm_tokens, mlm_labels = mlm_mask(batch["tokens"], batch["index"], st.epoch, t.seed, model.text.mask_id,  # its own [MASK]
                                           tok.vocab_size, {tok.sot_id, tok.eot_id, tok.pad_id})
         mlm_tokens, mlm_labels = mlm_tokens.to(device), mlm_labels.to(device)
+    jitter = model.cfg.text_position_jitter
+    offset = position_offsets(batch["index"], st.epoch, t.seed, jitter).to(device) if jitter > 0 else None  # (B,)
     ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
     with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
-        out = st.ddp(images, tokens, mlm_tokens)
+        out = st.ddp(images, tokens, mlm_tokens, offset)
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss)
     _stop_if_not_finite(losses["loss"], st, distributed)
     st.opt.zero_grad(set_to_none=True)

@@ -208,6 +208,7 @@ class TrainedBPETokenizer:
         self.vocab_size = tokenizer.get_vocab_size()
         self.sot_id = tokenizer.token_to_id("<|startoftext|>")
         self.eot_id = tokenizer.token_to_id("<|endoftext|>")
+        self.unk_id: int | None = tokenizer.token_to_id("<|unk|>")
         if self.sot_id is None or self.eot_id is None or tokenizer.token_to_id("<|pad|>") != 0:
             raise TokenizerError("not a ufinebench BPE tokenizer (special tokens missing)")
 

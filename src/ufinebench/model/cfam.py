@@ -74,6 +74,12 @@ class ModelConfig:
     vision: str = "vit"  # vit: CLIP's ViT (real weights); conv: ConvTower (from scratch on the CPU)
     text_pool: str = "eot"  # eot: CLIP's causal end-token pooling; mean: bidirectional, mean of real tokens
     activation: str = "quick_gelu"  # the encoders' MLP activation: quick_gelu (OpenAI CLIP) | gelu (LAION open_clip)
+    # training only: each caption's word positions start at a random offset in [0, jitter], so the
+    # text encoder cannot tie a word's meaning to its absolute place (a sentence added in front of
+    # a description otherwise shifts every word; docs/training.md). The position table grows by
+    # ``jitter`` rows; evaluation uses offset 0.
+    text_position_jitter: int = 0
+    match_text: str = "granular"  # the matcher's text side after the global token: granular (K queries) | tokens (every word)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -84,6 +90,10 @@ class ModelConfig:
             raise ValueError(f"text_pool must be 'eot' or 'mean', got {self.text_pool!r}")
         if self.activation not in ("quick_gelu", "gelu"):
             raise ValueError(f"activation must be 'quick_gelu' or 'gelu', got {self.activation!r}")
+        if self.match_text not in ("granular", "tokens"):
+            raise ValueError(f"match_text must be 'granular' or 'tokens', got {self.match_text!r}")
+        if self.text_position_jitter < 0:
+            raise ValueError(f"text_position_jitter must be >= 0, got {self.text_position_jitter}")
 
     @property
     def use_granularity(self) -> bool:
@@ -146,8 +156,8 @@ class GranularityDecoder(nn.Module):
 class Matcher(nn.Module):
     """Image-text matching head: a text sequence cross-attends to image tokens; MLP on its first token.
 
-    The text sequence is the text's global embedding followed by its granularity embeddings when
-    the model has the decoder (K + 1 tokens: cheap), else followed by all its tokens. The head
+    The text sequence is the text's global embedding followed by its granularity embeddings
+    (K + 1 tokens: cheap) or by all its tokens (``ModelConfig.match_text``). The head
     also sees the element-wise product of the two normalised global embeddings (whose sum is
     their cosine), so it starts from what the dual encoder already knows and the cross-attention
     only has to learn the corrections; without it the matcher stayed at chance from scratch
@@ -187,7 +197,8 @@ class RetrievalModel(nn.Module):
             self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d,
                                             activation=cfg.activation)
         self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id,
-                                    pool=cfg.text_pool, mask_token=cfg.mlm, activation=cfg.activation)
+                                    pool=cfg.text_pool, mask_token=cfg.mlm, activation=cfg.activation,
+                                    position_jitter=cfg.text_position_jitter)
         init_clip_like(self.visual, self.text)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=cfg.learn_temperature)
         self.granularity = GranularityDecoder(d, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_granularity else None
@@ -232,15 +243,16 @@ class RetrievalModel(nn.Module):
             out["granular"] = self.granularity(tokens[:, 1:])
         return out
 
-    def encode_text(self, text: torch.Tensor, trim: bool = True) -> dict[str, torch.Tensor]:
+    def encode_text(self, text: torch.Tensor, trim: bool = True, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """(B, L) ids -> {"global": (B, D), "tokens": (B, L', D), "mask": (B, L'), "eot": (B,), ["granular"]}.
 
         With ``trim`` the padding after the batch's longest text is dropped first (L' <= L): the
         causal encoder's outputs up to each end token do not change, and the work shrinks.
+        ``offset`` (B,): where each text's positions start (training's position jitter; None: 0).
         """
         if trim:
             text = text[:, : int(self.text.eot_index(text).max()) + 1]
-        glob, tokens = self.text(text)
+        glob, tokens = self.text(text, offset)
         eot = self.text.eot_index(text)
         mask = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L) up to the end token
         out = {"global": glob, "tokens": tokens, "mask": mask, "eot": eot}
@@ -259,10 +271,15 @@ class RetrievalModel(nn.Module):
         return torch.cat([g, q], dim=1) / math.sqrt(1.0 + w)
 
     # --- training forward ---------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, text: torch.Tensor, mlm_text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Both modalities of a batch of matching pairs -> named tensors for ``ufinebench.losses``."""
+    def forward(
+        self, images: torch.Tensor, text: torch.Tensor, mlm_text: torch.Tensor | None = None, text_offset: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Both modalities of a batch of matching pairs -> named tensors for ``ufinebench.losses``.
+
+        ``text_offset`` (B,): the position jitter's start positions (``position_offsets``), or None.
+        """
         img = self.encode_image(images)
-        txt = self.encode_text(text, trim=False)  # the trainer trims to the global batch's longest text
+        txt = self.encode_text(text, trim=False, offset=text_offset)  # the trainer trims to the global batch's longest text
         out: dict[str, torch.Tensor] = {
             "image_global": img["global"],
             "text_global": txt["global"],
@@ -281,17 +298,21 @@ class RetrievalModel(nn.Module):
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
         if self.mlm_head is not None and self.mlm_fusion is not None and mlm_text is not None:
-            _, fused = self.text(mlm_text)
+            _, fused = self.text(mlm_text, text_offset)
             for layer in self.mlm_fusion:
                 fused = layer(fused, img["tokens"], None)
             out["mlm_logits"] = self.mlm_head(fused)  # (B, L, V)
         return out
 
-    @staticmethod
-    def text_match_inputs(txt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The matcher's text side from ``encode_text``: global then granular (or all) tokens, and its mask."""
-        seq = txt["granular"] if "granular" in txt else txt["tokens"]
-        mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if "granular" in txt else txt["mask"]
+    def text_match_inputs(self, txt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The matcher's text side from ``encode_text``: global then granular (or all) tokens, and its mask.
+
+        (B, 1 + T, D), (B, 1 + T) True = real. Granular when the model has the decoder and
+        ``match_text`` is granular (K + 1 tokens: cheap), else every word of the text.
+        """
+        granular = "granular" in txt and self.cfg.match_text == "granular"
+        seq = txt["granular"] if granular else txt["tokens"]
+        mask = torch.ones(seq.shape[:2], dtype=torch.bool, device=seq.device) if granular else txt["mask"]
         seq = torch.cat([txt["global"][:, None], seq], dim=1)  # (B, 1 + T, D)
         return seq, torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
 

@@ -162,7 +162,7 @@ class TextTransformer(nn.Module):
 
     def __init__(
         self, context_length: int, vocab_size: int, width: int, layers: int, heads: int, output_dim: int, eot_id: int | None,
-        pool: str = "eot", mask_token: bool = False, activation: str = "quick_gelu",
+        pool: str = "eot", mask_token: bool = False, activation: str = "quick_gelu", position_jitter: int = 0,
     ) -> None:
         super().__init__()
         if pool not in ("eot", "mean"):
@@ -175,7 +175,8 @@ class TextTransformer(nn.Module):
         # vocabulary nor ours has one, and borrowing a real token would teach it two meanings)
         self.mask_id = vocab_size
         self.mask_embedding = nn.Parameter(torch.randn(width) * 0.02) if mask_token else None
-        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        # jitter > 0: rows past the context length, reached only by training's shifted positions
+        self.positional_embedding = nn.Parameter(torch.empty(context_length + position_jitter, width))
         self.transformer = Transformer(width, layers, heads, activation)
         self.ln_final = LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim))
@@ -191,8 +192,12 @@ class TextTransformer(nn.Module):
             return text.argmax(dim=-1)
         return (text == self.eot_id).int().argmax(dim=-1)
 
-    def forward(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L) ids -> global (B, D) at the end token and tokens (B, L, D), both projected."""
+    def forward(self, text: torch.Tensor, offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) ids -> global (B, D) at the end token and tokens (B, L, D), both projected.
+
+        ``offset`` (B,) int: text b's positions are offset[b] .. offset[b] + L - 1 (position
+        jitter while training); None: 0 .. L - 1.
+        """
         if text.shape[1] > self.context_length:
             raise ValueError(f"texts of {text.shape[1]} tokens exceed the context length {self.context_length}")
         if self.mask_embedding is not None:
@@ -201,7 +206,13 @@ class TextTransformer(nn.Module):
             emb = torch.where(is_mask, self.mask_embedding.to(emb.dtype), emb)
         else:
             emb = self.token_embedding(text)  # (B, L, C)
-        x = emb + self.positional_embedding[: text.shape[1]]  # (B, L, C)
+        if offset is None:
+            x = emb + self.positional_embedding[: text.shape[1]]  # (B, L, C)
+        else:
+            if int(offset.max()) + text.shape[1] > self.positional_embedding.shape[0]:
+                raise ValueError("position offsets run past the position table (text_position_jitter too small)")
+            pos = offset.to(text.device)[:, None] + torch.arange(text.shape[1], device=text.device)  # (B, L)
+            x = emb + F.embedding(pos, self.positional_embedding)  # (B, L, C)
         eot = self.eot_index(text)  # (B,)
         if self.pool == "mean":
             real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
