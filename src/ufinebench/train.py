@@ -164,6 +164,7 @@ def position_offsets(index: torch.Tensor, epoch: int, seed: int, jitter: int) ->
 
 def token_noise(
     tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, *, drop: float, unk: float, unk_id: int | None, specials: set[int],
+    pad_id: int = 0,
 ) -> torch.Tensor:
     """Word-level caption noise: each word dropped with probability ``drop`` or replaced by the
     unknown token with probability ``unk`` (never the start/end/padding tokens).
@@ -185,7 +186,7 @@ def token_noise(
         out = torch.where(content & ~dropped & (u < drop + unk), torch.full_like(tokens, unk_id), out)
     if drop > 0:
         order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
-        out = torch.gather(torch.where(dropped, torch.zeros_like(out), out), 1, order)  # the dropped become padding (id 0) at the end
+        out = torch.gather(torch.where(dropped, torch.full_like(out, pad_id), out), 1, order)  # the dropped become padding at the end
     return out
 
 
@@ -421,7 +422,7 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     if d.token_drop > 0 or d.token_unk > 0:
         tok = data.tokenizer
         batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk,
-                                      unk_id=getattr(tok, "unk_id", None), specials={tok.sot_id, tok.eot_id, tok.pad_id})
+                                      unk_id=getattr(tok, "unk_id", None), specials={tok.sot_id, tok.eot_id, tok.pad_id}, pad_id=tok.pad_id)
     tokens = batch["tokens"].to(device, non_blocking=True)
     mlm_tokens = mlm_labels = None
     if cfg.model.mlm:
