@@ -35,7 +35,7 @@ class DemoPlan:
 # 1,000 identities: 700 to train on (more people generalise better than more epochs on fewer),
 # 200 in the test gallery (twice the old demo's: a harder gallery); 20 epochs (1,500 steps, bf16
 # autocast on CPUs that have it) fit 10 minutes on 2 cores with set-up excluded, with a margin for
-# slower machines (an epoch took 18-27 s on the development machines, which vary).
+# slower machines (an epoch took 17-31 s on the development machines, which vary).
 FULL = DemoPlan(identities=1000, size="128x48", epochs=20, max_steps=0, eval_every=10, rerank_topk=10)
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
 
