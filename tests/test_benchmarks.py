@@ -88,3 +88,24 @@ def test_search_load_script_small():
                            "--queries", "10"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "flat:" in proc.stdout and "hnsw:" in proc.stdout and "0 errors" in proc.stdout
+
+
+def test_text_position_probe_rules_move_words_but_keep_them():
+    """Each rephrasing keeps the caption's words (bar the added prefix) and moves them as its name says."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("text_position_probe", ROOT / "benchmarks" / "text_position_probe.py")
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    cap = "A young man in a red coat. He wears blue jeans. He carries a black bag."
+    rules = probe.RULES
+    assert rules["as written"](cap) == cap
+    assert rules["'So there's this ' prefix"](cap) == "So there's this a young man in a red coat. He wears blue jeans. He carries a black bag."
+    assert rules["semicolons for full stops"](cap) == "A young man in a red coat; He wears blue jeans; He carries a black bag."
+    assert rules["sentences reversed"](cap) == "He carries a black bag. He wears blue jeans. A young man in a red coat."
+    words = sorted(cap.replace(".", "").replace(";", "").lower().split())
+    for name, rule in rules.items():
+        extra = {"'So there's this ' prefix": ["so", "there's", "this"], "'Well, ' prefix": ["well,"]}.get(name, [])
+        got = sorted(rule(cap).replace(".", "").replace(";", "").lower().split())
+        assert got == sorted(words + extra), name
