@@ -164,7 +164,7 @@ def position_offsets(index: torch.Tensor, epoch: int, seed: int, jitter: int) ->
 
 def token_noise(
     tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, *, drop: float, unk: float, unk_id: int | None, specials: set[int],
-    pad_id: int = 0,
+    pad_id: int = 0, salt: int = 2,
 ) -> torch.Tensor:
     """Word-level caption noise: each word dropped with probability ``drop`` or replaced by the
     unknown token with probability ``unk`` (never the start/end/padding tokens).
@@ -172,11 +172,11 @@ def token_noise(
     tokens (B, L) -> (B, L): dropped words close up, padding refills the end. Teaches the text
     encoder that a description still matches with words missing or unknown (terse notes, free
     text with words the vocabulary lacks). Per-pair draws hash (seed, epoch, pair, position), as
-    ``position_offsets``.
+    ``position_offsets``; ``salt`` tells independent views of one caption apart.
     """
     b, length = tokens.shape
     pos = torch.arange(length)[None, :]  # (1, L)
-    u = _hash32(_pair_hash(index, epoch, seed, 2)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
+    u = _hash32(_pair_hash(index, epoch, seed, salt)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
     content = torch.ones_like(tokens, dtype=torch.bool)
     for sp in specials:
         content &= tokens != sp
@@ -418,11 +418,16 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     batch["tokens"] = batch["tokens"][:, : int(length)]
     ids = batch["person_id"].to(device)
     labels = batch["label"].to(device)
-    d = cfg.data
+    d, tok = cfg.data, data.tokenizer
+    noise = {"unk_id": getattr(tok, "unk_id", None), "specials": {tok.sot_id, tok.eot_id, tok.pad_id}, "pad_id": tok.pad_id}
+    match_tokens = match_rows = None
+    if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0):  # the matcher's own noisy view
+        match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
+                                   salt=3, **noise)
+        rows = _pair_hash(batch["index"], st.epoch, t.seed, 4).double() / 2**32 < d.match_noise_share  # (B,) per pair, as the noise
+        match_tokens, match_rows = match_tokens[rows].to(device), rows.to(device)
     if d.token_drop > 0 or d.token_unk > 0:
-        tok = data.tokenizer
-        batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk,
-                                      unk_id=getattr(tok, "unk_id", None), specials={tok.sot_id, tok.eot_id, tok.pad_id}, pad_id=tok.pad_id)
+        batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk, **noise)
     tokens = batch["tokens"].to(device, non_blocking=True)
     mlm_tokens = mlm_labels = None
     if cfg.model.mlm:
@@ -434,7 +439,7 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     offset = position_offsets(batch["index"], st.epoch, t.seed, jitter).to(device) if jitter > 0 else None  # (B,)
     ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
     with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
-        out = st.ddp(images, tokens, mlm_tokens, offset)
+        out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens, match_rows)
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss)
     _stop_if_not_finite(losses["loss"], st, distributed)
     st.opt.zero_grad(set_to_none=True)
