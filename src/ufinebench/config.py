@@ -48,7 +48,6 @@ class DataConfig:
     token_unk: float = 0.0  # each caption word replaced by the unknown token with this probability (learnt tokenizers)
     match_token_drop: float = 0.0  # word noise on the matcher's own view of the caption only (a second text pass;
     match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk)
-    match_noise_share: float = 1.0  # the share of pairs (per epoch) whose matcher view is noisy: the second pass costs less
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -276,8 +275,6 @@ def check_config(cfg: Config) -> None:
     for key in ("token_drop", "token_unk", "match_token_drop", "match_token_unk"):
         if not 0.0 <= getattr(d, key) < 0.5:
             raise ConfigError(f"data.{key}: must be in [0, 0.5)")
-    if not 0.0 < d.match_noise_share <= 1.0:
-        raise ConfigError("data.match_noise_share: must be in (0, 1]")
     if not 0.0 <= d.sentence_drop < 1.0:
         raise ConfigError("data.sentence_drop: must be in [0, 1)")
     if d.in_memory_mb < 0:

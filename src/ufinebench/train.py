@@ -420,12 +420,10 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     labels = batch["label"].to(device)
     d, tok = cfg.data, data.tokenizer
     noise = {"unk_id": getattr(tok, "unk_id", None), "specials": {tok.sot_id, tok.eot_id, tok.pad_id}, "pad_id": tok.pad_id}
-    match_tokens = match_rows = None
+    match_tokens = None
     if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0):  # the matcher's own noisy view
         match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
-                                   salt=3, **noise)
-        rows = _pair_hash(batch["index"], st.epoch, t.seed, 4).double() / 2**32 < d.match_noise_share  # (B,) per pair, as the noise
-        match_tokens, match_rows = match_tokens[rows].to(device), rows.to(device)
+                                   salt=3, **noise).to(device)
     if d.token_drop > 0 or d.token_unk > 0:
         batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk, **noise)
     tokens = batch["tokens"].to(device, non_blocking=True)
@@ -439,7 +437,7 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     offset = position_offsets(batch["index"], st.epoch, t.seed, jitter).to(device) if jitter > 0 else None  # (B,)
     ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
     with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
-        out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens, match_rows)
+        out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens)
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss)
     _stop_if_not_finite(losses["loss"], st, distributed)
     st.opt.zero_grad(set_to_none=True)

@@ -273,14 +273,14 @@ class RetrievalModel(nn.Module):
     # --- training forward ---------------------------------------------------------------------
     def forward(
         self, images: torch.Tensor, text: torch.Tensor, mlm_text: torch.Tensor | None = None, text_offset: torch.Tensor | None = None,
-        match_text: torch.Tensor | None = None, match_rows: torch.Tensor | None = None,
+        match_text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Both modalities of a batch of matching pairs -> named tensors for ``ufinebench.losses``.
 
         ``text_offset`` (B,): the position jitter's start positions (``position_offsets``), or None.
-        ``match_text`` (M, L): the matcher's own view of the captions of the pairs ``match_rows``
-        (B,) bool marks (all B when None), encoded in a second pass (training's word noise on the
-        matcher's side only); the other pairs' matcher reads ``text``'s encoding.
+        ``match_text`` (B, L): the matcher's own view of the captions (training's word noise on
+        the matcher's side only), encoded in a second pass; None: the matcher reads ``text``'s
+        encoding. Its gradient reaches the text encoder through the matcher's loss alone.
         """
         img = self.encode_image(images)
         txt = self.encode_text(text, trim=False, offset=text_offset)  # the trainer trims to the global batch's longest text
@@ -297,14 +297,8 @@ class RetrievalModel(nn.Module):
             out["image_granular"] = img["granular"]
             out["text_granular"] = txt["granular"]
         if self.matcher is not None:
-            seq, mask = self.text_match_inputs(txt)  # (B, 1 + T, D), (B, 1 + T)
-            if match_text is not None and match_text.shape[0] > 0:
-                rows = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device) if match_rows is None else match_rows
-                offset = None if text_offset is None else text_offset[rows]
-                noisy_seq, noisy_mask = self.text_match_inputs(self.encode_text(match_text, trim=False, offset=offset))  # (M, 1 + T, D)
-                seq = seq.masked_scatter(rows[:, None, None], noisy_seq.to(seq.dtype))
-                mask = mask.masked_scatter(rows[:, None], noisy_mask)
-            out["text_match"], out["text_match_mask"] = seq, mask
+            mtxt = txt if match_text is None else self.encode_text(match_text, trim=False, offset=text_offset)
+            out["text_match"], out["text_match_mask"] = self.text_match_inputs(mtxt)  # (B, 1 + T, D), (B, 1 + T)
         if self.classifier is not None:
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
