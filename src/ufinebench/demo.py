@@ -33,10 +33,10 @@ class DemoPlan:
 
 
 # 1,000 identities: 700 to train on (more people generalise better than more epochs on fewer),
-# 200 in the test gallery (twice the old demo's: a harder gallery); 20 epochs (1,500 steps, bf16
+# 200 in the test gallery (twice the old demo's: a harder gallery); 18 epochs (1,350 steps, bf16
 # autocast on CPUs that have it) fit 10 minutes on 2 cores with set-up excluded, with a margin for
-# slower machines (an epoch took 17-31 s on the development machines, which vary).
-FULL = DemoPlan(identities=1000, size="128x48", epochs=20, max_steps=0, eval_every=10, rerank_topk=10)
+# slower machines (an epoch took ~22 s on the development machine; machines vary by up to 1.5x).
+FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
 
 
@@ -61,7 +61,11 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool =
 
 def _weight_text(weight: float | None) -> str:
     """How the re-ranking blended: the weight training chose on val, or the matcher alone."""
-    return "matcher alone" if weight is None else f"cos/T + {weight:g} x matcher, weight chosen on val"
+    if weight is None:
+        return "matcher alone"
+    if weight == 0:
+        return "weight 0 chosen on val: the matcher did not help there, order unchanged"
+    return f"cos/T + {weight:g} x matcher, weight chosen on val"
 
 
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
