@@ -47,7 +47,7 @@ class DataConfig:
     token_drop: float = 0.0  # each caption word dropped with this probability (per epoch; train.token_noise)
     token_unk: float = 0.0  # each caption word replaced by the unknown token with this probability (learnt tokenizers)
     match_token_drop: float = 0.0  # word noise on the matcher's own view of the caption only (a second text pass;
-    match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk)
+    match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk); models without a matcher ignore it
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2

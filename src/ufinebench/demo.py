@@ -34,8 +34,8 @@ class DemoPlan:
 
 # 1,000 identities: 700 to train on (more people generalise better than more epochs on fewer),
 # 200 in the test gallery (twice the old demo's: a harder gallery); 18 epochs (1,350 steps, bf16
-# autocast on CPUs that have it) fit 10 minutes on 2 cores with set-up excluded, with a margin for
-# slower machines (an epoch took ~22 s on the development machine; machines vary by up to 1.5x).
+# autocast on CPUs that have it) took ~8 minutes on the 2-core development machine with set-up
+# excluded (22-25 s an epoch): inside 10 minutes on machines up to ~1.3x slower, not beyond.
 FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
 
