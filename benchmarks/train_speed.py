@@ -42,13 +42,13 @@ def worker(arch: str, preset: str, device: str, batch: int, steps: int, warmup: 
         preset_cfg = load_config(preset)
         base = dataclasses.replace(preset_cfg.model, vocab_size=1500, eot_id=3)
         # the preset's word noise on the matcher's view costs a second text pass: time it too
-        second_view = preset_cfg.data.match_token_drop > 0 or preset_cfg.data.match_token_unk > 0
+        match_noise = (preset_cfg.data.match_token_drop, preset_cfg.data.match_token_unk)
         mcfg = dataclasses.replace(base, arch=arch, num_classes=1000)
         lo, hi = 80, mcfg.context_length - 1
         eot = 3
     else:
         mcfg = ModelConfig(arch=arch, num_classes=1000, **PRESETS[preset])
-        second_view = False
+        match_noise = (0.0, 0.0)
         lo, hi = 100, mcfg.context_length - 1
         eot = 49407
     torch.manual_seed(0)
@@ -66,9 +66,11 @@ def worker(arch: str, preset: str, device: str, batch: int, steps: int, warmup: 
     tokens = tokens[:, : int(ends.max()) + 1].to(dev)
     ids = (torch.arange(batch) // 2).to(dev)
     match_text = None
-    if second_view and model.matcher is not None:  # same shape as the trainer's noisy copy; the ids do not change the cost
-        hide = (torch.arange(tokens.shape[1], device=dev) % 10 == 5) & (tokens != eot) & (tokens != 0)  # (B, L): words only
-        match_text = torch.where(hide, torch.ones_like(tokens), tokens)
+    if max(match_noise) > 0 and model.matcher is not None:  # the trainer's noisy copy, made the trainer's way (id 1 stands for <|unk|>)
+        from ufinebench.train import token_noise
+
+        match_text = token_noise(tokens.cpu(), torch.arange(batch), 0, 0, drop=match_noise[0], unk=match_noise[1], unk_id=1,
+                                 specials={eot, 0}, salt=3).to(dev)  # (B, L)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     use_amp = dtype is not None and dev.type == "cuda"
 

@@ -319,9 +319,10 @@ def test_token_noise_drops_and_hides_words_but_never_the_special_tokens():
     assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=unk, specials={sot, eot, pad}), tokens)
 
 
-def test_the_matchers_noisy_view_gets_noisy_captions_and_the_retrieval_side_clean_ones(tiny_synth, tmp_path, monkeypatch):
-    """data.match_token_*: the second text pass reads the captions with words dropped / hidden; the
-    first (retrieval) pass reads them as written (the DDP test checks the draws do not depend on the process)."""
+def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_hidden(tiny_synth, tmp_path, monkeypatch):
+    """data.match_token_*: the trainer hands the model a second copy of each batch's captions with words
+    hidden and dropped (that only the matcher reads it: tests/test_losses.py; that the draws do not
+    depend on the process: the DDP test, whose preset turns the noise on)."""
     seen = []
     real = RetrievalModel.forward
 
