@@ -95,10 +95,14 @@ def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
     _, order_b = rerank_from_logits(f, top, cos, logits, 1.0, 10.0)
     blend = np.take_along_axis(10.0 * cos + logits, order_b, axis=1)
     assert (np.diff(blend, axis=1) <= 1e-5).all()
-    w, table = tune_rerank_weight(model, f, 4)
-    best = max(table.values())
-    assert table["matcher" if w is None else f"{w:g}"] == best
-    assert all(v < best for k, v in table.items() if k != "matcher" and w is not None and float(k) < w)  # ties -> smaller
+    w, table, maps = tune_rerank_weight(model, f, 4)
+    key = {k: (table[k], maps[k]) for k in table}  # R1, then mAP
+    chosen = "matcher" if w is None else f"{w:g}"
+    assert key[chosen] == max(key.values())
+    assert all(v < key[chosen] for k, v in key.items() if k != "matcher" and w is not None and float(k) < w)  # full ties -> smaller
+    for name, w_ in (("0", 0.0), ("1", 1.0)):  # the tables are the re-ranked metrics at each weight
+        m = rerank_from_logits(f, top, cos, logits, w_, float(model.logit_scale.exp()), per_query=False)[0].as_dict()
+        assert (table[name], maps[name]) == pytest.approx((m["R1"], m["mAP"]), abs=1e-3)
     # training tuned a weight on val and kept it in the checkpoint; eval uses it by default
     meta = read_meta(resolve_checkpoint(tiny_run, "last"))
     assert "rerank_weight" in meta and set(meta["rerank_val_R1"]) == {"0", "0.25", "0.5", "1", "2", "4", "matcher"}

@@ -206,3 +206,29 @@ def test_text_position_offsets_read_the_shifted_rows_of_the_position_table():
         text(ids, torch.tensor([7, 0]))  # 7 + 6 > 12 rows
     with pytest.raises(ValueError, match="text_position_jitter"):
         ModelConfig(text_position_jitter=-1)
+
+
+def test_text_local_kernel_binds_neighbouring_words():
+    """Without positions, a mean-pooled text encoder is a bag of words: "blue jacket, black
+    jeans" and "black jacket, blue jeans" embed the same. The local convolution makes each word
+    carry its neighbours, so the two differ, and padding never reaches a word's neighbourhood."""
+    from ufinebench.model.clip import TextTransformer
+
+    torch.manual_seed(0)
+    blue, black, jacket, jeans = 5, 6, 7, 8
+    ids = torch.tensor([[1, blue, jacket, black, jeans, 2], [1, black, jacket, blue, jeans, 2]])  # (2, 6): start .. end
+    for kernel in (0, 3):
+        text = TextTransformer(16, 20, 32, 1, 2, 16, eot_id=2, pool="mean", local_kernel=kernel).eval()
+        text.positional_embedding.data.zero_()  # no positions: only the local convolution can tell the orders apart
+        with torch.no_grad():
+            g, _ = text(ids)
+            padded = torch.cat([ids, torch.zeros(2, 5, dtype=torch.long)], dim=1)  # (2, 11): more padding after the end
+            g_padded, _ = text(padded)
+        assert torch.allclose(g, g_padded, atol=1e-5)
+        if kernel == 0:
+            assert torch.allclose(g[0], g[1], atol=1e-5)
+        else:
+            assert (g[0] - g[1]).norm() > 1e-2 * g[0].norm()
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match="text_local_kernel"):
+            ModelConfig(text_local_kernel=bad)

@@ -303,22 +303,27 @@ def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarra
 
 
 def tune_rerank_weight(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu",
-                       weights: Sequence[float | None] = RERANK_WEIGHTS) -> tuple[float | None, dict[str, float]]:
-    """The blend weight with the best R1 on these (validation) features; ties go to the smaller weight.
+                       weights: Sequence[float | None] = RERANK_WEIGHTS) -> tuple[float | None, dict[str, float], dict[str, float]]:
+    """The blend weight with the best R1 on these (validation) features, ties broken by mAP, then
+    to the smaller weight.
 
-    Returns (weight, {str(weight): R1}). Tuned on ``val`` at training time and kept in the
-    checkpoint, so that test and 3C numbers never choose it.
+    Returns (weight, {str(weight): R1}, {str(weight): mAP}). Tuned on ``val`` at training time and
+    kept in the checkpoint, so that test and 3C numbers never choose it. mAP breaks R1 ties
+    because a model that finds every val person first (R1 100) leaves R1 nothing to choose by,
+    while the order of the other true images below the first still differs.
     """
     top, cos, logits = matcher_topk(model, features, k, device=device)
     scale = _logit_scale(model)
-    table: dict[str, float] = {}
-    best: tuple[float, float | None] = (-1.0, 0.0)
+    r1s: dict[str, float] = {}
+    maps: dict[str, float] = {}
+    best: tuple[float, float, float | None] = (-1.0, -1.0, 0.0)
     for w in weights:
-        r1 = rerank_from_logits(features, top, cos, logits, w, scale, per_query=False)[0].as_dict()["R1"]
-        table["matcher" if w is None else f"{w:g}"] = round(r1, 4)
-        if r1 > best[0] + 1e-9:
-            best = (r1, w)
-    return best[1], table
+        m = rerank_from_logits(features, top, cos, logits, w, scale, per_query=False)[0].as_dict()
+        name = "matcher" if w is None else f"{w:g}"
+        r1s[name], maps[name] = round(m["R1"], 4), round(m["mAP"], 4)
+        if (r1s[name], maps[name]) > best[:2]:
+            best = (r1s[name], maps[name], w)
+    return best[2], r1s, maps
 
 
 def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None = None, device: str | torch.device = "cpu",

@@ -473,8 +473,8 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
         metrics = dict(res.as_dict())
         record.update({f"val_{k}": v for k, v in metrics.items()})
         if has_matcher:  # the re-ranking blend, chosen on val only (never on test or 3C)
-            w, table = tune_rerank_weight(model, f, RERANK_TOPK, device=st.device)
-            rerank_weight = {"rerank_weight": w, "rerank_val_R1": table}
+            w, r1s, maps = tune_rerank_weight(model, f, RERANK_TOPK, device=st.device)
+            rerank_weight = {"rerank_weight": w, "rerank_val_R1": r1s, "rerank_val_mAP": maps}
             record["val_rerank_weight"] = "matcher" if w is None else w
     if rank != 0:
         return

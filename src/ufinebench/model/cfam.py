@@ -79,6 +79,10 @@ class ModelConfig:
     # a description otherwise shifts every word; docs/training.md). The position table grows by
     # ``jitter`` rows; evaluation uses offset 0.
     text_position_jitter: int = 0
+    # > 0: a convolution over this many neighbouring words before the transformer, so each word
+    # carries its neighbours ("light blue" + "jacket") into attention and pooling wherever the
+    # phrase stands in the text (free descriptions; docs/training.md). 0: off (CLIP's text encoder)
+    text_local_kernel: int = 0
     match_text: str = "granular"  # the matcher's text side after the global token: granular (K queries) | tokens (every word)
 
     def __post_init__(self) -> None:
@@ -94,6 +98,8 @@ class ModelConfig:
             raise ValueError(f"match_text must be 'granular' or 'tokens', got {self.match_text!r}")
         if self.text_position_jitter < 0:
             raise ValueError(f"text_position_jitter must be >= 0, got {self.text_position_jitter}")
+        if self.text_local_kernel < 0 or (self.text_local_kernel and self.text_local_kernel % 2 == 0):
+            raise ValueError(f"text_local_kernel must be 0 (off) or an odd width, got {self.text_local_kernel}")
 
     @property
     def use_granularity(self) -> bool:
@@ -198,7 +204,7 @@ class RetrievalModel(nn.Module):
                                             activation=cfg.activation)
         self.text = TextTransformer(cfg.context_length, cfg.vocab_size, cfg.text_width, cfg.text_layers, cfg.text_heads, d, cfg.eot_id,
                                     pool=cfg.text_pool, mask_token=cfg.mlm, activation=cfg.activation,
-                                    position_jitter=cfg.text_position_jitter)
+                                    position_jitter=cfg.text_position_jitter, local_kernel=cfg.text_local_kernel)
         init_clip_like(self.visual, self.text)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=cfg.learn_temperature)
         self.granularity = GranularityDecoder(d, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads) if cfg.use_granularity else None

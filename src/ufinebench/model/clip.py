@@ -158,11 +158,17 @@ class TextTransformer(nn.Module):
     ``pool="mean"`` is the from-scratch variant: attention in both directions over the real tokens
     (start to end token, padding masked out) and the global embedding is their mean. It learns
     faster from little data (docs/training.md); CLIP weights need the default ``"eot"``.
+
+    ``local_kernel`` > 0 adds a residual convolution over that many neighbouring word embeddings
+    (padding zeroed) before the positions are added: every word then carries its phrase, e.g.
+    "blue" knows it precedes "jacket", which one attention layer over absolute positions
+    learns only for the phrase orders of the training captions (docs/training.md).
     """
 
     def __init__(
         self, context_length: int, vocab_size: int, width: int, layers: int, heads: int, output_dim: int, eot_id: int | None,
         pool: str = "eot", mask_token: bool = False, activation: str = "quick_gelu", position_jitter: int = 0,
+        local_kernel: int = 0,
     ) -> None:
         super().__init__()
         if pool not in ("eot", "mean"):
@@ -177,6 +183,12 @@ class TextTransformer(nn.Module):
         self.mask_embedding = nn.Parameter(torch.randn(width) * 0.02) if mask_token else None
         # jitter > 0: rows past the context length, reached only by training's shifted positions
         self.positional_embedding = nn.Parameter(torch.empty(context_length + position_jitter, width))
+        self.local: nn.Conv1d | None = None
+        if local_kernel:
+            conv = nn.Conv1d(width, width, local_kernel, padding=local_kernel // 2)
+            nn.init.normal_(conv.weight, std=(width * local_kernel) ** -0.5)
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # Conv1d has a bias unless told otherwise
+            self.local = conv
         self.transformer = Transformer(width, layers, heads, activation)
         self.ln_final = LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim))
@@ -206,6 +218,11 @@ class TextTransformer(nn.Module):
             emb = torch.where(is_mask, self.mask_embedding.to(emb.dtype), emb)
         else:
             emb = self.token_embedding(text)  # (B, L, C)
+        eot = self.eot_index(text)  # (B,)
+        if self.local is not None:
+            real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
+            emb = emb * real[..., None].to(emb.dtype)  # padding contributes nothing to a neighbour
+            emb = emb + F.gelu(self.local(emb.transpose(1, 2)).transpose(1, 2))  # (B, L, C)
         if offset is None:
             x = emb + self.positional_embedding[: text.shape[1]]  # (B, L, C)
         else:
@@ -213,7 +230,6 @@ class TextTransformer(nn.Module):
                 raise ValueError("position offsets run past the position table (text_position_jitter too small)")
             pos = offset.to(text.device)[:, None] + torch.arange(text.shape[1], device=text.device)  # (B, L)
             x = emb + F.embedding(pos, self.positional_embedding)  # (B, L, C)
-        eot = self.eot_index(text)  # (B,)
         if self.pool == "mean":
             real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
             x = self.transformer(x, key_mask=real)
