@@ -43,6 +43,10 @@ def test_breakdown_counts_and_figures_recomputed(tiny_synth, tiny_run, tmp_path,
         assert {v: d["queries"] for v, d in res["breakdown"][key].items()} == dict(want)
     buckets = Counter("<=30" if n <= 30 else "31-60" if n <= 60 else ">60" for *_, n in tags)
     assert {v: d["queries"] for v, d in res["breakdown"]["words"].items()} == dict(buckets)
+    # subsets in their natural order (coarse to fine, short to long), the rest by name
+    assert list(res["breakdown"]["granularity"]) == [g for g in ("coarse", "medium", "fine") if g in res["breakdown"]["granularity"]]
+    assert list(res["breakdown"]["words"]) == [b for b in ("<=30", "31-60", ">60") if b in buckets]
+    assert list(res["breakdown"]["style"]) == sorted(res["breakdown"]["style"])
     z = np.load(npz)
     q, g = z["query_features"], z["gallery_features"]
     sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T

@@ -70,7 +70,7 @@ def _weight_text(weight: float | None) -> str:
 
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     from ufinebench.config import load_config
-    from ufinebench.data.annotations import load_dataset
+    from ufinebench.data.annotations import load_dataset, subset_sort_key
     from ufinebench.evaluate import evaluate_checkpoint
     from ufinebench.io import write_json
     from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
@@ -99,7 +99,7 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
         _say(f"[1/4] data: generating UFine-Synth, {plan.identities} identities at {plan.size} ...")
         s = build(data, synth_cfg, workers=os.cpu_count() or 1, overwrite=True, progress=progress)
         stamp.write_text(wanted)
-        amb = ", ".join(f"{g} {v:.2f}" for g, v in s["ambiguity_test_identities"].items())
+        amb = ", ".join(f"{g} {v:.2f}" for g, v in sorted(s["ambiguity_test_identities"].items(), key=lambda gv: subset_sort_key(gv[0])))
         _say(f"      {s['images']} images in {s['seconds']:.1f} s; test identities fitting a caption: {amb}")
 
     # 2. training -------------------------------------------------------------------------------

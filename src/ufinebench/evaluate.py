@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ufinebench.data.annotations import Sample
+from ufinebench.data.annotations import Sample, subset_sort_key
 from ufinebench.data.datasets import collate, eval_sets, evaluation_keys
 from ufinebench.errors import UFineBenchError
 from ufinebench.metrics import (
@@ -128,7 +128,7 @@ def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, 
         if not groups:
             continue
         out[key] = {}
-        for value in sorted(groups):
+        for value in sorted(groups, key=subset_sort_key):
             idx = np.asarray(groups[value])
             if "similarity" in features:  # scores from elsewhere: the rows of those queries
                 res = metrics_from_similarity(features["similarity"][idx], features["query_ids"][idx], features["gallery_ids"], msd=msd)

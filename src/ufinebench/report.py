@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ufinebench.data.annotations import subset_sort_key
 from ufinebench.evaluate import score_rows
 from ufinebench.io import atomic_write_bytes
 from ufinebench.tables import METRIC_COLUMNS
@@ -62,7 +63,7 @@ def _plt() -> Any:
 
 def _subset_bars(results: list[dict[str, Any]], key: str, metric: str = "R1") -> str:
     plt = _plt()
-    values = sorted({v for r in results for v in r["breakdown"].get(key, {})})
+    values = sorted({v for r in results for v in r["breakdown"].get(key, {})}, key=subset_sort_key)
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(values) * len(results) + 2), 3))
     width = 0.8 / len(results)
     for j, r in enumerate(results):

@@ -413,6 +413,16 @@ def label_map(person_ids: Iterable[int]) -> dict[int, int]:
     return {pid: k for k, pid in enumerate(sorted(set(person_ids)))}
 
 
+# Breakdown subsets with a natural order (coarse to fine, short to long); tables, JSON and report
+# plots list them in it. Any other value (sources, styles) follows, by name.
+SUBSET_ORDER = {"coarse": 0, "medium": 1, "fine": 2, "<=30": 0, "31-60": 1, ">60": 2}
+
+
+def subset_sort_key(value: str) -> tuple[int, str]:
+    """Sort key for breakdown subsets: granularities coarse -> fine, word buckets short -> long, the rest by name."""
+    return (SUBSET_ORDER.get(value, len(SUBSET_ORDER)), value)
+
+
 def word_count_bucket(caption: str) -> str:
     """Granularity bucket by length for untagged captions: '<=30', '31-60' or '>60' words."""
     n = len(caption.split())
