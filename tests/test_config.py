@@ -36,6 +36,8 @@ def test_overrides_are_parsed_as_yaml():
         ("optim.lr=1", "optim.lr"),
         ("train.learn=true", "train.learn"),
         ("model.learn_temperature=maybe", "model.learn_temperature"),
+        ("model.text_local_kernel=2", "model.text_local_kernel"),
+        ("data.match_token_shuffle=-1", "data.match_token_shuffle"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

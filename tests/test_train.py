@@ -319,6 +319,24 @@ def test_token_noise_drops_and_hides_words_but_never_the_special_tokens():
     assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=unk, specials={sot, eot, pad}), tokens)
 
 
+def test_token_noise_local_shuffle_moves_each_word_at_most_k_places():
+    sot, eot, pad = 2, 3, 0
+    words = torch.arange(10, 60).repeat(300, 1)  # (300, 50) distinct words in order
+    tokens = torch.cat([torch.full((300, 1), sot), words, torch.full((300, 1), eot), torch.full((300, 4), pad)], 1)  # (300, 56)
+    index = torch.arange(300)
+    for k in (1, 3):
+        out = T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=k)
+        assert torch.equal(out[:, [0, 51, 52, 53, 54, 55]], tokens[:, [0, 51, 52, 53, 54, 55]])  # start, end, padding stay
+        assert torch.equal(out.sort(1).values, tokens.sort(1).values)  # the same words, reordered
+        place = out[:, 1:51] - 10  # (300, 50) each position's word's original place
+        moved = (place - torch.arange(50)).abs()
+        assert int(moved.max()) <= k  # no word moves more than k places
+        assert float((moved > 0).float().mean()) > 0.15  # and many do move (k = 1: adjacent swaps, ~1 word in 4)
+        again = T.token_noise(tokens[[7, 1]], index[[7, 1]], 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=k)
+        assert torch.equal(again, out[[7, 1]])  # a pair is shuffled alike in any batch
+    assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=0), tokens)
+
+
 def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_hidden(tiny_synth, tmp_path, monkeypatch):
     """data.match_token_*: the trainer hands the model a second copy of each batch's captions with words
     hidden and dropped (that only the matcher reads it: tests/test_losses.py; that the draws do not

@@ -48,6 +48,7 @@ class DataConfig:
     token_unk: float = 0.0  # each caption word replaced by the unknown token with this probability (learnt tokenizers)
     match_token_drop: float = 0.0  # word noise on the matcher's own view of the caption only (a second text pass;
     match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk); models without a matcher ignore it
+    match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -275,6 +276,8 @@ def check_config(cfg: Config) -> None:
     for key in ("token_drop", "token_unk", "match_token_drop", "match_token_unk"):
         if not 0.0 <= getattr(d, key) < 0.5:
             raise ConfigError(f"data.{key}: must be in [0, 0.5)")
+    if d.match_token_shuffle < 0:
+        raise ConfigError("data.match_token_shuffle: must be at least 0 (0: off)")
     if not 0.0 <= d.sentence_drop < 1.0:
         raise ConfigError("data.sentence_drop: must be in [0, 1)")
     if d.in_memory_mb < 0:

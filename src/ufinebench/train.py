@@ -164,10 +164,12 @@ def position_offsets(index: torch.Tensor, epoch: int, seed: int, jitter: int) ->
 
 def token_noise(
     tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, *, drop: float, unk: float, unk_id: int | None, specials: set[int],
-    pad_id: int = 0, salt: int = 2,
+    pad_id: int = 0, salt: int = 2, shuffle: int = 0,
 ) -> torch.Tensor:
     """Word-level caption noise: each word dropped with probability ``drop`` or replaced by the
-    unknown token with probability ``unk`` (never the start/end/padding tokens).
+    unknown token with probability ``unk`` (never the start/end/padding tokens), and with
+    ``shuffle`` = k > 0 the remaining words locally shuffled: each moves at most k places (sorted
+    by position + a uniform draw in [0, k + 1), the local shuffle of Lample et al., 2018).
 
     tokens (B, L) -> (B, L): dropped words close up, padding refills the end. Teaches the text
     encoder that a description still matches with words missing or unknown (terse notes, free
@@ -187,6 +189,14 @@ def token_noise(
     if drop > 0:
         order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
         out = torch.gather(torch.where(dropped, torch.full_like(out, pad_id), out), 1, order)  # the dropped become padding at the end
+    if shuffle > 0:
+        content = torch.ones_like(out, dtype=torch.bool)
+        for sp in specials:
+            content &= out != sp
+        v = _hash32(_pair_hash(index, epoch, seed, salt + 100)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L), another stream
+        # content words: position + U[0, k + 1); the start token before them, end and padding after, in order
+        key = torch.where(content, pos + v * (shuffle + 1), torch.where(pos == 0, -1.0, length + pos.double()))  # (B, L)
+        out = torch.gather(out, 1, torch.sort(key, dim=1, stable=True).indices)
     return out
 
 
@@ -421,9 +431,9 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     d, tok = cfg.data, data.tokenizer
     noise = {"unk_id": getattr(tok, "unk_id", None), "specials": {tok.sot_id, tok.eot_id, tok.pad_id}, "pad_id": tok.pad_id}
     match_tokens = None
-    if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0):  # the matcher's own noisy view
+    if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0 or d.match_token_shuffle > 0):  # the matcher's own noisy view
         match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
-                                   salt=3, **noise).to(device)
+                                   salt=3, shuffle=d.match_token_shuffle, **noise).to(device)
     if d.token_drop > 0 or d.token_unk > 0:
         batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk, **noise)
     tokens = batch["tokens"].to(device, non_blocking=True)
