@@ -66,14 +66,19 @@ def _subset_bars(results: list[dict[str, Any]], key: str, metric: str = "R1") ->
     values = sorted({v for r in results for v in r["breakdown"].get(key, {})}, key=subset_sort_key)
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(values) * len(results) + 2), 3))
     width = 0.8 / len(results)
+    top = 0.0
     for j, r in enumerate(results):
         b = r["breakdown"].get(key, {})
-        ax.bar([i + j * width for i in range(len(values))], [b.get(v, {}).get(metric, 0.0) for v in values], width=width, label=r["name"])
+        heights = [b.get(v, {}).get(metric, 0.0) for v in values]
+        ax.bar([i + j * width for i in range(len(values))], heights, width=width, label=r["name"])
+        top = max([top, *heights])
+    if len(results) > 1:  # a legend, with headroom above the tallest bar (one model: the metrics table names it)
+        ax.set_ylim(0, 1.3 * top if top > 0 else 1.0)
+        ax.legend(fontsize=8, loc="upper left")
     ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(values))])
     ax.set_xticklabels([f"{v}\n({results[0]['breakdown'].get(key, {}).get(v, {}).get('queries', 0)})" for v in values], fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by {key} (queries per subset in brackets)")
-    ax.legend(fontsize=8)
     return _png(fig)
 
 
