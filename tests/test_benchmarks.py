@@ -109,3 +109,26 @@ def test_text_position_probe_rules_move_words_but_keep_them():
         extra = {"'So there's this ' prefix": ["so", "there's", "this"], "'Well, ' prefix": ["well,"]}.get(name, [])
         got = sorted(rule(cap).replace(".", "").replace(";", "").lower().split())
         assert got == sorted(words + extra), name
+
+
+def test_free_text_wordings_name_the_attributes_and_shares_count_them():
+    """Each wording of search_free_text.py names the person's gender, top and bottom in its own words
+    (never the generator's sentences), and the top-10 shares count what the hits get right."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("search_free_text", ROOT / "benchmarks" / "search_free_text.py")
+    assert spec is not None and spec.loader is not None
+    free = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(free)
+    a = {"gender": "woman", "age": "young", "hair_length": "long", "hair_color": "brown", "outer": "jacket", "outer_color": "red",
+         "upper_type": "t-shirt", "upper_color": "white", "lower_type": "jeans", "lower_color": "blue", "shoes_type": "boots",
+         "shoes_color": "black", "has_bag": "no", "headwear": "none", "glasses": "none"}
+    for name, wording in free.WORDINGS.items():
+        text = wording(a, random.Random(0))
+        assert "woman" in text and "red jacket" in text and "blue jeans" in text, (name, text)  # the outer layer is the top seen
+        assert "She is dressed in" not in text and "complete the outfit" not in text
+    b = dict(a, gender="man", outer="none", upper_color="red")  # a man, red t-shirt, blue jeans
+    c = dict(a, lower_color="black")  # the same woman in black jeans
+    shares = free.attribute_shares(a, [a, b, c, b])
+    assert shares == {"gender": 0.5, "top colour": 1.0, "bottom colour": 0.75}
