@@ -162,6 +162,14 @@ def position_offsets(index: torch.Tensor, epoch: int, seed: int, jitter: int) ->
     return _pair_hash(index, epoch, seed, 1) % (jitter + 1)
 
 
+def _words(tokens: torch.Tensor, specials: set[int]) -> torch.Tensor:
+    """(B, L) ids -> (B, L) bool: True where a caption word stands (not a start, end or padding token)."""
+    words = torch.ones_like(tokens, dtype=torch.bool)
+    for sp in specials:
+        words &= tokens != sp
+    return words
+
+
 def token_noise(
     tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, *, drop: float, unk: float, unk_id: int | None, specials: set[int],
     pad_id: int = 0, salt: int = 2, shuffle: int = 0,
@@ -179,9 +187,7 @@ def token_noise(
     b, length = tokens.shape
     pos = torch.arange(length)[None, :]  # (1, L)
     u = _hash32(_pair_hash(index, epoch, seed, salt)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
-    content = torch.ones_like(tokens, dtype=torch.bool)
-    for sp in specials:
-        content &= tokens != sp
+    content = _words(tokens, specials)  # (B, L)
     dropped = content & (u < drop)
     out = tokens
     if unk_id is not None and unk > 0:
@@ -190,9 +196,7 @@ def token_noise(
         order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
         out = torch.gather(torch.where(dropped, torch.full_like(out, pad_id), out), 1, order)  # the dropped become padding at the end
     if shuffle > 0:
-        content = torch.ones_like(out, dtype=torch.bool)
-        for sp in specials:
-            content &= out != sp
+        content = _words(out, specials)  # (B, L): where the words are after dropping
         v = _hash32(_pair_hash(index, epoch, seed, salt + 100)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L), another stream
         # content words: position + U[0, k + 1); the start token before them, end and padding after, in order
         key = torch.where(content, pos + v * (shuffle + 1), torch.where(pos == 0, -1.0, length + pos.double()))  # (B, L)

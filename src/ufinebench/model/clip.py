@@ -219,8 +219,8 @@ class TextTransformer(nn.Module):
         else:
             emb = self.token_embedding(text)  # (B, L, C)
         eot = self.eot_index(text)  # (B,)
+        real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L): start to end token
         if self.local is not None:
-            real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
             emb = emb * real[..., None].to(emb.dtype)  # padding contributes nothing to a neighbour
             emb = emb + F.gelu(self.local(emb.transpose(1, 2)).transpose(1, 2))  # (B, L, C)
         if offset is None:
@@ -231,7 +231,6 @@ class TextTransformer(nn.Module):
             pos = offset.to(text.device)[:, None] + torch.arange(text.shape[1], device=text.device)  # (B, L)
             x = emb + F.embedding(pos, self.positional_embedding)  # (B, L, C)
         if self.pool == "mean":
-            real = torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]  # (B, L)
             x = self.transformer(x, key_mask=real)
             tokens = self.ln_final(x) @ self.text_projection  # (B, L, D)
             w = real.to(tokens.dtype)[..., None]  # (B, L, 1)
