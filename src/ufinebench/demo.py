@@ -35,7 +35,7 @@ class DemoPlan:
 # 1,000 identities: 700 to train on (more people generalise better than more epochs on fewer),
 # 200 in the test gallery (twice the old demo's: a harder gallery); 18 epochs (1,350 steps, bf16
 # autocast on CPUs that have it) took ~8 minutes on the 2-core development machine with set-up
-# excluded (22-25 s an epoch): inside 10 minutes on machines up to ~1.3x slower, not beyond.
+# excluded (22-29 s an epoch, by the hour): inside 10 minutes on machines up to ~1.2x slower, not beyond.
 FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
 
