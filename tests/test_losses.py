@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ufinebench.losses import DistContext, compute_losses, granular_similarity, sample_negatives, sdm_loss
+from ufinebench.losses import DistContext, compute_losses, granular_similarity, match_rank_loss, sample_negatives, sdm_loss
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 
 
@@ -113,3 +113,39 @@ def test_the_matchers_noisy_view_reaches_the_matcher_only():
         assert torch.equal(out[k], clean[k]), k
     assert torch.allclose(out["text_match"], want_seq, atol=1e-6) and torch.equal(out["text_match_mask"], want_mask)
     assert not torch.allclose(out["text_match"], clean["text_match"], atol=1e-3)  # the noise reached the matcher
+
+
+def test_match_rank_loss_is_cross_entropy_over_the_true_image_and_its_nearest_look_alikes():
+    """Naive recomputation: for each caption, the matcher's logits for its own image and for the
+    k - 1 other-identity images nearest by the dual encoder; cross-entropy with the own image first."""
+    cfg = ModelConfig(arch="cfam", embed_dim=16, image_size=(32, 16), patch_size=16, vision_width=32, vision_layers=1, vision_heads=2,
+                      context_length=12, vocab_size=50, text_width=32, text_layers=1, text_heads=2, num_classes=4, num_queries=4,
+                      decoder_layers=1, decoder_heads=2, matcher_layers=1, eot_id=49, text_pool="mean")
+    torch.manual_seed(0)
+    model = RetrievalModel(cfg).eval()
+    img = torch.randn(8, 3, 32, 16)
+    txt = torch.randint(1, 48, (8, 12))
+    txt[:, 9] = 49
+    ids = torch.tensor([1, 1, 2, 2, 3, 3, 4, 5])
+    out = model(img, txt)
+    for k in (2, 4, 20):  # 20: more candidates than other identities (6 at most): the rest masked
+        got = match_rank_loss(model, out, ids, ids, DistContext(), 8, k)
+        ti = F.normalize(out["text_global"], dim=-1) @ F.normalize(out["image_global"], dim=-1).T  # (8, 8)
+        total = 0.0
+        for i in range(8):
+            others = [j for j in range(8) if ids[j] != ids[i]]
+            near = sorted(others, key=lambda j: -float(ti[i, j].detach()))[: min(k - 1, 7)]
+            cand = [i, *near]
+            lg = torch.stack([model.match_logits(out["text_match"][i : i + 1], out["text_match_mask"][i : i + 1],
+                                                 out["image_tokens"][j : j + 1])[0] for j in cand]).float()
+            total += float(-torch.log_softmax(lg, 0)[0])
+        assert abs(float(got) - total / 8) < 1e-4, k
+    got.backward()
+    assert model.matcher.head[0].weight.grad is not None  # it trains the matcher
+    weights = {"granularity": 1.0, "match": 1.0, "id": 0.0, "mlm": 0.0}
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert "match_rank_loss" not in compute_losses(model, model(img, txt), ids, labels, weights)  # off unless weighted
+    both = compute_losses(model, model(img, txt), ids, labels, {**weights, "match_rank": 0.5}, match_candidates=4)
+    assert torch.allclose(both["match_rank_loss"], match_rank_loss(model, model(img, txt), ids, ids, DistContext(), 8, 4), atol=1e-5)
+    want = both["sdm_loss"] + both["granularity_loss"] + both["match_loss"] + 0.5 * both["match_rank_loss"]
+    assert torch.allclose(both["loss"], want, atol=1e-5)

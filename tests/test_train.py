@@ -337,6 +337,42 @@ def test_token_noise_local_shuffle_moves_each_word_at_most_k_places():
     assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=0), tokens)
 
 
+def test_token_noise_sentence_drop_removes_whole_sentences_after_the_first():
+    sot, eot, pad, stop = 2, 3, 0, 4
+    n = 2000
+    sentences = [torch.arange(10 + 10 * j, 15 + 10 * j) for j in range(5)]  # 5 sentences of 5 distinct words
+    one = torch.cat([torch.tensor([sot]), *[torch.cat([s_, torch.tensor([stop])]) for s_ in sentences], torch.tensor([eot])])  # (32,)
+    tokens = torch.cat([one.repeat(n, 1), torch.full((n, 3), pad)], 1)  # (n, 35)
+    index = torch.arange(n)
+    out = T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, sentence_drop=0.4, sentence_end=stop)
+    assert out.shape == tokens.shape
+    assert torch.equal(out[:, :7], tokens[:, :7])  # start token and the whole first sentence always kept
+    kept = torch.zeros(n, 5, dtype=torch.bool)
+    for r in range(n):
+        row = out[r]
+        e = int((row == eot).nonzero()[0])
+        assert bool((row[e + 1 :] == pad).all()) and int((row == eot).sum()) == 1  # padding refills the end
+        words = row[1:e]
+        for j, s_ in enumerate(sentences):
+            present = torch.isin(s_, words)
+            assert bool(present.all()) or not bool(present.any())  # a sentence goes whole or not at all
+            kept[r, j] = bool(present.all())
+        assert int((words == stop).sum()) == int(kept[r].sum())  # each kept sentence keeps its own "."
+        real = words[words != stop]
+        assert bool((real[1:] > real[:-1]).all())  # order kept
+    assert bool(kept[:, 0].all())
+    assert abs(float(kept[:, 1:].float().mean()) - 0.6) < 0.03  # each later sentence dropped with p 0.4
+    both = float((kept[:, 1] & kept[:, 2]).float().mean())
+    assert abs(both - 0.36) < 0.04  # independent draws per sentence, not one per caption
+    again = T.token_noise(tokens[[9, 4]], index[[9, 4]], 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
+                          sentence_drop=0.4, sentence_end=stop)
+    assert torch.equal(again, out[[9, 4]])  # a pair is cut alike in any batch
+    assert not torch.equal(T.token_noise(tokens, index, 1, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
+                                         sentence_drop=0.4, sentence_end=stop), out)  # a new epoch, new cuts
+    assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
+                                     sentence_drop=0.4, sentence_end=None), tokens)  # no sentence end known: unchanged
+
+
 def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_hidden(tiny_synth, tmp_path, monkeypatch):
     """data.match_token_*: the trainer hands the model a second copy of each batch's captions with words
     hidden and dropped (that only the matcher reads it: tests/test_losses.py; that the draws do not
@@ -355,3 +391,32 @@ def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_
         assert match_text is not None and match_text.shape == text.shape
         assert not torch.equal(match_text, text)  # words hidden
         assert int((match_text == 0).sum()) > int((text == 0).sum())  # and words dropped (padding, id 0, refills the end)
+
+
+def test_the_matchers_view_drops_whole_sentences_of_the_real_captions(tiny_synth, tmp_path, monkeypatch):
+    """data.match_sentence_drop: the matcher's copy of a caption is the caption with later sentences
+    (up to and including their ".") left out; the first sentence and the retrieval view are intact."""
+    seen = []
+    real = RetrievalModel.forward
+
+    def spy(self, images, text, mlm_text=None, text_offset=None, match_text=None):
+        seen.append((text.clone(), None if match_text is None else match_text.clone()))
+        return real(self, images, text, mlm_text, text_offset, match_text)
+
+    monkeypatch.setattr(RetrievalModel, "forward", spy)
+    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_sentence_drop=0.5",
+                       "data.match_token_drop=0", "data.match_token_unk=0"), progress=False)  # sentence cuts alone
+    tok = from_checkpoint(run).tokenizer
+    stop = tok.text_ids(".")[0]
+    shorter = 0
+    for text, match_text in seen:
+        assert match_text is not None
+        for full, cut in zip(text.tolist(), match_text.tolist(), strict=True):
+            full_s = [s.strip() for s in tok.decode(full).split(".") if s.strip()]
+            cut_s = [s.strip() for s in tok.decode(cut).split(".") if s.strip()]
+            assert cut_s[0] == full_s[0]  # the first sentence stays
+            it = iter(full_s)
+            assert all(any(c == f for f in it) for c in cut_s)  # the rest: whole sentences of the caption, in order
+            assert cut.count(stop) in (len(cut_s), len(cut_s) - 1)  # each its own "." (the last may be cut off by the context length)
+            shorter += len(cut_s) < len(full_s)
+    assert shorter > 0.5 * sum(len(t) for t, _ in seen)  # most captions lost something

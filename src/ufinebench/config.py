@@ -49,6 +49,7 @@ class DataConfig:
     match_token_drop: float = 0.0  # word noise on the matcher's own view of the caption only (a second text pass;
     match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk); models without a matcher ignore it
     match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
+    match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence after the first with this probability
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -78,6 +79,7 @@ class TrainConfig:
     tensorboard: bool = True  # when the tensorboard package is installed
     max_steps_per_epoch: int = 0  # 0: whole epoch (for quick tests and benchmarks)
     global_loss: str = "sdm"  # sdm (IRRA's) | infonce (soft-target cross-entropy: learns from scratch)
+    match_candidates: int = 8  # loss_weights.match_rank > 0: the matcher ranks each caption's image among this many (the rest: nearest look-alikes)
     final_eval: str | None = None  # a split to evaluate the best checkpoint on after the last epoch (e.g. test)
     eval_limit: int = 0  # >0: validation and final evaluation read only the first N records (dry runs)
 
@@ -273,13 +275,16 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("train.lr: must be positive")
     if t.global_loss not in ("sdm", "infonce"):
         raise ConfigError("train.global_loss: must be sdm or infonce")
+    if t.match_candidates < 2:
+        raise ConfigError("train.match_candidates: must be at least 2 (the true image and one look-alike)")
     for key in ("token_drop", "token_unk", "match_token_drop", "match_token_unk"):
         if not 0.0 <= getattr(d, key) < 0.5:
             raise ConfigError(f"data.{key}: must be in [0, 0.5)")
     if d.match_token_shuffle < 0:
         raise ConfigError("data.match_token_shuffle: must be at least 0 (0: off)")
-    if not 0.0 <= d.sentence_drop < 1.0:
-        raise ConfigError("data.sentence_drop: must be in [0, 1)")
+    for key in ("sentence_drop", "match_sentence_drop"):
+        if not 0.0 <= getattr(d, key) < 1.0:
+            raise ConfigError(f"data.{key}: must be in [0, 1)")
     if d.in_memory_mb < 0:
         raise ConfigError("data.in_memory_mb: must be at least 0")
     if t.optimizer not in ("adamw", "sgd"):
@@ -293,8 +298,8 @@ def check_config(cfg: Config) -> None:
     if d.val_identities and d.val_split:
         raise ConfigError("data.val_identities: hold out training identities only when data.val_split is null")
     for k in t.loss_weights:
-        if k not in ("granularity", "match", "id", "mlm"):
-            raise ConfigError(f"train.loss_weights.{k}: unknown loss (granularity, match, id, mlm)")
+        if k not in ("granularity", "match", "match_rank", "id", "mlm"):
+            raise ConfigError(f"train.loss_weights.{k}: unknown loss (granularity, match, match_rank, id, mlm)")
 
 
 def dump_config(cfg: Config) -> str:

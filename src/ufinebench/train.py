@@ -172,7 +172,7 @@ def _words(tokens: torch.Tensor, specials: set[int]) -> torch.Tensor:
 
 def token_noise(
     tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, *, drop: float, unk: float, unk_id: int | None, specials: set[int],
-    pad_id: int = 0, salt: int = 2, shuffle: int = 0,
+    pad_id: int = 0, salt: int = 2, shuffle: int = 0, sentence_drop: float = 0.0, sentence_end: int | None = None,
 ) -> torch.Tensor:
     """Word-level caption noise: each word dropped with probability ``drop`` or replaced by the
     unknown token with probability ``unk`` (never the start/end/padding tokens), and with
@@ -183,16 +183,26 @@ def token_noise(
     encoder that a description still matches with words missing or unknown (terse notes, free
     text with words the vocabulary lacks). Per-pair draws hash (seed, epoch, pair, position), as
     ``position_offsets``; ``salt`` tells independent views of one caption apart.
+
+    ``sentence_drop`` > 0 drops each sentence after the first (words up to and including the
+    ``sentence_end`` token, e.g. ".") with that probability, one draw per pair and sentence: a
+    shorter description with whole details missing ("no word about the shoes"), which the matcher
+    must still accept as a match, made from the training caption alone.
     """
     b, length = tokens.shape
     pos = torch.arange(length)[None, :]  # (1, L)
     u = _hash32(_pair_hash(index, epoch, seed, salt)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
     content = _words(tokens, specials)  # (B, L)
     dropped = content & (u < drop)
+    if sentence_drop > 0 and sentence_end is not None:
+        ends = (tokens == sentence_end).long()  # (B, L)
+        sentence = torch.cumsum(ends, dim=1) - ends  # (B, L): 0 for the first sentence, its "." included
+        w = _hash32(_pair_hash(index, epoch, seed, salt + 200)[:, None] * 0x1000193 + sentence).double() / 2**32  # (B, L), one per sentence
+        dropped = dropped | (content & (sentence > 0) & (w < sentence_drop))
     out = tokens
     if unk_id is not None and unk > 0:
         out = torch.where(content & ~dropped & (u < drop + unk), torch.full_like(tokens, unk_id), out)
-    if drop > 0:
+    if drop > 0 or sentence_drop > 0:
         order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
         out = torch.gather(torch.where(dropped, torch.full_like(out, pad_id), out), 1, order)  # the dropped become padding at the end
     if shuffle > 0:
@@ -274,6 +284,12 @@ class _Data:
     val_samples: list[Any]
     steps_per_epoch: int
 
+    @property
+    def sentence_end(self) -> int | None:
+        """The token id of "." (where a caption sentence ends), or None if the tokenizer splits it."""
+        ids = self.tokenizer.text_ids(".")
+        return ids[0] if len(ids) == 1 else None
+
 
 @dataclass
 class _State:
@@ -347,7 +363,10 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     if t.eval_limit > 0:
         val_samples = val_samples[: t.eval_limit]
     steps = len(sampler) if t.max_steps_per_epoch <= 0 else min(len(sampler), t.max_steps_per_epoch)
-    return _Data(tokenizer, dataset, sampler, val_samples, steps)
+    out = _Data(tokenizer, dataset, sampler, val_samples, steps)
+    if d.match_sentence_drop > 0 and out.sentence_end is None:
+        raise ConfigError("data.match_sentence_drop: the tokenizer has no single token for '.', so sentences cannot be told apart")
+    return out
 
 
 def _setup_model(cfg: Config, data: _Data, resume_ck: Path | None, device: torch.device, local_rank: int, distributed: bool) -> _State:
@@ -435,9 +454,11 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     d, tok = cfg.data, data.tokenizer
     noise = {"unk_id": getattr(tok, "unk_id", None), "specials": {tok.sot_id, tok.eot_id, tok.pad_id}, "pad_id": tok.pad_id}
     match_tokens = None
-    if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0 or d.match_token_shuffle > 0):  # the matcher's own noisy view
+    if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0 or d.match_token_shuffle > 0
+                                      or d.match_sentence_drop > 0):  # the matcher's own noisy view
         match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
-                                   salt=3, shuffle=d.match_token_shuffle, **noise).to(device)
+                                   salt=3, shuffle=d.match_token_shuffle, sentence_drop=d.match_sentence_drop,
+                                   sentence_end=data.sentence_end, **noise).to(device)
     if d.token_drop > 0 or d.token_unk > 0:
         batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk, **noise)
     tokens = batch["tokens"].to(device, non_blocking=True)
@@ -452,7 +473,8 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
     with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
         out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens)
-        losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss)
+        losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss,
+                                match_candidates=t.match_candidates)
     _stop_if_not_finite(losses["loss"], st, distributed)
     st.opt.zero_grad(set_to_none=True)
     st.scaler.scale(losses["loss"] * world).backward()
