@@ -132,3 +132,29 @@ def test_free_text_wordings_name_the_attributes_and_shares_count_them():
     c = dict(a, lower_color="black")  # the same woman in black jeans
     shares = free.attribute_shares(a, [a, b, c, b])
     assert shares == {"gender": 0.5, "top colour": 1.0, "bottom colour": 0.75}
+
+
+def test_threec_ceiling_counts_the_images_that_fit_every_mention():
+    """threec_ceiling.py: a query's ceiling R1 is its person's share of the gallery images whose
+    person has every attribute the query mentions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("threec_ceiling", ROOT / "benchmarks" / "threec_ceiling.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    people = {1: {"gender": "man", "top_color": "red"}, 2: {"gender": "man", "top_color": "blue"}, 3: {"gender": "woman", "top_color": "red"}}
+
+    def rec(pid, *mentions):
+        return {"id": pid, "caption_tags": [{"granularity": g, "mentions": m} for g, m in mentions]}
+
+    records = [
+        rec(1, ("coarse", {"top_color": "red"}), ("fine", {"gender": "man", "top_color": "red"})),  # coarse: 1, 1, 3 fit -> 2/3
+        rec(1, ("coarse", {"gender": "man"})),  # 1, 1, 2 fit -> 2/3
+        rec(2, ("coarse", {"top_color": "blue"})),  # only 2 -> 1
+        rec(3, ("fine", {"gender": "woman", "top_color": "red"})),  # only 3 -> 1
+    ]
+    got = mod.ceiling(records, people)
+    assert got["fine"] == (2, 100.0)  # person 1's two images fit the first fine query: 2/2
+    n, r1 = got["coarse"]
+    assert n == 3 and abs(r1 - 100 * (2 / 3 + 2 / 3 + 1) / 3) < 1e-9

@@ -97,3 +97,16 @@ def test_augment_caption_keeps_first_sentence_and_is_seeded():
     assert len(seen) > 10  # it does vary
     assert augment_caption(text, np.random.default_rng(7), 0.3, True) == augment_caption(text, np.random.default_rng(7), 0.3, True)
     assert augment_caption("One sentence only.", np.random.default_rng(0), 0.9, True) == "One sentence only."
+
+
+def test_augment_caption_without_keep_first_may_drop_any_sentence_but_never_all():
+    text = "A tall man with short hair. He wears a red coat. His jeans are blue. He carries a bag."
+    sentences = ["A tall man with short hair.", "He wears a red coat.", "His jeans are blue.", "He carries a bag."]
+    first_gone = 0
+    for seed in range(200):
+        out = augment_caption(text, np.random.default_rng(seed), drop=0.5, keep_first=False)
+        parts = [s for s in sentences if s in out]
+        assert out == " ".join(parts) and parts  # whole sentences, in order, never none
+        first_gone += sentences[0] not in out
+    assert 60 < first_gone < 140  # the first goes about half the time (p 0.5), not never
+    assert augment_caption(text, np.random.default_rng(1), drop=0.999, keep_first=False) == sentences[0]  # all drawn: the first stays

@@ -44,12 +44,13 @@ class DataConfig:
     erase_prob: float = 0.5
     sentence_drop: float = 0.0  # each caption sentence after the first dropped with this probability (per epoch)
     sentence_shuffle: bool = False  # caption sentences after the first in a random order (per epoch)
+    sentence_keep_first: bool = True  # sentence_drop never drops the first sentence (False: any sentence, never all)
     token_drop: float = 0.0  # each caption word dropped with this probability (per epoch; train.token_noise)
     token_unk: float = 0.0  # each caption word replaced by the unknown token with this probability (learnt tokenizers)
     match_token_drop: float = 0.0  # word noise on the matcher's own view of the caption only (a second text pass;
     match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk); models without a matcher ignore it
     match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
-    match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence after the first with this probability
+    match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence (never all) with this probability
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2

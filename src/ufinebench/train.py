@@ -184,10 +184,12 @@ def token_noise(
     text with words the vocabulary lacks). Per-pair draws hash (seed, epoch, pair, position), as
     ``position_offsets``; ``salt`` tells independent views of one caption apart.
 
-    ``sentence_drop`` > 0 drops each sentence after the first (words up to and including the
-    ``sentence_end`` token, e.g. ".") with that probability, one draw per pair and sentence: a
-    shorter description with whole details missing ("no word about the shoes"), which the matcher
-    must still accept as a match, made from the training caption alone.
+    ``sentence_drop`` > 0 drops each sentence (words up to and including the ``sentence_end``
+    token, e.g. ".") with that probability, one draw per pair and sentence, the first sentence
+    too (a caption that would lose all keeps its first): a shorter description with whole details
+    missing ("no word about the shoes"), which the matcher must still accept as a match, made from
+    the training caption alone. Keeping the first sentence always (who: gender, age, hair) taught
+    the matcher to lean on it, and descriptions without it (3C's coarse ones) then lost (docs/training.md).
     """
     b, length = tokens.shape
     pos = torch.arange(length)[None, :]  # (1, L)
@@ -198,7 +200,9 @@ def token_noise(
         ends = (tokens == sentence_end).long()  # (B, L)
         sentence = torch.cumsum(ends, dim=1) - ends  # (B, L): 0 for the first sentence, its "." included
         w = _hash32(_pair_hash(index, epoch, seed, salt + 200)[:, None] * 0x1000193 + sentence).double() / 2**32  # (B, L), one per sentence
-        dropped = dropped | (content & (sentence > 0) & (w < sentence_drop))
+        cut = content & (w < sentence_drop)  # (B, L): any sentence, the first too (no detail is always there)
+        emptied = ~(content & ~cut).any(dim=1, keepdim=True)  # (B, 1): rows that would lose every sentence keep their first
+        dropped = dropped | (cut & ~(emptied & (sentence == 0)))
     out = tokens
     if unk_id is not None and unk > 0:
         out = torch.where(content & ~dropped & (u < drop + unk), torch.full_like(tokens, unk_id), out)
@@ -347,7 +351,8 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     in_memory = n_images * 3 * m.image_size[0] * m.image_size[1] <= d.in_memory_mb * 2**20
     dataset = TrainPairs(train_samples, tokenizer, transform, context_length=m.context_length, seed=t.seed, in_memory=in_memory,
                          workers=max(1, d.workers), progress=progress and rank == 0,
-                         sentence_drop=d.sentence_drop, sentence_shuffle=d.sentence_shuffle)
+                         sentence_drop=d.sentence_drop, sentence_shuffle=d.sentence_shuffle,
+                         sentence_keep_first=d.sentence_keep_first)
     sampler = DistributedBatchSampler(
         len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels.tolist(), num_instances=d.num_instances,
         seed=t.seed, rank=rank, world_size=world, drop_last=True,

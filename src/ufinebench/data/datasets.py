@@ -54,6 +54,7 @@ class TrainPairs(Dataset):
         progress: bool = False,
         sentence_drop: float = 0.0,
         sentence_shuffle: bool = False,
+        sentence_keep_first: bool = True,
     ) -> None:
         if not samples:
             raise ValueError("no training samples")
@@ -68,7 +69,7 @@ class TrainPairs(Dataset):
         texts = [self.samples[si].captions[ci] for si, ci in pairs]
         self.texts = texts
         self.tokenizer, self.context_length = tokenizer, context_length
-        self.sentence_drop, self.sentence_shuffle = sentence_drop, sentence_shuffle
+        self.sentence_drop, self.sentence_shuffle, self.sentence_keep_first = sentence_drop, sentence_shuffle, sentence_keep_first
         self.tokens = tokenizer.encode(texts, context_length)  # (N, L)
         self.tokens_mirrored = tokenizer.encode([swap_sides(t) for t in texts], context_length) if transform.hflip else self.tokens
         self.labels = np.asarray([self.labels_of[self.samples[si].person_id] for si, _ in pairs], dtype=np.int64)
@@ -106,7 +107,7 @@ class TrainPairs(Dataset):
     def _caption(self, i: int, epoch: int, mirrored: bool) -> str:
         """Pair i's caption at this epoch: sentences dropped/shuffled by its own random stream."""
         rng = np.random.default_rng([self.seed, epoch, i, 1])  # apart from the image's stream [seed, epoch, i]
-        text = augment_caption(self.texts[i], rng, self.sentence_drop, self.sentence_shuffle)
+        text = augment_caption(self.texts[i], rng, self.sentence_drop, self.sentence_shuffle, self.sentence_keep_first)
         return swap_sides(text) if mirrored else text
 
     @property

@@ -136,10 +136,11 @@ def denormalise(x: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
-def augment_caption(text: str, rng: np.random.Generator, drop: float = 0.0, shuffle: bool = False) -> str:
+def augment_caption(text: str, rng: np.random.Generator, drop: float = 0.0, shuffle: bool = False, keep_first: bool = True) -> str:
     """A training caption with its sentences after the first shuffled and/or dropped.
 
-    The first sentence (who: gender, age, hair) stays first. Dropping each later sentence with
+    The first sentence (who: gender, age, hair) stays first (with ``keep_first`` False it may be
+    dropped too, never all sentences). Dropping each later sentence with
     probability ``drop`` makes shorter, coarser descriptions from the fine training captions, and
     shuffling teaches the text encoder that the order of details does not matter: both what
     queries written by other people (other styles and granularities) differ in, made from the
@@ -151,6 +152,10 @@ def augment_caption(text: str, rng: np.random.Generator, drop: float = 0.0, shuf
     first, rest = sentences[0], sentences[1:]
     if shuffle:
         rest = [rest[j] for j in rng.permutation(len(rest))]
+    if drop > 0 and not keep_first:  # the first may go too (never all: then the first stays)
+        keep = rng.random(len(rest) + 1) >= drop
+        kept = [r for r, k in zip([first, *rest], keep, strict=True) if k]
+        return " ".join(kept or [first])
     if drop > 0:
         keep = rng.random(len(rest)) >= drop
         rest = [r for r, k in zip(rest, keep, strict=False) if k]
