@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,7 @@ class _Data:
     val_samples: list[Any]
     steps_per_epoch: int
 
-    @property
+    @cached_property
     def sentence_end(self) -> int | None:
         """The token id of "." (where a caption sentence ends), or None if the tokenizer splits it."""
         ids = self.tokenizer.text_ids(".")
