@@ -57,6 +57,33 @@ def test_breakdown_counts_and_figures_recomputed(tiny_synth, tiny_run, tmp_path,
     assert res["breakdown"]["granularity"]["fine"] == pytest.approx(ref_fine, abs=1e-4)
 
 
+def test_granularity_weight_rescores_one_run(tiny_synth, tiny_run):
+    """``granularity_weight`` W (eval's --granularity-weight): a CFAM run's scores become
+    (global cosine + W * mean granularity cosine) / (1 + W), recomputed here from the encoders."""
+    from ufinebench.data.transforms import load_image
+    from ufinebench.model.checkpoint import from_checkpoint
+
+    samples = load_dataset(tiny_synth / "ufine_synth_3c.json", split="test").split("test")
+    loaded = from_checkpoint(tiny_run)
+    m = loaded.model.eval()
+    unit = torch.nn.functional.normalize
+    scores = {}
+    for w in (0.0, 0.25, 1.0):
+        res = evaluate_checkpoint(str(tiny_run), samples, granularity_weight=w)
+        assert res["granularity_weight"] == w
+        f = res["_features"]
+        q = f["query_features"][:2] / np.linalg.norm(f["query_features"][:2], axis=1, keepdims=True)  # (2, F)
+        g = f["gallery_features"][:3] / np.linalg.norm(f["gallery_features"][:3], axis=1, keepdims=True)  # (3, F)
+        scores[w] = q @ g.T  # (2, 3)
+        with torch.no_grad():
+            t = m.encode_text(loaded.tokenizer.encode(list(f["query_texts"][:2]), loaded.context_length))
+            i = m.encode_image(torch.stack([loaded.transform(load_image(p)) for p in f["gallery_paths"][:3]]))
+        glob = unit(t["global"].float(), dim=-1) @ unit(i["global"].float(), dim=-1).T  # (2, 3)
+        gran = torch.einsum("qkd,gkd->qgk", unit(t["granular"].float(), dim=-1), unit(i["granular"].float(), dim=-1)).mean(-1)  # (2, 3)
+        assert np.allclose(scores[w], ((glob + w * gran) / (1 + w)).numpy(), atol=2e-3), w
+    assert not np.allclose(scores[0.0], scores[1.0], atol=1e-3)  # the weight does change the scores
+
+
 def test_rerank_reorders_only_the_top_k(tiny_synth, tiny_run):
     samples = load_dataset(tiny_synth / "ufine_synth_3c.json").split("test")
     out = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=3)
@@ -135,7 +162,9 @@ def test_compare_and_errors(tiny_synth, tiny_run, tmp_path, capsys):
     assert out.startswith("| model") and "| m " in out and "run" in out
     for argv in (["eval", "--checkpoint", str(tmp_path / "nope"), "--data", str(tiny_synth)],
                  ["eval", "--checkpoint", str(tiny_run), "--data", str(tmp_path / "none.json")],
-                 ["compare", str(tmp_path / "none.json")]):
+                 ["compare", str(tmp_path / "none.json")],
+                 ["eval", "--checkpoint", str(tiny_run), "--data", str(tiny_synth), "--granularity-weight", "-1"],
+                 ["eval", "--checkpoint", str(tiny_run), "--data", str(tiny_synth), "--granularity-weight", "nan"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

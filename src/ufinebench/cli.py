@@ -228,6 +228,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise UFineBenchError(f"--rerank-weight: a number, 'matcher' or 'checkpoint', got {args.rerank_weight!r}") from None
         if not math.isfinite(weight) or weight < 0:
             raise UFineBenchError(f"--rerank-weight: must be a finite number >= 0, got {args.rerank_weight!r}")
+    if args.granularity_weight is not None and not (math.isfinite(args.granularity_weight) and args.granularity_weight >= 0):
+        raise UFineBenchError(f"--granularity-weight: must be a finite number >= 0, got {args.granularity_weight!r}")
     import os
 
     check_outputs({"--json": args.json, "--save-features": args.save_features, "--report": args.report, "--write-order": args.write_order},
@@ -262,7 +264,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             name += "'"
         names.append(name)
         r = evaluate_checkpoint(ck, samples, rerank_topk=args.rerank_topk, msd=args.msd, device=device,
-                                batch_size=args.batch_size, progress=sys.stderr.isatty(), rerank_weight=weight)
+                                batch_size=args.batch_size, progress=sys.stderr.isatty(), rerank_weight=weight,
+                                granularity_weight=args.granularity_weight)
         r["name"] = name
         results.append(r)
     for i, path in enumerate(args.scores):
@@ -610,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-weight", default="checkpoint", metavar="W",
                    help="re-rank score = cos / T + W * matcher logit; 'matcher' orders by the matcher alone; "
                         "default: the weight training chose on the val split (kept in the checkpoint)")
+    p.add_argument("--granularity-weight", type=float, metavar="W",
+                   help="retrieval score = (global cosine + W * granularity cosine) / (1 + W) for CFAM checkpoints; "
+                        "default: the checkpoint's model.granularity_weight")
     p.add_argument("--msd", choices=["paper", "official"], default="paper", help="mSD variant (default paper)")
     p.add_argument("--json", metavar="OUT", help="write all figures as JSON (input of `ufinebench compare`)")
     p.add_argument("--report", metavar="DIR", help="write DIR/index.html")

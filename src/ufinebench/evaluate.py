@@ -341,15 +341,22 @@ def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None
 def evaluate_checkpoint(
     checkpoint: str, samples: Sequence[Sample], *, rerank_topk: int = 0, msd: MsdVariant = "paper", device: str = "cpu",
     batch_size: int = 64, progress: bool = False, rerank_weight: float | None | str = "checkpoint",
+    granularity_weight: float | None = None,
 ) -> dict[str, Any]:
     """Everything ``ufinebench eval`` reports for one checkpoint (plus the features, for reports).
 
     ``rerank_weight``: "checkpoint" takes the blend weight tuned on val during training (the
     matcher alone for checkpoints without one), a number or None (matcher alone) overrides it.
+    ``granularity_weight`` (not None) replaces the model's weight of the granularity cosine in the
+    retrieval score (CFAM; the trained weights are unchanged, so one run can be scored at several).
     """
+    import dataclasses
+
     from ufinebench.model.checkpoint import from_checkpoint
 
     loaded = from_checkpoint(checkpoint, device=device)
+    if granularity_weight is not None:
+        loaded.model.cfg = dataclasses.replace(loaded.model.cfg, granularity_weight=float(granularity_weight))
     t0 = time.perf_counter()
     feats = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=batch_size, device=device,
                              progress=progress, keep_tokens=rerank_topk > 0)
@@ -366,6 +373,7 @@ def evaluate_checkpoint(
         "seconds": {"encode": round(t_enc, 3), "metrics": round(t_metrics, 3)},
         "config": loaded.meta.get("config", {}),
         "msd_variant": msd,
+        "granularity_weight": loaded.model.cfg.granularity_weight,
     }
     if rerank_topk > 0:
         weight = loaded.meta.get("rerank_weight") if rerank_weight == "checkpoint" else rerank_weight
