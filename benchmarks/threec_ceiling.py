@@ -72,13 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _model_errors(run: str, threec: Path, attributes: dict[int, dict]) -> dict[str, tuple[float, int, int, Counter]]:
     """{granularity: (R1 %, wrong first hits, of them consistent with every mention, Counter of contradicted keys)}."""
-    import torch
-
     from ufinebench.data.annotations import load_dataset
     from ufinebench.evaluate import extract_features
     from ufinebench.model.checkpoint import from_checkpoint
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = from_checkpoint(run)
     samples = load_dataset(str(threec), None, split="all").samples
     f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=64, device="cpu")

@@ -92,14 +92,19 @@ def test_compute_losses_has_every_part_and_id_loss_is_cross_entropy():
     assert base.granularity is None and base.matcher is None and base.classifier is None
 
 
+def _tiny_matcher_model(num_classes: int) -> RetrievalModel:
+    """A seeded tiny CFAM (mean-pooled text, end token 49) in eval mode, for the matcher's tests."""
+    cfg = ModelConfig(arch="cfam", embed_dim=16, image_size=(32, 16), patch_size=16, vision_width=32, vision_layers=1, vision_heads=2,
+                      context_length=12, vocab_size=50, text_width=32, text_layers=1, text_heads=2, num_classes=num_classes, num_queries=4,
+                      decoder_layers=1, decoder_heads=2, matcher_layers=1, eot_id=49, text_pool="mean")
+    torch.manual_seed(0)
+    return RetrievalModel(cfg).eval()
+
+
 def test_the_matchers_noisy_view_reaches_the_matcher_only():
     """``forward(..., match_text=...)``: the matcher's inputs are the encoding of the noisy captions,
     the retrieval side keeps the clean ones."""
-    cfg = ModelConfig(arch="cfam", embed_dim=16, image_size=(32, 16), patch_size=16, vision_width=32, vision_layers=1, vision_heads=2,
-                      context_length=12, vocab_size=50, text_width=32, text_layers=1, text_heads=2, num_classes=3, num_queries=4,
-                      decoder_layers=1, decoder_heads=2, matcher_layers=1, eot_id=49, text_pool="mean")
-    torch.manual_seed(0)
-    model = RetrievalModel(cfg).eval()
+    model = _tiny_matcher_model(num_classes=3)
     img = torch.randn(5, 3, 32, 16)
     txt = torch.randint(1, 48, (5, 12))
     txt[:, 9] = 49
@@ -118,11 +123,7 @@ def test_the_matchers_noisy_view_reaches_the_matcher_only():
 def test_match_rank_loss_is_cross_entropy_over_the_true_image_and_its_nearest_look_alikes():
     """Naive recomputation: for each caption, the matcher's logits for its own image and for the
     k - 1 other-identity images nearest by the dual encoder; cross-entropy with the own image first."""
-    cfg = ModelConfig(arch="cfam", embed_dim=16, image_size=(32, 16), patch_size=16, vision_width=32, vision_layers=1, vision_heads=2,
-                      context_length=12, vocab_size=50, text_width=32, text_layers=1, text_heads=2, num_classes=4, num_queries=4,
-                      decoder_layers=1, decoder_heads=2, matcher_layers=1, eot_id=49, text_pool="mean")
-    torch.manual_seed(0)
-    model = RetrievalModel(cfg).eval()
+    model = _tiny_matcher_model(num_classes=4)
     img = torch.randn(8, 3, 32, 16)
     txt = torch.randint(1, 48, (8, 12))
     txt[:, 9] = 49

@@ -373,11 +373,9 @@ def test_token_noise_sentence_drop_removes_whole_sentences_but_never_all():
                                      sentence_drop=0.4, sentence_end=None), tokens)  # no sentence end known: unchanged
 
 
-def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_hidden(tiny_synth, tmp_path, monkeypatch):
-    """data.match_token_*: the trainer hands the model a second copy of each batch's captions with words
-    hidden and dropped (that only the matcher reads it: tests/test_losses.py; that the draws do not
-    depend on the process: the DDP test, whose preset turns the noise on)."""
-    seen = []
+def _spy_text_views(monkeypatch) -> list:
+    """Record (captions, matcher's captions) of every model forward during training."""
+    seen: list = []
     real = RetrievalModel.forward
 
     def spy(self, images, text, mlm_text=None, text_offset=None, match_text=None):
@@ -385,6 +383,14 @@ def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_
         return real(self, images, text, mlm_text, text_offset, match_text)
 
     monkeypatch.setattr(RetrievalModel, "forward", spy)
+    return seen
+
+
+def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_hidden(tiny_synth, tmp_path, monkeypatch):
+    """data.match_token_*: the trainer hands the model a second copy of each batch's captions with words
+    hidden and dropped (that only the matcher reads it: tests/test_losses.py; that the draws do not
+    depend on the process: the DDP test, whose preset turns the noise on)."""
+    seen = _spy_text_views(monkeypatch)
     T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_token_drop=0.3", "data.match_token_unk=0.2"), progress=False)
     assert len(seen) == 6
     for text, match_text in seen:
@@ -396,14 +402,7 @@ def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_
 def test_the_matchers_view_drops_whole_sentences_of_the_real_captions(tiny_synth, tmp_path, monkeypatch):
     """data.match_sentence_drop: the matcher's copy of a caption is the caption with some whole
     sentences (up to and including their ".") left out."""
-    seen = []
-    real = RetrievalModel.forward
-
-    def spy(self, images, text, mlm_text=None, text_offset=None, match_text=None):
-        seen.append((text.clone(), None if match_text is None else match_text.clone()))
-        return real(self, images, text, mlm_text, text_offset, match_text)
-
-    monkeypatch.setattr(RetrievalModel, "forward", spy)
+    seen = _spy_text_views(monkeypatch)
     run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_sentence_drop=0.5",
                        "data.match_token_drop=0", "data.match_token_unk=0"), progress=False)  # sentence cuts alone
     tok = from_checkpoint(run).tokenizer
