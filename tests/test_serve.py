@@ -3,6 +3,7 @@ a real headless Chromium driven by Playwright."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -92,6 +93,15 @@ def test_api_and_bad_input(index_dir):
     assert len(res) == 5 and [h["rank"] for h in res] == [1, 2, 3, 4, 5]
     img = client.get(res[0]["url"])
     assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"
+    # words the model does not know are read as words it knows, and the answer says so
+    body = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3}).json()
+    assert body["replaced"] == [["girl", "young woman"], ["striped", "stripes"], ["hoody", "hoodie"]], body
+    assert body["read_as"] == "a young woman in a stripes hoodie" and body["unknown"] == []
+    same = client.post("/search", json={"text": "a young woman in a stripes hoodie", "k": 3}).json()
+    assert [h["id"] for h in same["results"]] == [h["id"] for h in body["results"]] and same["replaced"] == []
+    raw = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3, "normalize": False}).json()
+    assert raw["read_as"] == "a girl in a striped hoody" and raw["replaced"] == []
+    assert [h["score"] for h in raw["results"]] != [h["score"] for h in body["results"]]
     for body, code in (({"text": "", "k": 5}, 422), ({"text": "x", "k": 0}, 422), ({"text": "x", "k": 1000}, 422),
                        ({"text": "x" * 3000}, 422), ({"k": 3}, 422), ({"text": "   "}, 422)):
         assert client.post("/search", json=body).status_code == code, body
@@ -229,13 +239,14 @@ def test_page_in_a_real_browser(index_dir):
             page = browser.new_page()
             page.on("request", lambda req: None if req.url.startswith(f"http://127.0.0.1:{port}") else outside.append(req.url))
             page.goto(f"http://127.0.0.1:{port}/")
-            page.fill("#q", "a young man with short black hair, a grey hoodie, blue jeans and white sneakers")
+            page.fill("#q", "a young guy with short black hair, a grey hoodie, blue jeans and white sneakers")
             page.select_option("#k", "10")
             page.click("#go")
             page.wait_for_selector("img.result")
             page.wait_for_function("Array.from(document.querySelectorAll('img.result')).every(i => i.complete && i.naturalWidth > 0)")
             assert page.locator("img.result").count() == 10
             assert "10 results" in page.inner_text("#status")
+            assert page.inner_text("#read") == "read as: guy \u2192 man"  # how the unknown word was read
             page.locator("figure").first.click()
             assert page.locator("#big").is_visible()
             browser.close()
@@ -248,6 +259,11 @@ def test_page_in_a_real_browser(index_dir):
 def test_cli_search_and_errors(index_dir, tmp_path, capsys):
     assert main(["search", str(index_dir), "a person in black", "-k", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert main(["search", str(index_dir), "a chubby guy in black", "-k", "3", "--json"]) == 0
+    out = capsys.readouterr()
+    assert out.err.strip() == "read as: chubby -> heavy; guy -> man" and len(json.loads(out.out)) == 3
+    assert main(["search", str(index_dir), "a chubby guy in black", "-k", "3", "--no-normalize"]) == 0
+    assert capsys.readouterr().err == ""
     for argv in (["search", str(tmp_path), "x"], ["search", str(index_dir), "  "],
                  ["index", "--checkpoint", str(tmp_path / "no"), "--images", str(tmp_path), "--out", str(tmp_path / "o")]):
         assert main(argv) == 2

@@ -414,7 +414,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise UFineBenchError("the description is empty")
     if args.k < 1:
         raise UFineBenchError("-k must be at least 1")
-    hits = SearchIndex(args.index, device=args.device).search(args.text, args.k)
+    index = SearchIndex(args.index, device=args.device)
+    read = index.read(args.text, normalize=not args.no_normalize)
+    if read.replaced or read.unknown:  # how the model read the description, on stderr so that --json stays parseable
+        changes = [f"{a} -> {b or '(dropped)'}" for a, b in read.replaced] + [f"not understood: {', '.join(read.unknown)}"] * bool(read.unknown)
+        print("read as: " + "; ".join(changes), file=sys.stderr)
+    hits = index.search(read.text, args.k, normalize=False)
     if args.json:
         print(json.dumps([h.__dict__ for h in hits], indent=1))
         return 0
@@ -677,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="DESCRIPTION")
     p.add_argument("-k", type=_positive, default=10, help="results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="pass the description to the model as written (by default a word-level model's unknown words, e.g. "
+                        "'girl', 'striped', 'in her twenties', are replaced by words it knows; the replacements go to stderr)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_search)
 

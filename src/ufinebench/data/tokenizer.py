@@ -273,6 +273,11 @@ class TrainedWordTokenizer(TrainedBPETokenizer):
         tok.train_from_iterator(texts, trainer=trainer)
         return cls(tok)
 
+    def words(self) -> list[str]:
+        """The vocabulary's words (special tokens left out), most frequent first."""
+        vocab = self._tok.get_vocab()
+        return [w for w in sorted(vocab, key=vocab.__getitem__) if w not in SPECIALS]
+
     def state(self) -> dict[str, Any]:
         return {"kind": "word", "json": self._tok.to_str()}
 

@@ -113,11 +113,13 @@ figure img{height:192px;border:1px solid #aaa;background:#eee}
 #big{position:fixed;inset:0;background:rgba(0,0,0,.8);display:none;align-items:center;justify-content:center;cursor:zoom-out}
 #big img{max-height:90vh}
 #status{color:#666;margin-left:1em}
+#read{color:#555;font-size:13px}
 </style></head><body>
 <h1>Find a person by description</h1>
 <textarea id="q" placeholder="a middle-aged woman, brown hair below the shoulders, white jacket, dark blue tight pants, black sandals..."></textarea>
 <p>Top <select id="k"><option>10</option><option selected>20</option><option>50</option></select>
 <button id="go">Search</button><span id="status"></span></p>
+<div id="read"></div>
 <div id="grid"></div>
 <div id="big"><img id="bigimg" alt="enlarged result"></div>
 <script>
@@ -131,6 +133,9 @@ async function search() {
   const data = await r.json();
   if (!r.ok) { status.textContent = 'error: ' + (data.detail && data.detail[0] ? data.detail[0].msg : data.detail); return; }
   grid.innerHTML = '';
+  const changes = data.replaced.map(p => p[0] + ' \u2192 ' + (p[1] || '(dropped)'));
+  if (data.unknown.length) changes.push('not understood: ' + data.unknown.join(', '));
+  document.getElementById('read').textContent = changes.length ? 'read as: ' + changes.join('; ') : '';
   for (const h of data.results) {
     const f = document.createElement('figure');
     const img = document.createElement('img');
@@ -167,6 +172,7 @@ def create_app(
     class Query(BaseModel):
         text: str = Field(min_length=1, max_length=max_text)
         k: int = Field(default=10, ge=1, le=max_k)
+        normalize: bool = True  # replace words the model does not know by known ones (data/lexicon.py)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -190,8 +196,10 @@ def create_app(
         if not text.strip():
             raise HTTPException(status_code=422, detail="text is blank")
         t0 = time.perf_counter()
-        hits = idx.search(text, q.k)
+        read = idx.read(text, q.normalize)
+        hits = idx.search(read.text, q.k, normalize=False)
         return {"query": text, "k": q.k, "took_ms": (time.perf_counter() - t0) * 1000,
+                "read_as": read.text, "replaced": [list(p) for p in read.replaced], "unknown": read.unknown,
                 "results": [{"rank": h.rank, "id": h.id, "score": h.score, "person_id": h.person_id, "url": f"/images/{h.id}"} for h in hits]}
 
     @app.get("/images/{image_id}")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ufinebench.data.lexicon import Normalized, normalizer_for
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
 from ufinebench.metrics import unit_rows
@@ -280,6 +281,8 @@ class SearchIndex:
             raise IndexError_(f"{self.folder}: index and metadata disagree ({self.index.ntotal} vs {len(self.paths)}); rebuild it")
         if self.info["kind"] == "hnsw":
             faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", 64)
+        # a word-level model's unknown words are replaced by known ones before encoding (data/lexicon.py)
+        self.normalizer = normalizer_for(self.loaded.tokenizer)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -301,8 +304,15 @@ class SearchIndex:
             raise IndexError_(f"{part}: truncated; rebuild the index")
         return data
 
-    def search(self, text: str, k: int = 10) -> list[Hit]:
-        q = self.encode([text])
+    def read(self, text: str, normalize: bool = True) -> Normalized:
+        """How the model will read ``text``: unknown words replaced where the vocabulary has a match."""
+        if not normalize or self.normalizer is None:
+            return Normalized(text)
+        return self.normalizer(text)
+
+    def search(self, text: str, k: int = 10, normalize: bool = True) -> list[Hit]:
+        """The ``k`` best images for a description (read through :meth:`read` unless ``normalize`` is off)."""
+        q = self.encode([self.read(text, normalize).text])
         k = max(1, min(k, len(self)))
         scores, ids = self.index.search(q, k)
         return [Hit(r + 1, int(i), self.paths[int(i)], float(s), None if self.person_ids[int(i)] < 0 else int(self.person_ids[int(i)]))
