@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ufinebench.losses import DistContext, compute_losses, granular_similarity, match_rank_loss, sample_negatives, sdm_loss
+from ufinebench.losses import DistContext, compute_losses, granular_similarity, match_rank_loss, sample_negatives, sdm_loss, swap_losses
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 
 
@@ -150,3 +150,38 @@ def test_match_rank_loss_is_cross_entropy_over_the_true_image_and_its_nearest_lo
     assert torch.allclose(both["match_rank_loss"], match_rank_loss(model, model(img, txt), ids, ids, DistContext(), 8, 4), atol=1e-5)
     want = both["sdm_loss"] + both["granularity_loss"] + both["match_loss"] + 0.5 * both["match_rank_loss"]
     assert torch.allclose(both["loss"], want, atol=1e-5)
+
+
+def test_swap_losses_push_each_image_away_from_its_swapped_caption():
+    """data.attribute_swap: ``swap_loss`` = softplus(s (cos(i, swap) - cos(i, own))) and ``swap_match_loss`` =
+    BCE(matcher(swap, i), 0), over the captions that had a word to swap; a step on them lowers both."""
+    model = _tiny_matcher_model(num_classes=3)  # eval mode: no dropout, gradients still flow
+    img = torch.randn(4, 3, 32, 16)
+    txt = torch.randint(1, 48, (4, 12))
+    txt[:, 9] = 49
+    swap = txt.clone()
+    swap[:, 3] = (swap[:, 3] + 7) % 48 + 1  # one word changed
+    ok = torch.tensor([True, True, False, True])
+    out = model(img, txt, swap_text=swap)
+    out["swap_ok"] = ok
+    got = swap_losses(model, out, n_total=4)
+    i = F.normalize(out["image_global"].float(), dim=-1)
+    own = (i * F.normalize(out["text_global"].float(), dim=-1)).sum(-1)
+    sw = (i * F.normalize(out["swap_global"].float(), dim=-1)).sum(-1)
+    want = sum(math.log1p(math.exp(float(out["logit_scale"]) * float(sw[r] - own[r]))) for r in (0, 1, 3)) / 4
+    assert abs(float(got["swap_loss"]) - want) < 1e-5
+    logit = model.match_logits(out["swap_match"], out["swap_match_mask"], out["image_tokens"]).float()
+    want_m = sum(math.log1p(math.exp(float(logit[r]))) for r in (0, 1, 3)) / 4
+    assert abs(float(got["swap_match_loss"]) - want_m) < 1e-5
+    total = compute_losses(model, out, torch.arange(4), torch.arange(4) % 3, {"swap": 1.0, "swap_match": 1.0}, global_loss="infonce")
+    assert "swap_loss" in total and "swap_match_loss" in total
+    for key in ("swap_loss", "swap_match_loss"):  # a small step on either lowers it
+        model = _tiny_matcher_model(num_classes=3)
+        out = model(img, txt, swap_text=swap)
+        out["swap_ok"] = ok
+        before = swap_losses(model, out, n_total=4)[key]
+        before.backward()
+        torch.optim.SGD(model.parameters(), lr=0.02).step()
+        after = model(img, txt, swap_text=swap)
+        after["swap_ok"] = ok
+        assert float(swap_losses(model, after, n_total=4)[key]) < float(before), key

@@ -373,14 +373,17 @@ def test_token_noise_sentence_drop_removes_whole_sentences_but_never_all():
                                      sentence_drop=0.4, sentence_end=None), tokens)  # no sentence end known: unchanged
 
 
-def _spy_text_views(monkeypatch) -> list:
-    """Record (captions, matcher's captions) of every model forward during training."""
+def _spy_text_views(monkeypatch, swaps: list | None = None) -> list:
+    """Record (captions, matcher's captions) of every model forward during training; with ``swaps``,
+    also the attribute-swapped captions there."""
     seen: list = []
     real = RetrievalModel.forward
 
-    def spy(self, images, text, mlm_text=None, text_offset=None, match_text=None):
+    def spy(self, images, text, mlm_text=None, text_offset=None, match_text=None, swap_text=None):
         seen.append((text.clone(), None if match_text is None else match_text.clone()))
-        return real(self, images, text, mlm_text, text_offset, match_text)
+        if swaps is not None:
+            swaps.append(None if swap_text is None else swap_text.clone())
+        return real(self, images, text, mlm_text, text_offset, match_text, swap_text)
 
     monkeypatch.setattr(RetrievalModel, "forward", spy)
     return seen
@@ -419,3 +422,32 @@ def test_the_matchers_view_drops_whole_sentences_of_the_real_captions(tiny_synth
             assert cut.count(stop) in (len(cut_s), len(cut_s) - 1)  # each its own "." (the last may be cut off by the context length)
             shorter += len(cut_s) < len(full_s)
     assert shorter > 0.5 * sum(len(t) for t, _ in seen)  # most captions lost something
+
+
+def test_attribute_swap_changes_one_attribute_word_for_one_that_means_something_else(tiny_synth, tmp_path, monkeypatch):
+    """data.attribute_swap: the model gets each caption once more with exactly one attribute word
+    swapped within its class, never for a synonym ("grey" -> "gray"), a hash of (seed, epoch, pair)."""
+    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES
+
+    swaps: list = []
+    seen = _spy_text_views(monkeypatch, swaps)
+    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.attribute_swap=true"), progress=False)
+    tok = from_checkpoint(run).tokenizer
+    where = {w: (c, g) for c, groups in ATTRIBUTE_CLASSES.items() for g, words in enumerate(groups) for w in words}
+    changed = 0
+    for (text, _), swap in zip(seen, swaps, strict=True):
+        assert swap is not None and swap.shape == text.shape
+        for row, srow in zip(text.tolist(), swap.tolist(), strict=True):
+            diff = [(a, b) for a, b in zip(row, srow, strict=True) if a != b]
+            assert len(diff) <= 1
+            if diff:
+                old, new = (tok.decode([i]).strip() for i in diff[0])
+                assert where[old][0] == where[new][0] and where[old][1] != where[new][1], (old, new)
+                changed += 1
+    assert changed == sum(len(t) for t, _ in seen)  # every synth caption has an attribute word
+    table = T.SwapTable.build(tok, tok.vocab_size)
+    assert table is not None
+    tokens, index = seen[0][0], torch.arange(len(seen[0][0]))
+    a, _ = T.attribute_swap(tokens, index, 0, 0, table)
+    assert torch.equal(a, T.attribute_swap(tokens, index, 0, 0, table)[0])
+    assert not torch.equal(a, T.attribute_swap(tokens, index, 1, 0, table)[0])  # another epoch, other swaps

@@ -51,10 +51,14 @@ class DataConfig:
     match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk); models without a matcher ignore it
     match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
     match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence (never all) with this probability
+    attribute_swap: bool = False  # each caption also gets a copy with one attribute word swapped (a negative for its own image)
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
     in_memory_mb: int = 2048  # training images decoded once and held in memory up to this size; larger sets stream
+
+
+LOSS_NAMES = ("granularity", "match", "match_rank", "id", "mlm", "swap", "swap_match")  # the keys of train.loss_weights
 
 
 @dataclass(frozen=True)
@@ -299,8 +303,8 @@ def check_config(cfg: Config) -> None:
     if d.val_identities and d.val_split:
         raise ConfigError("data.val_identities: hold out training identities only when data.val_split is null")
     for k in t.loss_weights:
-        if k not in ("granularity", "match", "match_rank", "id", "mlm"):
-            raise ConfigError(f"train.loss_weights.{k}: unknown loss (granularity, match, match_rank, id, mlm)")
+        if k not in LOSS_NAMES:
+            raise ConfigError(f"train.loss_weights.{k}: unknown loss ({', '.join(LOSS_NAMES)})")
 
 
 def dump_config(cfg: Config) -> str:

@@ -160,17 +160,38 @@ def compute_losses(
         losses["match_loss"] = _match_loss(model, out, ids, ids_all, ctx, n_total)
         if weights.get("match_rank", 0.0) > 0:
             losses["match_rank_loss"] = match_rank_loss(model, out, ids, ids_all, ctx, n_total, match_candidates)
+    if "swap_global" in out:
+        losses.update(swap_losses(model, out, n_total))
     if "mlm_logits" in out and mlm_labels is not None:
         count = ctx.all_reduce_sum((mlm_labels != -100).sum().float()).clamp_min(1.0)
         ce = F.cross_entropy(out["mlm_logits"].float().flatten(0, 1), mlm_labels.flatten(), ignore_index=-100, reduction="sum")
         losses["mlm_loss"] = ce / count
     total = losses["sdm_loss"]
     for name, key in (("granularity", "granularity_loss"), ("match", "match_loss"), ("match_rank", "match_rank_loss"), ("id", "id_loss"),
-                      ("mlm", "mlm_loss")):
+                      ("mlm", "mlm_loss"), ("swap", "swap_loss"), ("swap_match", "swap_match_loss")):
         if key in losses:
             total = total + weights.get(name, 1.0) * losses[key]
     losses["loss"] = total
     return losses
+
+
+def swap_losses(model: Any, out: dict[str, torch.Tensor], n_total: int) -> dict[str, torch.Tensor]:
+    """Losses on each caption's attribute-swapped copy (``data.attribute_swap``), which no longer fits its image.
+
+    ``swap_loss``: the image must prefer its own caption to the copy, softplus(s * (cos(i, swap) -
+    cos(i, own))) (a two-way softmax; the batch's other captions are already in the global loss);
+    ``swap_match_loss`` (with a matcher): binary cross-entropy of the matcher calling the copy a
+    mismatch. Both summed over the captions that have an attribute word (``swap_ok``), / n_total.
+    """
+    ok = out["swap_ok"].float()  # (n,)
+    img = F.normalize(out["image_global"].float(), dim=-1)  # (n, D)
+    own = (img * F.normalize(out["text_global"].float(), dim=-1)).sum(-1)  # (n,)
+    swap = (img * F.normalize(out["swap_global"].float(), dim=-1)).sum(-1)  # (n,)
+    res = {"swap_loss": (F.softplus(out["logit_scale"].float() * (swap - own)) * ok).sum() / n_total}
+    if "swap_match" in out and getattr(model, "matcher", None) is not None:
+        logit = model.match_logits(out["swap_match"], out["swap_match_mask"], out["image_tokens"]).float()  # (n,)
+        res["swap_match_loss"] = (F.binary_cross_entropy_with_logits(logit, torch.zeros_like(logit), reduction="none") * ok).sum() / n_total
+    return res
 
 
 def match_rank_loss(

@@ -219,6 +219,78 @@ def token_noise(
     return out
 
 
+@dataclass(frozen=True)
+class SwapTable:
+    """Token ids of attribute words for :func:`attribute_swap`: which class and synonym group each is in.
+
+    ``cls``, ``group``: (V,) long, -1 for tokens that are no attribute word; ``members``: (C, M)
+    long token ids of each class, padded with -1; ``member_group``: (C, M) their groups.
+    """
+
+    cls: torch.Tensor
+    group: torch.Tensor
+    members: torch.Tensor
+    member_group: torch.Tensor
+
+    @classmethod
+    def build(cls, tokenizer: Any, vocab_size: int) -> SwapTable | None:
+        """The table for a tokenizer: attribute words it reads as one known token; None if no class has two."""
+        from ufinebench.data.lexicon import ATTRIBUTE_CLASSES
+
+        unk = getattr(tokenizer, "unk_id", None)
+        classes: list[list[tuple[int, int]]] = []  # per class: (token id, group)
+        gid = 0
+        for groups in ATTRIBUTE_CLASSES.values():
+            found: list[tuple[int, int]] = []
+            for words in groups:
+                ids = [tokenizer.text_ids(w) for w in words]
+                ids = [i[0] for i in ids if len(i) == 1 and i[0] != unk]
+                found += [(i, gid) for i in dict.fromkeys(ids)]
+                gid += 1
+            if len({g for _, g in found}) >= 2:
+                classes.append(found)
+        if not classes:
+            return None
+        m = max(len(c) for c in classes)
+        cls_of = torch.full((vocab_size,), -1, dtype=torch.long)
+        group_of = torch.full((vocab_size,), -1, dtype=torch.long)
+        members = torch.full((len(classes), m), -1, dtype=torch.long)
+        member_group = torch.full((len(classes), m), -1, dtype=torch.long)
+        for c, found in enumerate(classes):
+            for j, (i, g) in enumerate(found):
+                cls_of[i], group_of[i], members[c, j], member_group[c, j] = c, g, i, g
+        return cls(cls_of, group_of, members, member_group)
+
+
+def attribute_swap(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, table: SwapTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """A caption that no longer fits its picture: one attribute word swapped for one of its class
+    that means something else ("white sneakers" -> "white boots", "blue jeans" -> "red jeans").
+
+    tokens (B, L) -> (swapped (B, L), ok (B,) bool: False for captions without an attribute word,
+    which stay as they were). The word and its replacement are hashed from (seed, epoch, pair), as
+    every other per-pair draw. Why: the batch's other captions differ from a caption in many
+    words at once; a caption one word away teaches the matcher (and the dual encoder) to check
+    every attribute, which partial and free descriptions need (docs/training.md).
+    """
+    b, length = tokens.shape
+    cls = table.cls[tokens.clamp(0, table.cls.shape[0] - 1)]  # (B, L): class of each token, -1 if none
+    cand = cls >= 0  # (B, L)
+    ok = cand.any(dim=1)  # (B,)
+    u = _hash32(_pair_hash(index, epoch, seed, 5)[:, None] * 0x1000193 + torch.arange(length)[None, :])  # (B, L)
+    pos = torch.where(cand, u, torch.full_like(u, -1)).argmax(dim=1)  # (B,): a random attribute word of each caption
+    word = tokens[torch.arange(b), pos]  # (B,)
+    c = table.cls[word].clamp_min(0)  # (B,)
+    mem, mem_g = table.members[c], table.member_group[c]  # (B, M)
+    other = (mem >= 0) & (mem_g != table.group[word][:, None])  # (B, M): members meaning something else
+    v = _hash32(_pair_hash(index, epoch, seed, 6)[:, None] * 0x1000193 + torch.arange(mem.shape[1])[None, :])  # (B, M)
+    pick = torch.where(other, v, torch.full_like(v, -1)).argmax(dim=1)  # (B,)
+    new = mem[torch.arange(b), pick]  # (B,)
+    ok = ok & other.any(dim=1)
+    out = tokens.clone()
+    out[torch.arange(b)[ok], pos[ok]] = new[ok]
+    return out, ok
+
+
 TRAIN_ENTRIES = ("checkpoints", "log.jsonl", "tensorboard", "config.yaml")
 
 
@@ -288,6 +360,11 @@ class _Data:
     sampler: DistributedBatchSampler
     val_samples: list[Any]
     steps_per_epoch: int
+
+    @cached_property
+    def swap_table(self) -> SwapTable | None:
+        """Attribute words of the tokenizer for ``data.attribute_swap`` (None: it reads none as one token)."""
+        return SwapTable.build(self.tokenizer, self.tokenizer.vocab_size)
 
     @cached_property
     def sentence_end(self) -> int | None:
@@ -372,6 +449,8 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     out = _Data(tokenizer, dataset, sampler, val_samples, steps)
     if d.match_sentence_drop > 0 and out.sentence_end is None:
         raise ConfigError("data.match_sentence_drop: the tokenizer has no single token for '.', so sentences cannot be told apart")
+    if d.attribute_swap and out.swap_table is None:
+        raise ConfigError("data.attribute_swap: the tokenizer reads no two attribute words of one class as single tokens")
     return out
 
 
@@ -465,6 +544,12 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
         match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
                                    salt=3, shuffle=d.match_token_shuffle, sentence_drop=d.match_sentence_drop,
                                    sentence_end=data.sentence_end, **noise).to(device)
+    swap_tokens = swap_ok = None
+    if d.attribute_swap:  # the clean caption with one attribute word swapped: a negative for its own image
+        table = data.swap_table
+        assert table is not None  # checked when the data was set up
+        swap_tokens, swap_ok = attribute_swap(batch["tokens"], batch["index"], st.epoch, t.seed, table)
+        swap_tokens, swap_ok = swap_tokens.to(device), swap_ok.to(device)
     if d.token_drop > 0 or d.token_unk > 0:
         batch["tokens"] = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.token_drop, unk=d.token_unk, **noise)
     tokens = batch["tokens"].to(device, non_blocking=True)
@@ -478,7 +563,9 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     offset = position_offsets(batch["index"], st.epoch, t.seed, jitter).to(device) if jitter > 0 else None  # (B,)
     ctx = DistContext.from_process_group(t.seed, st.global_step) if distributed else DistContext(seed=t.seed, step=st.global_step)
     with torch.autocast(device_type=device.type, dtype=st.amp_dtype, enabled=st.amp_dtype is not None):
-        out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens)
+        out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens, swap_tokens)
+        if swap_ok is not None:
+            out["swap_ok"] = swap_ok
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss,
                                 match_candidates=t.match_candidates)
     _stop_if_not_finite(losses["loss"], st, distributed)

@@ -302,3 +302,25 @@ def normalizer_for(tokenizer: object) -> QueryNormalizer | None:
     """A normaliser for a word-level tokenizer (the only kind with unknown words), else None."""
     words = getattr(tokenizer, "words", None)
     return QueryNormalizer(words()) if callable(words) else None
+
+
+# Attribute words that a picture shows, in classes whose members contradict each other; words of one
+# inner tuple mean the same ("grey" / "gray") and are never swapped for each other. Gender and age
+# words are left out: UFine-Synth's renderer does not draw them, so a caption with them swapped
+# still fits its picture. Used by training's attribute-swap negatives (``data.attribute_swap``).
+ATTRIBUTE_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "colour": (("black",), ("white",), ("grey", "gray"), ("blue",), ("red",), ("green",), ("yellow",), ("orange",), ("purple",),
+               ("pink",), ("brown",), ("beige",), ("khaki",), ("olive",), ("cream",)),
+    "top": (("hoodie", "sweatshirt"), ("sweater", "jumper"), ("shirt",), ("jacket",), ("coat",), ("vest",), ("dress",)),
+    "bottom": (("jeans",), ("trousers", "pants", "slacks"), ("shorts",), ("skirt",)),
+    "shoes": (("sneakers", "trainers"), ("boots",), ("sandals",)),
+    "bag": (("backpack", "rucksack"), ("handbag",), ("crossbody",)),
+    "headwear": (("beanie",), ("cap",), ("hat",)),
+    "pattern": (("stripes",), ("checked",), ("logo",)),
+    "length": (("short",), ("long",)),
+    "hair style": (("curly",), ("straight",)),
+    "build": (("slim",), ("heavy",)),
+    "carried": (("phone", "smartphone"), ("umbrella",), ("book",), ("cup",)),
+    "side": (("left",), ("right",)),
+    "tone": (("light",), ("dark",)),
+}

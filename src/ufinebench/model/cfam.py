@@ -279,7 +279,7 @@ class RetrievalModel(nn.Module):
     # --- training forward ---------------------------------------------------------------------
     def forward(
         self, images: torch.Tensor, text: torch.Tensor, mlm_text: torch.Tensor | None = None, text_offset: torch.Tensor | None = None,
-        match_text: torch.Tensor | None = None,
+        match_text: torch.Tensor | None = None, swap_text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Both modalities of a batch of matching pairs -> named tensors for ``ufinebench.losses``.
 
@@ -287,6 +287,8 @@ class RetrievalModel(nn.Module):
         ``match_text`` (B, L): the matcher's own view of the captions (training's word noise on
         the matcher's side only), encoded in a second pass; None: the matcher reads ``text``'s
         encoding. Its gradient reaches the text encoder through the matcher's loss alone.
+        ``swap_text`` (B, L): each caption with one attribute word swapped (``train.attribute_swap``),
+        encoded in another pass: ``swap_global`` (and ``swap_match`` / ``swap_match_mask`` for the matcher).
         """
         img = self.encode_image(images)
         txt = self.encode_text(text, trim=False, offset=text_offset)  # the trainer trims to the global batch's longest text
@@ -305,6 +307,11 @@ class RetrievalModel(nn.Module):
         if self.matcher is not None:
             mtxt = txt if match_text is None else self.encode_text(match_text, trim=False, offset=text_offset)
             out["text_match"], out["text_match_mask"] = self.text_match_inputs(mtxt)  # (B, 1 + T, D), (B, 1 + T)
+        if swap_text is not None:
+            stxt = self.encode_text(swap_text, trim=False, offset=text_offset)
+            out["swap_global"] = stxt["global"]  # (B, D)
+            if self.matcher is not None:
+                out["swap_match"], out["swap_match_mask"] = self.text_match_inputs(stxt)  # (B, 1 + T, D), (B, 1 + T)
         if self.classifier is not None:
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
