@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -185,3 +186,21 @@ def test_swap_losses_push_each_image_away_from_its_swapped_caption():
         after = model(img, txt, swap_text=swap)
         after["swap_ok"] = ok
         assert float(swap_losses(model, after, n_total=4)[key]) < float(before), key
+
+
+def test_words_loss_is_the_mean_bce_over_the_groups_of_named_classes():
+    """data.attribute_words: per caption, the mean binary cross-entropy over the groups whose class
+    it names (the rest masked), summed over captions / n_total; a model config sets the head's size."""
+    model = RetrievalModel(dataclasses.replace(_tiny_matcher_model(num_classes=3).cfg, attribute_words=6)).eval()
+    img = torch.randn(2, 3, 32, 16)
+    txt = torch.randint(1, 48, (2, 12))
+    txt[:, 9] = 49
+    out = model(img, txt)
+    assert out["image_word_logits"].shape == (2, 6)
+    out["word_target"] = torch.tensor([[1.0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]])
+    out["word_known"] = torch.tensor([[True, True, True, True, False, False], [True, True, False, False, False, False]])
+    got = compute_losses(model, out, torch.arange(2), torch.arange(2), {"words": 1.0}, global_loss="infonce")["words_loss"]
+    z = out["image_word_logits"].float()
+    bce = F.binary_cross_entropy_with_logits(z, out["word_target"], reduction="none")
+    want = (bce[0, :4].mean() + bce[1, :2].mean()) / 2
+    assert abs(float(got) - float(want)) < 1e-6

@@ -445,9 +445,29 @@ def test_attribute_swap_changes_one_attribute_word_for_one_that_means_something_
                 assert where[old][0] == where[new][0] and where[old][1] != where[new][1], (old, new)
                 changed += 1
     assert changed == sum(len(t) for t, _ in seen)  # every synth caption has an attribute word
-    table = T.SwapTable.build(tok, tok.vocab_size)
+    table = T.AttributeTable.build(tok, tok.vocab_size)
     assert table is not None
     tokens, index = seen[0][0], torch.arange(len(seen[0][0]))
     a, _ = T.attribute_swap(tokens, index, 0, 0, table)
     assert torch.equal(a, T.attribute_swap(tokens, index, 0, 0, table)[0])
     assert not torch.equal(a, T.attribute_swap(tokens, index, 1, 0, table)[0])  # another epoch, other swaps
+
+
+def test_attribute_targets_name_the_groups_of_the_caption_and_only_the_classes_it_mentions():
+    """data.attribute_words: the word head's targets come from the caption alone: 1 for each group
+    named (synonyms one group), 0 for the other groups of a class the caption names, unknown otherwise."""
+    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
+    from ufinebench.data.tokenizer import TrainedWordTokenizer
+
+    caps = ["a man in grey jeans and black trainers .", "a woman in a gray skirt with a red backpack and sneakers ."]
+    tok = TrainedWordTokenizer.train(caps + ["boots sandals shorts handbag white"], vocab_size=100, min_frequency=1)
+    table = T.AttributeTable.build(tok, tok.vocab_size)
+    assert table is not None
+    target, known = T.attribute_targets(tok.encode(caps, 16), table)
+    names = [(c, words) for c, groups in ATTRIBUTE_CLASSES.items() for words in groups]
+    assert target.shape == known.shape == (2, N_ATTRIBUTE_GROUPS)
+    named = [{names[i][1][0] for i in row.nonzero().flatten().tolist()} for row in target]
+    assert named == [{"grey", "black", "jeans", "sneakers"}, {"grey", "red", "skirt", "backpack", "sneakers"}]
+    classes = [{names[i][0] for i in row.nonzero().flatten().tolist()} for row in known]
+    assert classes == [{"colour", "bottom", "shoes"}, {"colour", "bottom", "shoes", "bag"}]
+    assert int(known[0].sum()) == sum(len(ATTRIBUTE_CLASSES[c]) for c in classes[0])  # every group of a named class

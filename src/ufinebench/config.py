@@ -52,13 +52,14 @@ class DataConfig:
     match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
     match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence (never all) with this probability
     attribute_swap: bool = False  # each caption also gets a copy with one attribute word swapped (a negative for its own image)
+    attribute_words: bool = False  # the image predicts which attribute words (lexicon.ATTRIBUTE_CLASSES) its caption names
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
     in_memory_mb: int = 2048  # training images decoded once and held in memory up to this size; larger sets stream
 
 
-LOSS_NAMES = ("granularity", "match", "match_rank", "id", "mlm", "swap", "swap_match")  # the keys of train.loss_weights
+LOSS_NAMES = ("granularity", "match", "match_rank", "id", "mlm", "swap", "swap_match", "words")  # the keys of train.loss_weights
 
 
 @dataclass(frozen=True)

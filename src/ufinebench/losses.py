@@ -162,13 +162,19 @@ def compute_losses(
             losses["match_rank_loss"] = match_rank_loss(model, out, ids, ids_all, ctx, n_total, match_candidates)
     if "swap_global" in out:
         losses.update(swap_losses(model, out, n_total))
+    if "image_word_logits" in out and "word_target" in out:
+        # binary cross-entropy of the image's word head, averaged over the groups whose class the caption names
+        bce = F.binary_cross_entropy_with_logits(out["image_word_logits"].float(), out["word_target"].float(), reduction="none")  # (n, G)
+        known = out["word_known"].float()  # (n, G)
+        losses["words_loss"] = ((bce * known).sum(1) / known.sum(1).clamp_min(1.0)).sum() / n_total
     if "mlm_logits" in out and mlm_labels is not None:
         count = ctx.all_reduce_sum((mlm_labels != -100).sum().float()).clamp_min(1.0)
         ce = F.cross_entropy(out["mlm_logits"].float().flatten(0, 1), mlm_labels.flatten(), ignore_index=-100, reduction="sum")
         losses["mlm_loss"] = ce / count
     total = losses["sdm_loss"]
     for name, key in (("granularity", "granularity_loss"), ("match", "match_loss"), ("match_rank", "match_rank_loss"), ("id", "id_loss"),
-                      ("mlm", "mlm_loss"), ("swap", "swap_loss"), ("swap_match", "swap_match_loss")):
+                      ("mlm", "mlm_loss"), ("swap", "swap_loss"), ("swap_match", "swap_match_loss"),
+                      ("words", "words_loss")):
         if key in losses:
             total = total + weights.get(name, 1.0) * losses[key]
     losses["loss"] = total

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from ufinebench.config import Config, ConfigError, dump_config, load_config
 from ufinebench.data.annotations import check_split, load_dataset
 from ufinebench.data.datasets import TrainPairs, collate
+from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS
 from ufinebench.data.samplers import DistributedBatchSampler
 from ufinebench.data.tokenizer import ClipTokenizer, TrainedBPETokenizer, TrainedWordTokenizer, tokenizer_from_state
 from ufinebench.data.transforms import ImageTransform
@@ -220,26 +221,31 @@ def token_noise(
 
 
 @dataclass(frozen=True)
-class SwapTable:
-    """Token ids of attribute words for :func:`attribute_swap`: which class and synonym group each is in.
+class AttributeTable:
+    """Token ids of the attribute words (``lexicon.ATTRIBUTE_CLASSES``): class and synonym group of each.
 
-    ``cls``, ``group``: (V,) long, -1 for tokens that are no attribute word; ``members``: (C, M)
-    long token ids of each class, padded with -1; ``member_group``: (C, M) their groups.
+    ``cls``, ``group``: (V,) long, -1 for tokens that are no attribute word (``cls`` counts only
+    classes with two groups the tokenizer knows, ``group`` every group of the lexicon);
+    ``members``: (C, M) long token ids of each such class, padded with -1; ``member_group``: (C, M)
+    their groups; ``group_class``: (G,) the lexicon's class of every group. For
+    :func:`attribute_swap` and :func:`attribute_targets`.
     """
 
     cls: torch.Tensor
     group: torch.Tensor
     members: torch.Tensor
     member_group: torch.Tensor
+    group_class: torch.Tensor
 
     @classmethod
-    def build(cls, tokenizer: Any, vocab_size: int) -> SwapTable | None:
+    def build(cls, tokenizer: Any, vocab_size: int) -> AttributeTable | None:
         """The table for a tokenizer: attribute words it reads as one known token; None if no class has two."""
         from ufinebench.data.lexicon import ATTRIBUTE_CLASSES
 
         unk = getattr(tokenizer, "unk_id", None)
         classes: list[list[tuple[int, int]]] = []  # per class: (token id, group)
         gid = 0
+        group_class = [c for c, groups in enumerate(ATTRIBUTE_CLASSES.values()) for _ in groups]
         for groups in ATTRIBUTE_CLASSES.values():
             found: list[tuple[int, int]] = []
             for words in groups:
@@ -259,10 +265,26 @@ class SwapTable:
         for c, found in enumerate(classes):
             for j, (i, g) in enumerate(found):
                 cls_of[i], group_of[i], members[c, j], member_group[c, j] = c, g, i, g
-        return cls(cls_of, group_of, members, member_group)
+        return cls(cls_of, group_of, members, member_group, torch.tensor(group_class, dtype=torch.long))
 
 
-def attribute_swap(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, table: SwapTable) -> tuple[torch.Tensor, torch.Tensor]:
+def attribute_targets(tokens: torch.Tensor, table: AttributeTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which attribute groups each caption names, for the image's word head (``data.attribute_words``).
+
+    tokens (B, L) -> (target (B, G) float: 1 where the caption has a word of the group; known (B, G)
+    bool: the caption names some group of that group's class, so the others of the class are taken
+    as absent; classes it never mentions say nothing). From the caption's words alone.
+    """
+    b = tokens.shape[0]
+    g = table.group[tokens.clamp(0, table.group.shape[0] - 1)]  # (B, L), -1 where no attribute word
+    n_groups = table.group_class.shape[0]
+    target = torch.zeros(b, n_groups + 1).scatter_(1, g + 1, 1.0)[:, 1:]  # (B, G)
+    n_cls = int(table.group_class.max()) + 1
+    named = torch.zeros(b, n_cls + 1).scatter_(1, torch.where(g >= 0, table.group_class[g.clamp_min(0)] + 1, 0), 1.0)[:, 1:]  # (B, C)
+    return target, named[:, table.group_class] > 0
+
+
+def attribute_swap(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, table: AttributeTable) -> tuple[torch.Tensor, torch.Tensor]:
     """A caption that no longer fits its picture: one attribute word swapped for one of its class
     that means something else ("white sneakers" -> "white boots", "blue jeans" -> "red jeans").
 
@@ -362,9 +384,9 @@ class _Data:
     steps_per_epoch: int
 
     @cached_property
-    def swap_table(self) -> SwapTable | None:
-        """Attribute words of the tokenizer for ``data.attribute_swap`` (None: it reads none as one token)."""
-        return SwapTable.build(self.tokenizer, self.tokenizer.vocab_size)
+    def swap_table(self) -> AttributeTable | None:
+        """Attribute words of the tokenizer for ``data.attribute_swap`` / ``attribute_words`` (None: it reads none as one token)."""
+        return AttributeTable.build(self.tokenizer, self.tokenizer.vocab_size)
 
     @cached_property
     def sentence_end(self) -> int | None:
@@ -449,8 +471,8 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     out = _Data(tokenizer, dataset, sampler, val_samples, steps)
     if d.match_sentence_drop > 0 and out.sentence_end is None:
         raise ConfigError("data.match_sentence_drop: the tokenizer has no single token for '.', so sentences cannot be told apart")
-    if d.attribute_swap and out.swap_table is None:
-        raise ConfigError("data.attribute_swap: the tokenizer reads no two attribute words of one class as single tokens")
+    if (d.attribute_swap or d.attribute_words) and out.swap_table is None:
+        raise ConfigError("data.attribute_swap / attribute_words: the tokenizer reads no two attribute words of one class as single tokens")
     return out
 
 
@@ -544,6 +566,10 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
         match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
                                    salt=3, shuffle=d.match_token_shuffle, sentence_drop=d.match_sentence_drop,
                                    sentence_end=data.sentence_end, **noise).to(device)
+    word_targets = None
+    if d.attribute_words:  # the attribute words of the clean caption, for the image's word head
+        assert data.swap_table is not None
+        word_targets = tuple(x.to(device) for x in attribute_targets(batch["tokens"], data.swap_table))
     swap_tokens = swap_ok = None
     if d.attribute_swap:  # the clean caption with one attribute word swapped: a negative for its own image
         table = data.swap_table
@@ -566,6 +592,8 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
         out = st.ddp(images, tokens, mlm_tokens, offset, match_tokens, swap_tokens)
         if swap_ok is not None:
             out["swap_ok"] = swap_ok
+        if word_targets is not None:
+            out["word_target"], out["word_known"] = word_targets
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss,
                                 match_candidates=t.match_candidates)
     _stop_if_not_finite(losses["loss"], st, distributed)
@@ -672,7 +700,8 @@ def _train_run(cfg: Config | None, *, resume: str | os.PathLike[str] | None, pro
     data = _setup_data(cfg, tokenizer, rank, world, progress)
     m = cfg.model
     model_cfg = dataclasses.replace(m, num_classes=data.dataset.num_classes, vocab_size=data.tokenizer.vocab_size,
-                                    eot_id=None if cfg.data.tokenizer == "clip" else data.tokenizer.eot_id)
+                                    eot_id=None if cfg.data.tokenizer == "clip" else data.tokenizer.eot_id,
+                                    attribute_words=N_ATTRIBUTE_GROUPS if cfg.data.attribute_words else 0)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     st = _setup_model(cfg, data, resume_ck, device, local_rank, distributed)
     st.global_step, st.best_value = global_step, best_value

@@ -324,3 +324,4 @@ ATTRIBUTE_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "side": (("left",), ("right",)),
     "tone": (("light",), ("dark",)),
 }
+N_ATTRIBUTE_GROUPS = sum(len(groups) for groups in ATTRIBUTE_CLASSES.values())  # the image word head's outputs

@@ -65,6 +65,7 @@ class ModelConfig:
     id_loss: bool | None = None
     mlm: bool = False
     num_classes: int = 0  # identities for the identity classifier (set from the data)
+    attribute_words: int = 0  # > 0: an image head predicting this many attribute word groups (set by data.attribute_words)
     num_queries: int = 16
     decoder_layers: int = 2
     decoder_heads: int = 8
@@ -217,6 +218,8 @@ class RetrievalModel(nn.Module):
             nn.init.zeros_(self.classifier.bias)
         else:
             self.classifier = None
+        # which attribute words (lexicon.ATTRIBUTE_CLASSES) the image's caption names, from the image's global feature
+        self.word_head = nn.Linear(d, cfg.attribute_words) if cfg.attribute_words > 0 else None
         if cfg.mlm:  # IRRA's implicit relation reasoning: masked text attends to the image, predicts tokens
             self.mlm_fusion: nn.ModuleList | None = nn.ModuleList([DecoderLayer(d, cfg.decoder_heads) for _ in range(cfg.matcher_layers)])
             self.mlm_head: nn.Sequential | None = nn.Sequential(LayerNorm(d), nn.Linear(d, d), QuickGELU(), nn.Linear(d, cfg.vocab_size))
@@ -312,6 +315,8 @@ class RetrievalModel(nn.Module):
             out["swap_global"] = stxt["global"]  # (B, D)
             if self.matcher is not None:
                 out["swap_match"], out["swap_match_mask"] = self.text_match_inputs(stxt)  # (B, 1 + T, D), (B, 1 + T)
+        if self.word_head is not None:
+            out["image_word_logits"] = self.word_head(img["global"].float())  # (B, G)
         if self.classifier is not None:
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
