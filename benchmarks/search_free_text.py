@@ -1,16 +1,17 @@
 """Search that finds the person: descriptions written freely from a test identity's attributes.
 
     python benchmarks/search_free_text.py --run demo_out/run --data demo_out/data [--people 100] [--seed 0] [--split test]
-        [--wording note|sentence|pronoun|list]
+        [--wording note|sentence|pronoun|list|detailed]
     python benchmarks/search_free_text.py --run demo_out/run --data demo_out/data --queries benchmarks/handwritten_queries.json --split all
 
 The descriptions are NOT made by UFine-Synth's caption generator: this script composes them the
-way a person jots down what they saw, from ``identities.jsonl``, in one of four wordings of its
+way a person jots down what they saw, from ``identities.jsonl``, in one of five wordings of its
 own (``note``: a few salient attributes in a telegraphic order, the default; ``sentence``: one
 sentence; ``pronoun``: "I saw a woman in ...", three short sentences; ``list``: gender, top and
-bottom only). The gallery is one split's images (``--split``: test to report, val to develop on,
-all for every image; indexed with ``ufinebench index``); a hit is an image of the described
-person. Prints top-1 and top-10 hit rates beside a random ranking's, and what the top-10 hits get
+bottom only; ``detailed``: sleeves and lengths too, each colour before or after its shape word).
+The gallery is one split's images (``--split``: test to report, val to develop on, all for
+every image; indexed with ``ufinebench index``); a hit is an image of the described person.
+Prints top-1 and top-10 hit rates beside a random ranking's, and what the top-10 hits get
 right: the share with the described gender, top colour and bottom colour (a model that knows the
 words but not which colour goes with which garment shows it here).
 
@@ -86,13 +87,36 @@ def describe_pronoun(a: dict, rng: random.Random) -> str:
             f"{a.get('shoes_color')} {a.get('shoes_type')}. {p} has {a.get('hair_color')} hair.")
 
 
+def _phrase(colour: str, shape: str, garment: str, rng: random.Random) -> str:
+    """A colour and a shape word before a garment, in either order, as people write them."""
+    parts = [colour, shape] if rng.random() < 0.5 else [shape, colour]
+    return " ".join(p for p in [*parts, garment] if p)
+
+
+def describe_detailed(a: dict, rng: random.Random) -> str:
+    """Sleeves and lengths too, each beside its colour in either order ("beige knee-length skirt" or
+    "knee-length beige skirt"): the phrase order of a person, not the caption generator's one."""
+    who = "woman" if a.get("gender") == "woman" else "man"
+    sleeve = {"long": "long-sleeved", "short": "short-sleeved", "sleeveless": "sleeveless"}.get(str(a.get("upper_sleeve")), "")
+    parts = [f"{a.get('age', '')} {who} with {a.get('hair_length', '')} {a.get('hair_color', '')} hair"]
+    if a.get("outer") not in (None, "none"):
+        parts.append(f"{a.get('outer_color')} {a['outer']} over a {_phrase(str(a.get('upper_color')), sleeve, str(a.get('upper_type')), rng)}")
+    else:
+        parts.append(_phrase(str(a.get("upper_color")), sleeve, str(a.get("upper_type")), rng))
+    length = "" if a.get("lower_length") in (None, "none") else str(a["lower_length"])
+    parts.append(_phrase(str(a.get("lower_color")), length, str(a.get("lower_type")), rng))
+    parts.append(f"{a.get('shoes_color')} {a.get('shoes_type')}")
+    return " ".join(", ".join(parts).split())
+
+
 def describe_list(a: dict, rng: random.Random) -> str:
     """The bare minimum: gender, top, bottom."""
     colour, top = _top(a)
     return f"{'woman' if a.get('gender') == 'woman' else 'man'}, {colour} {top}, {a.get('lower_color')} {a.get('lower_type')}"
 
 
-WORDINGS = {"note": describe_freely, "sentence": describe_sentence, "pronoun": describe_pronoun, "list": describe_list}
+WORDINGS = {"note": describe_freely, "sentence": describe_sentence, "pronoun": describe_pronoun, "list": describe_list,
+            "detailed": describe_detailed}
 
 
 def attribute_shares(wanted: dict, hits: list[dict]) -> dict[str, float]:

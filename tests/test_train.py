@@ -471,3 +471,27 @@ def test_attribute_targets_name_the_groups_of_the_caption_and_only_the_classes_i
     classes = [{names[i][0] for i in row.nonzero().flatten().tolist()} for row in known]
     assert classes == [{"colour", "bottom", "shoes"}, {"colour", "bottom", "shoes", "bag"}]
     assert int(known[0].sum()) == sum(len(ATTRIBUTE_CLASSES[c]) for c in classes[0])  # every group of a named class
+
+
+def test_modifier_order_moves_a_colour_across_its_shape_words_and_keeps_every_word():
+    """data.modifier_order: "knee - length beige skirt" <-> "beige knee - length skirt" (a tone word moves
+    with its colour); "t - shirt" is no shape-word span; p = 0 changes nothing; draws per (seed, epoch, pair)."""
+    from ufinebench.data.tokenizer import TrainedWordTokenizer
+
+    caps = ["her knee - length beige skirt and black t - shirt .", "a grey long - sleeved sweater and dark blue cropped jeans ."]
+    tok = TrainedWordTokenizer.train(caps, vocab_size=100, min_frequency=1)
+    words = T.PhraseWords.build(tok)
+    x = tok.encode(caps, 24)
+    index = torch.arange(2)
+    y = T.modifier_order(x, index, 0, 0, words, 1.0)
+    assert [tok.decode(r.tolist()) for r in y] == ["her beige knee - length skirt and black t - shirt.",
+                                                   "a long - sleeved grey sweater and cropped dark blue jeans."]
+    assert torch.equal(T.modifier_order(y, index, 0, 0, words, 1.0), x)  # and back
+    assert torch.equal(y.sort(dim=1).values, x.sort(dim=1).values)  # the same words
+    assert torch.equal(T.modifier_order(x, index, 0, 0, words, 0.0), x)
+    many = tok.encode(caps * 50, 24)
+    a = T.modifier_order(many, torch.arange(100), 0, 0, words, 0.5)
+    assert torch.equal(a, T.modifier_order(many, torch.arange(100), 0, 0, words, 0.5))
+    assert not torch.equal(a, T.modifier_order(many, torch.arange(100), 1, 0, words, 0.5))  # another epoch, other draws
+    moved = (a != many).any(dim=1).float().mean()
+    assert 0.5 < float(moved) < 0.95  # two phrases per caption, each moved with p 0.5: 75 % of captions expected

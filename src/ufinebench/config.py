@@ -52,6 +52,7 @@ class DataConfig:
     match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
     match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence (never all) with this probability
     attribute_swap: bool = False  # each caption also gets a copy with one attribute word swapped (a negative for its own image)
+    modifier_order: float = 0.0  # each colour moves across the shape words beside it ("beige knee-length skirt") with this probability
     attribute_words: bool = False  # the image predicts which attribute words (lexicon.ATTRIBUTE_CLASSES) its caption names
     sampler: str = "random"  # random | identity
     num_instances: int = 4
@@ -288,7 +289,7 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"data.{key}: must be in [0, 0.5)")
     if d.match_token_shuffle < 0:
         raise ConfigError("data.match_token_shuffle: must be at least 0 (0: off)")
-    for key in ("sentence_drop", "match_sentence_drop"):
+    for key in ("sentence_drop", "match_sentence_drop", "modifier_order"):
         if not 0.0 <= getattr(d, key) < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1)")
     if d.in_memory_mb < 0:

@@ -313,6 +313,77 @@ def attribute_swap(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: 
     return out, ok
 
 
+@dataclass(frozen=True)
+class PhraseWords:
+    """Token ids of :data:`lexicon.PHRASE_*` for :func:`modifier_order` (words the tokenizer splits are left out)."""
+
+    colours: frozenset[int]
+    tones: frozenset[int]
+    garments: frozenset[int]
+    modifiers: frozenset[int]
+    hyphen: int | None
+
+    @classmethod
+    def build(cls, tokenizer: Any) -> PhraseWords:
+        from ufinebench.data import lexicon as lx
+
+        unk = getattr(tokenizer, "unk_id", None)
+
+        def ids(words: tuple[str, ...]) -> frozenset[int]:
+            got = [tokenizer.text_ids(w) for w in words]
+            return frozenset(i[0] for i in got if len(i) == 1 and i[0] != unk)
+
+        hyphen = tokenizer.text_ids("-")
+        return cls(ids(lx.PHRASE_COLOURS), ids(lx.PHRASE_TONES), ids(lx.PHRASE_GARMENTS), ids(lx.PHRASE_MODIFIERS),
+                   hyphen[0] if len(hyphen) == 1 else None)
+
+
+def modifier_order(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, words: PhraseWords, p: float) -> torch.Tensor:
+    """Move a colour across the shape words beside it within a noun phrase, with probability ``p``
+    per phrase: "knee - length beige skirt" <-> "beige knee - length skirt", "grey long - sleeved
+    sweater" <-> "long - sleeved grey sweater" (a "dark" / "light" before the colour moves with it).
+
+    tokens (B, L) -> (B, L), same words, same length. The meaning stays; what changes is the order a
+    caption generator always uses and a person often does not (a colour that does not stand next to
+    its garment was read as another garment's: docs/training.md). Draws hash (seed, epoch, pair, position).
+    """
+    u = _hash32(_pair_hash(index, epoch, seed, 7)[:, None] * 0x1000193 + torch.arange(tokens.shape[1])[None, :]).double() / 2**32
+    out = tokens.clone()
+    rows = tokens.tolist()
+    draw = (u < p).tolist()  # (B, L): whether the phrase ending at each garment is reordered
+    for b, row in enumerate(rows):
+        changed = False
+        for g, tok in enumerate(row):
+            if tok not in words.garments or not draw[b][g]:
+                continue
+            j = g - 1
+            while j >= 0 and row[j] in words.modifiers:
+                j -= 1
+            mods = row[j + 1 : g]  # shape words right before the garment
+            if mods and (mods[0] == words.hyphen or mods[-1] == words.hyphen):
+                continue  # "t - shirt" and the like: not a shape word span
+            if mods:  # colour, shape words, garment -> shape words, colour, garment
+                if j < 0 or row[j] not in words.colours:
+                    continue
+                c0 = j - 1 if j >= 1 and row[j - 1] in words.tones else j
+                row[c0:g] = mods + row[c0 : j + 1]
+            else:  # shape words, colour, garment -> colour, shape words, garment
+                if g < 1 or row[g - 1] not in words.colours:
+                    continue
+                c0 = g - 2 if g >= 2 and row[g - 2] in words.tones else g - 1
+                k = c0 - 1
+                while k >= 0 and row[k] in words.modifiers:
+                    k -= 1
+                mods = row[k + 1 : c0]
+                if not mods or mods[0] == words.hyphen or mods[-1] == words.hyphen:
+                    continue
+                row[k + 1 : g] = row[c0:g] + mods
+            changed = True
+        if changed:
+            out[b] = torch.tensor(row, dtype=tokens.dtype)
+    return out
+
+
 TRAIN_ENTRIES = ("checkpoints", "log.jsonl", "tensorboard", "config.yaml")
 
 
@@ -387,6 +458,11 @@ class _Data:
     def swap_table(self) -> AttributeTable | None:
         """Attribute words of the tokenizer for ``data.attribute_swap`` / ``attribute_words`` (None: it reads none as one token)."""
         return AttributeTable.build(self.tokenizer, self.tokenizer.vocab_size)
+
+    @cached_property
+    def phrase_words(self) -> PhraseWords:
+        """Colour, garment and shape-word token ids for ``data.modifier_order``."""
+        return PhraseWords.build(self.tokenizer)
 
     @cached_property
     def sentence_end(self) -> int | None:
@@ -560,6 +636,8 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     labels = batch["label"].to(device)
     d, tok = cfg.data, data.tokenizer
     noise = {"unk_id": getattr(tok, "unk_id", None), "specials": {tok.sot_id, tok.eot_id, tok.pad_id}, "pad_id": tok.pad_id}
+    if d.modifier_order > 0:  # before every other view, so all of them read the reordered caption
+        batch["tokens"] = modifier_order(batch["tokens"], batch["index"], st.epoch, t.seed, data.phrase_words, d.modifier_order)
     match_tokens = None
     if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0 or d.match_token_shuffle > 0
                                       or d.match_sentence_drop > 0):  # the matcher's own noisy view

@@ -325,3 +325,14 @@ ATTRIBUTE_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "tone": (("light",), ("dark",)),
 }
 N_ATTRIBUTE_GROUPS = sum(len(groups) for groups in ATTRIBUTE_CLASSES.values())  # the image word head's outputs
+
+# Noun-phrase parts for training's modifier-order augmentation (``data.modifier_order``): a colour
+# (with "dark" / "light"), a garment, and the shape words that may stand on either side of the colour
+# ("knee-length beige skirt" = "beige knee-length skirt"; "grey long-sleeved sweater" = "long-sleeved
+# grey sweater"). Captions from one generator always put them in one order; people do not.
+PHRASE_COLOURS = tuple(w for group in ATTRIBUTE_CLASSES["colour"] for w in group) + ("navy",)
+PHRASE_TONES = ("dark", "light")
+PHRASE_GARMENTS = tuple(w for c in ("top", "bottom", "shoes", "bag", "headwear") for group in ATTRIBUTE_CLASSES[c] for w in group) + (
+    "shoes", "bag", "sweatshirt", "tee", "cap")
+PHRASE_MODIFIERS = ("long", "short", "sleeved", "sleeveless", "knee", "ankle", "length", "above", "cropped", "denim", "hooded",
+                    "leather", "knit", "running", "baseball", "brimmed", "button", "up", "crossbody", "shoulder", "open", "-")
