@@ -15,6 +15,12 @@ Prints top-1 and top-10 hit rates beside a random ranking's, and what the top-10
 right: the share with the described gender, top colour and bottom colour (a model that knows the
 words but not which colour goes with which garment shows it here).
 
+``--write-queries FILE`` writes, instead of searching, an annotation file in UFine-Synth's format
+whose records are the split's images, each with four free descriptions of its person as captions
+(wordings note, sentence, pronoun, detailed, tagged as the caption's ``granularity``), so that
+``ufinebench eval --checkpoint RUN --data FILE --split val`` scores every image of the split
+against descriptions in people's words, per wording (docs/training.md, seventh sitting).
+
 ``--queries FILE`` searches hand-written descriptions instead: a JSON object whose ``queries`` is
 a list of ``[person id, text]`` (``benchmarks/handwritten_queries.json``: eight written by hand
 for test persons of the demo's data; ``handwritten_queries_2.json``: twelve more, written before
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -131,13 +138,14 @@ def attribute_shares(wanted: dict, hits: list[dict]) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="checkpoint or run folder")
+    ap.add_argument("--run", help="checkpoint or run folder (not needed with --write-queries)")
     ap.add_argument("--data", required=True, help="UFine-Synth folder (ufine_synth.json, identities.jsonl)")
     ap.add_argument("--people", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", help="whose persons and images: test (report), val (development) or all")
     ap.add_argument("--wording", choices=sorted(WORDINGS), default="note", help="how the descriptions are worded (default: note)")
     ap.add_argument("--queries", help="hand-written descriptions instead: JSON {'queries': [[person id, text], ...]}")
+    ap.add_argument("--write-queries", metavar="FILE", help="write the split's images with free descriptions as captions to FILE, and stop")
     args = ap.parse_args()
     from ufinebench.serve.index import SearchIndex, build_index
 
@@ -151,6 +159,10 @@ def main() -> int:
     for line in (data / "identities.jsonl").read_text().splitlines():
         rec = json.loads(line)
         attrs[int(rec.get("id", len(attrs) + 1))] = rec["attributes"]
+    if args.write_queries:
+        return _write_queries(records, attrs, data, Path(args.write_queries), args.seed)
+    if not args.run:
+        ap.error("--run is required (a checkpoint or run folder) unless --write-queries is given")
     with tempfile.TemporaryDirectory() as tmp:
         test_file = Path(tmp) / "gallery.json"  # the split alone, beside a link to the images
         (Path(tmp) / "images").symlink_to((data / "images").resolve())
@@ -211,6 +223,24 @@ def _hand_written(index: object, queries: list, n_gallery: int, split: str) -> i
                            f"top-1 {sum(r == 1 for r in ranks)}, top-10 {sum(r <= 10 for r in ranks)}, median rank {order[len(order) // 2]}, "
                            f"ranks {' '.join(map(str, ranks))}")
     print("\n".join(summary))
+    return 0
+
+
+EVAL_WORDINGS = ("note", "sentence", "pronoun", "detailed")
+
+
+def _write_queries(records: list, attrs: dict, data: Path, out: Path, seed: int) -> int:
+    """The split's images, each captioned by four free descriptions of its person (one per wording)."""
+    rng = random.Random(seed)
+    rows = []
+    for r in records:
+        a = attrs[r["id"]]
+        path = os.path.relpath((data / r["file_path"]).resolve(), out.resolve().parent)  # relative to the file, as the format asks
+        rows.append({"split": r["split"], "id": r["id"], "file_path": path,
+                     "captions": [WORDINGS[w](a, rng) for w in EVAL_WORDINGS],
+                     "caption_tags": [{"granularity": w} for w in EVAL_WORDINGS]})
+    out.write_text(json.dumps(rows))
+    print(f"{out}: {len(rows)} images, {len(rows) * len(EVAL_WORDINGS)} free descriptions ({', '.join(EVAL_WORDINGS)})")
     return 0
 
 

@@ -158,3 +158,31 @@ def test_threec_ceiling_counts_the_images_that_fit_every_mention():
     assert got["fine"] == (2, 100.0)  # person 1's two images fit the first fine query: 2/2
     n, r1 = got["coarse"]
     assert n == 3 and abs(r1 - 100 * (2 / 3 + 2 / 3 + 1) / 3) < 1e-9
+
+
+def test_free_text_queries_file_is_an_annotation_file_eval_reads(tiny_synth, tmp_path):
+    """search_free_text.py --write-queries: the split's images, four free descriptions each (one per
+    wording, tagged as its granularity), loadable by the annotation reader with paths that resolve; the
+    detailed wording puts a shape word on either side of its colour."""
+    import importlib.util
+    import random
+
+    from ufinebench.data.annotations import load_dataset
+
+    spec = importlib.util.spec_from_file_location("search_free_text", ROOT / "benchmarks" / "search_free_text.py")
+    assert spec is not None and spec.loader is not None
+    free = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(free)
+    records = [r for r in json.loads((tiny_synth / "ufine_synth.json").read_text()) if r["split"] == "test"]
+    attrs = {json.loads(line)["id"]: json.loads(line)["attributes"] for line in (tiny_synth / "identities.jsonl").read_text().splitlines()}
+    out = tmp_path / "elsewhere" / "free.json"
+    out.parent.mkdir()
+    assert free._write_queries(records, attrs, tiny_synth, out, seed=0) == 0
+    samples = load_dataset(out, split="test").split("test")
+    assert len(samples) == len(records) and all(s.image_path.is_file() for s in samples)
+    assert all([t["granularity"] for t in s.caption_tags] == list(free.EVAL_WORDINGS) for s in samples)
+    a = {"gender": "woman", "age": "young", "hair_length": "long", "hair_color": "brown", "outer": "none", "upper_type": "skirt",
+         "upper_color": "white", "upper_sleeve": "long", "lower_type": "skirt", "lower_color": "beige", "lower_length": "knee-length",
+         "shoes_type": "boots", "shoes_color": "black"}
+    texts = {free.describe_detailed(a, random.Random(s)) for s in range(20)}
+    assert any("beige knee-length skirt" in t for t in texts) and any("knee-length beige skirt" in t for t in texts)
