@@ -17,6 +17,10 @@ A word with no known replacement stays as it was (the tokenizer reads it as ``<|
 replacement is reported, so the search page can show how the query was read. Only queries are
 normalised (search and the web service): training captions and evaluation queries are read as they
 are, so the figures ``ufinebench eval`` prints measure the model alone.
+
+The module also holds the word classes that training's caption-only options read:
+:data:`ATTRIBUTE_CLASSES` (``data.attribute_words``, ``data.attribute_swap``) and the noun-phrase
+parts ``PHRASE_*`` (``data.modifier_order``).
 """
 
 from __future__ import annotations
