@@ -102,6 +102,8 @@ def test_api_and_bad_input(index_dir):
     raw = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3, "normalize": False}).json()
     assert raw["read_as"] == "a girl in a striped hoody" and raw["replaced"] == []
     assert [h["score"] for h in raw["results"]] != [h["score"] for h in body["results"]]
+    only_fillers = client.post("/search", json={"text": "really plain", "k": 3}).json()
+    assert only_fillers["read_as"] == "really plain" and len(only_fillers["results"]) == 3  # nothing dropped to an empty query
     for body, code in (({"text": "", "k": 5}, 422), ({"text": "x", "k": 0}, 422), ({"text": "x", "k": 1000}, 422),
                        ({"text": "x" * 3000}, 422), ({"k": 3}, 422), ({"text": "   "}, 422)):
         assert client.post("/search", json=body).status_code == code, body

@@ -308,7 +308,8 @@ class SearchIndex:
         """How the model will read ``text``: unknown words replaced where the vocabulary has a match."""
         if not normalize or self.normalizer is None:
             return Normalized(text)
-        return self.normalizer(text)
+        read = self.normalizer(text)
+        return read if read.text.strip() else Normalized(text)  # nothing left (fillers only): search it as written
 
     def search(self, text: str, k: int = 10, normalize: bool = True) -> list[Hit]:
         """The ``k`` best images for a description (read through :meth:`read` unless ``normalize`` is off)."""
