@@ -220,6 +220,12 @@ def token_noise(
     return out
 
 
+def single_token_id(tokenizer: Any, word: str) -> int | None:
+    """The id of ``word`` when the tokenizer reads it as one known token, else None (split or unknown)."""
+    ids = tokenizer.text_ids(word)
+    return ids[0] if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_id", None) else None
+
+
 @dataclass(frozen=True)
 class AttributeTable:
     """Token ids of the attribute words (``lexicon.ATTRIBUTE_CLASSES``): class and synonym group of each.
@@ -242,15 +248,13 @@ class AttributeTable:
         """The table for a tokenizer: attribute words it reads as one known token; None if no class has two."""
         from ufinebench.data.lexicon import ATTRIBUTE_CLASSES
 
-        unk = getattr(tokenizer, "unk_id", None)
         classes: list[list[tuple[int, int]]] = []  # per class: (token id, group)
         gid = 0
         group_class = [c for c, groups in enumerate(ATTRIBUTE_CLASSES.values()) for _ in groups]
         for groups in ATTRIBUTE_CLASSES.values():
             found: list[tuple[int, int]] = []
             for words in groups:
-                ids = [tokenizer.text_ids(w) for w in words]
-                ids = [i[0] for i in ids if len(i) == 1 and i[0] != unk]
+                ids = [i for i in (single_token_id(tokenizer, w) for w in words) if i is not None]
                 found += [(i, gid) for i in dict.fromkeys(ids)]
                 gid += 1
             if len({g for _, g in found}) >= 2:
@@ -327,15 +331,11 @@ class PhraseWords:
     def build(cls, tokenizer: Any) -> PhraseWords:
         from ufinebench.data import lexicon as lx
 
-        unk = getattr(tokenizer, "unk_id", None)
-
         def ids(words: tuple[str, ...]) -> frozenset[int]:
-            got = [tokenizer.text_ids(w) for w in words]
-            return frozenset(i[0] for i in got if len(i) == 1 and i[0] != unk)
+            return frozenset(i for i in (single_token_id(tokenizer, w) for w in words) if i is not None)
 
-        hyphen = tokenizer.text_ids("-")
         return cls(ids(lx.PHRASE_COLOURS), ids(lx.PHRASE_TONES), ids(lx.PHRASE_GARMENTS), ids(lx.PHRASE_MODIFIERS),
-                   hyphen[0] if len(hyphen) == 1 else None)
+                   single_token_id(tokenizer, "-"))
 
 
 def modifier_order(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, words: PhraseWords, p: float) -> torch.Tensor:
@@ -455,7 +455,7 @@ class _Data:
     steps_per_epoch: int
 
     @cached_property
-    def swap_table(self) -> AttributeTable | None:
+    def attribute_table(self) -> AttributeTable | None:
         """Attribute words of the tokenizer for ``data.attribute_swap`` / ``attribute_words`` (None: it reads none as one token)."""
         return AttributeTable.build(self.tokenizer, self.tokenizer.vocab_size)
 
@@ -467,8 +467,7 @@ class _Data:
     @cached_property
     def sentence_end(self) -> int | None:
         """The token id of "." (where a caption sentence ends), or None if the tokenizer splits it."""
-        ids = self.tokenizer.text_ids(".")
-        return ids[0] if len(ids) == 1 else None
+        return single_token_id(self.tokenizer, ".")
 
 
 @dataclass
@@ -547,7 +546,7 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     out = _Data(tokenizer, dataset, sampler, val_samples, steps)
     if d.match_sentence_drop > 0 and out.sentence_end is None:
         raise ConfigError("data.match_sentence_drop: the tokenizer has no single token for '.', so sentences cannot be told apart")
-    if (d.attribute_swap or d.attribute_words) and out.swap_table is None:
+    if (d.attribute_swap or d.attribute_words) and out.attribute_table is None:
         raise ConfigError("data.attribute_swap / attribute_words: the tokenizer reads no two attribute words of one class as single tokens")
     return out
 
@@ -646,11 +645,11 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
                                    sentence_end=data.sentence_end, **noise).to(device)
     word_targets = None
     if d.attribute_words:  # the attribute words of the clean caption, for the image's word head
-        assert data.swap_table is not None
-        word_targets = tuple(x.to(device) for x in attribute_targets(batch["tokens"], data.swap_table))
+        assert data.attribute_table is not None
+        word_targets = tuple(x.to(device) for x in attribute_targets(batch["tokens"], data.attribute_table))
     swap_tokens = swap_ok = None
     if d.attribute_swap:  # the clean caption with one attribute word swapped: a negative for its own image
-        table = data.swap_table
+        table = data.attribute_table
         assert table is not None  # checked when the data was set up
         swap_tokens, swap_ok = attribute_swap(batch["tokens"], batch["index"], st.epoch, t.seed, table)
         swap_tokens, swap_ok = swap_tokens.to(device), swap_ok.to(device)
