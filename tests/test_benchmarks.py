@@ -158,6 +158,9 @@ def test_threec_ceiling_counts_the_images_that_fit_every_mention():
     assert got["fine"] == (2, 100.0)  # person 1's two images fit the first fine query: 2/2
     n, r1 = got["coarse"]
     assert n == 3 and abs(r1 - 100 * (2 / 3 + 2 / 3 + 1) / 3) < 1e-9
+    # a perfect matcher re-ranking a top k: the first image that fits, in the model's order; none fits: the model's first
+    assert mod.perfect_rerank_first([7, 3, 9, 4], [False, False, True, True]) == 9
+    assert mod.perfect_rerank_first([7, 3], [False, False]) == 7 and mod.perfect_rerank_first([7, 3], [True, True]) == 7
 
 
 def test_free_text_queries_file_is_an_annotation_file_eval_reads(tiny_synth, tmp_path):

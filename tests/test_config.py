@@ -39,6 +39,8 @@ def test_overrides_are_parsed_as_yaml():
         ("model.text_local_kernel=2", "model.text_local_kernel"),
         ("data.match_token_shuffle=-1", "data.match_token_shuffle"),
         ("data.match_sentence_drop=1.0", "data.match_sentence_drop"),
+        ("data.match_attribute_drop=1.0", "data.match_attribute_drop"),
+        ("train.match_negatives=hardest", "train.match_negatives"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

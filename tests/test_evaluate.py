@@ -126,7 +126,8 @@ def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
     _, order_b = rerank_from_logits(f, top, cos, logits, 1.0, 10.0)
     blend = np.take_along_axis(10.0 * cos + logits, order_b, axis=1)
     assert (np.diff(blend, axis=1) <= 1e-5).all()
-    w, table, maps = tune_rerank_weight(model, f, 4)
+    w, v, table, maps = tune_rerank_weight(model, f, 4)
+    assert v == 0.0  # no word head: no attribute check
     key = {k: (table[k], maps[k]) for k in table}  # R1, then mAP
     chosen = "matcher" if w is None else f"{w:g}"
     assert key[chosen] == max(key.values())
@@ -203,3 +204,51 @@ def test_encoding_shared_by_two_processes_equals_one(tiny_synth, tiny_run, tmp_p
     assert two["g"].shape == one["gallery_features"].shape and two["q"].shape == one["query_features"].shape
     np.testing.assert_allclose(two["g"], one["gallery_features"], atol=1e-5)
     np.testing.assert_allclose(two["q"], one["query_features"], atol=1e-5)
+
+
+def test_attribute_check_is_the_mean_log_probability_of_the_words_the_query_names():
+    """The re-ranker's attribute check: per query and top-k image, the mean over the query's named
+    attribute groups of the image's log-probability; 0 for a query naming none; None without a word head."""
+    from ufinebench.evaluate import attribute_check
+
+    logp = np.log(np.array([[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.5, 0.6], [0.5, 0.5, 0.1, 0.9]], dtype=np.float32))  # (G=3, groups=4)
+    named = np.array([[1, 0, 0, 1], [0, 0, 0, 0]], dtype=bool)  # query 0 names groups 0 and 3; query 1 none
+    top = np.array([[0, 1, 2], [1, 2, 0]])
+    got = attribute_check({"gallery_word_logp": logp, "query_word_groups": named}, top)
+    assert got is not None and got.shape == (2, 3)
+    want = [[(logp[j, 0] + logp[j, 3]) / 2 for j in top[0]], [0.0, 0.0, 0.0]]
+    assert np.allclose(got, want)
+    assert attribute_check({"gallery_features": logp}, top) is None
+    # the blend adds check_weight * check to scale * cos + w * logit
+    f = {"query_features": np.eye(2, 3, dtype=np.float32), "gallery_features": np.eye(3, dtype=np.float32),
+         "query_ids": np.array([1, 2]), "gallery_ids": np.array([1, 2, 3])}
+    cos, logits = np.array([[0.9, 0.8, 0.7], [0.9, 0.8, 0.7]]), np.zeros((2, 3))
+    _, plain = rerank_from_logits(f, top, cos, logits, 0.0, 10.0, check=got, check_weight=0.0)
+    _, checked = rerank_from_logits(f, top, cos, logits, 0.0, 10.0, check=got, check_weight=8.0)
+    assert (plain == np.arange(3)).all()
+    assert checked[0].tolist() == np.argsort(-(10.0 * cos[0] + 8.0 * got[0]), kind="stable").tolist() and checked[0][0] == 2  # image 2 has both words
+    assert (checked[1] == np.arange(3)).all()  # a query naming nothing keeps the dual encoder's order
+
+
+def test_training_with_a_word_head_tunes_the_attribute_check_on_val_and_eval_uses_it(tiny_synth, tmp_path):
+    """data.attribute_words: validation tunes (matcher weight, check weight) on val's captions and
+    their shortened copies; the checkpoint keeps both and ``evaluate_checkpoint`` uses them."""
+    from ufinebench.config import load_config
+    from ufinebench.evaluate import CHECK_WEIGHTS, extract_features
+    from ufinebench.model.checkpoint import from_checkpoint, read_meta, resolve_checkpoint
+    from ufinebench.train import train
+
+    over = [f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={tmp_path / 'run'}", "train.epochs=1", "train.eval_every=1",
+            "train.max_steps_per_epoch=3", "data.attribute_words=true", "model.word_head_input=map"]
+    run = train(load_config("synth-cpu-small", over), progress=False)
+    meta = read_meta(resolve_checkpoint(run, "last"))
+    assert meta["rerank_check_weight"] in CHECK_WEIGHTS
+    assert {"0", "0 + check 4", "2 + check 8", "matcher"} <= set(meta["rerank_val_R1"])
+    samples = load_dataset(tiny_synth / "ufine_synth_3c.json").split("test")
+    out = evaluate_checkpoint(str(run), samples, rerank_topk=4)
+    assert out["rerank"]["check_weight"] == meta["rerank_check_weight"]
+    assert evaluate_checkpoint(str(run), samples, rerank_topk=4, check_weight=2.0)["rerank"]["check_weight"] == 2.0
+    loaded = from_checkpoint(run)
+    f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, keep_tokens=True)
+    assert f["gallery_word_logp"].shape[0] == len(f["gallery_ids"]) and (f["gallery_word_logp"] <= 0).all()
+    assert f["query_word_groups"].shape[0] == len(f["query_ids"]) and f["query_word_groups"].any(1).mean() > 0.5

@@ -70,3 +70,37 @@ def test_inflections_and_dropped_words(tok):
 def test_only_word_tokenizers_get_a_normalizer():
     bpe = TrainedBPETokenizer.train(CAPTIONS, vocab_size=300)
     assert normalizer_for(bpe) is None  # byte-level BPE has no unknown words
+
+
+def test_shorten_leaves_out_whole_sentences_and_named_attribute_words_only():
+    """lexicon.shorten: what stays is the text's own words in order, less whole sentences and
+    colour / garment / shoe / bag / headwear words; never empty; the same for the same draws."""
+    import random
+    import re
+
+    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES, shorten
+
+    text = ("A young man with short black hair. He wears a red hoodie and blue jeans. White sneakers on his feet. "
+            "He carries a black backpack. He is walking towards the camera.")
+    named = {w for c in NAMED_CLASSES for g in ATTRIBUTE_CLASSES[c] for w in g}
+
+    def sentences(t: str) -> list[list[str]]:
+        return [s.lower().replace(",", " ").split() for s in re.split(r"[.!?]", t) if s.strip()]
+
+    given = sentences(text)
+    shorter = 0
+    for seed in range(40):
+        out = shorten(text, random.Random(seed))
+        assert out and out == shorten(text, random.Random(seed))
+        at = 0
+        for sent in sentences(out):  # each: a sentence of the text, in order, less some named words
+            while at < len(given) and [w for w in given[at] if w not in named] != [w for w in sent if w not in named]:
+                at += 1
+            assert at < len(given), (seed, out)
+            rest = iter(given[at])
+            assert all(any(w == g for g in rest) for w in sent)  # a subsequence: only words left out
+            at += 1
+        shorter += len(out) < len(text)
+    assert shorter > 30
+    assert shorten(text, random.Random(0), sentence_p=0.0, word_p=0.0) == text
+    assert shorten("One sentence.", random.Random(0), sentence_p=0.99) == "One sentence."  # never all

@@ -204,3 +204,35 @@ def test_words_loss_is_the_mean_bce_over_the_groups_of_named_classes():
     bce = F.binary_cross_entropy_with_logits(z, out["word_target"], reduction="none")
     want = (bce[0, :4].mean() + bce[1, :2].mean()) / 2
     assert abs(float(got) - float(want)) < 1e-6
+
+
+def test_contradicting_negatives_exclude_look_alikes_that_fit_a_shortened_view(monkeypatch):
+    """train.match_negatives: contradicting: a caption's negative image must be one whose caption lacks
+    a named word the caption's view names (and an image's negative caption one whose view names a
+    word the image's caption lacks); without the groups in ``out`` only the identity rules."""
+    import ufinebench.losses as L
+
+    model = _tiny_matcher_model(num_classes=4)
+    img = torch.randn(5, 3, 32, 16)
+    txt = torch.randint(1, 48, (5, 12))
+    txt[:, 9] = 49
+    ids = torch.tensor([1, 2, 3, 4, 4])
+    cap = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 1], [1, 1, 1]], dtype=torch.bool)  # (5, G): what each caption names
+    view = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 1], [0, 0, 0]], dtype=torch.bool)  # (5, G): its shortened view
+    masks: list[torch.Tensor] = []
+    real = L.sample_negatives
+    monkeypatch.setattr(L, "sample_negatives", lambda sim, same, u: (masks.append(same.clone()), real(sim, same, u))[1])
+    out = model(img, txt)
+    L._match_loss(model, out, ids, ids, DistContext(), 5)
+    assert torch.equal(masks[0], ids[:, None] == ids[None, :]) and torch.equal(masks[1], masks[0])  # identity only
+    masks.clear()
+    L._match_loss(model, {**out, "match_view_groups": view, "caption_groups": cap}, ids, ids, DistContext(), 5)
+    for i in range(5):
+        for j in range(5):
+            fits = all(cap[j, g] or not view[i, g] for g in range(3))  # image j's caption has every word text i's view names
+            assert bool(masks[0][i, j]) == bool(ids[i] == ids[j] or fits), ("text", i, j)
+            fits_t = all(cap[i, g] or not view[j, g] for g in range(3))  # text j's view names nothing image i's caption lacks
+            assert bool(masks[1][i, j]) == bool(ids[i] == ids[j] or fits_t), ("image", i, j)
+    assert masks[0][0].tolist() == [True, False, True, True, True]  # "names group 1": only image 1's caption lacks it
+    assert masks[0][4].all()  # an empty view contradicts nobody: no negative image for text 4
+    assert masks[1][3].all()  # image 3's caption names every group: no view contradicts it

@@ -495,3 +495,63 @@ def test_modifier_order_moves_a_colour_across_its_shape_words_and_keeps_every_wo
     assert not torch.equal(a, T.modifier_order(many, torch.arange(100), 1, 0, words, 0.5))  # another epoch, other draws
     moved = (a != many).any(dim=1).float().mean()
     assert 0.5 < float(moved) < 0.95  # two phrases per caption, each moved with p 0.5: 75 % of captions expected
+
+
+def test_attribute_drop_removes_only_named_attribute_words_and_named_groups_reads_them():
+    """data.match_attribute_drop: each colour / garment / shoe / bag / headwear word dropped with
+    probability p (the rest close up, in order), a hash of (seed, epoch, pair); ``named_groups``
+    gives the groups of those classes a caption names (synonyms one group; "left", "short" none)."""
+    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES
+    from ufinebench.data.tokenizer import TrainedWordTokenizer
+
+    caps = ["a man in grey jeans and black trainers , bag on the left .", "a woman with short hair , a gray skirt and sneakers ."] * 8
+    tok = TrainedWordTokenizer.train(caps + ["boots sandals shorts handbag white"], vocab_size=100, min_frequency=1)
+    table = T.AttributeTable.build(tok, tok.vocab_size)
+    assert table is not None
+    tokens, index = tok.encode(caps, 20), torch.arange(len(caps))
+    named = {w for c in NAMED_CLASSES for group in ATTRIBUTE_CLASSES[c] for w in group}
+    assert torch.equal(T.attribute_drop(tokens, index, 0, 0, table, 0.0, pad_id=tok.pad_id), tokens)
+    out = T.attribute_drop(tokens, index, 0, 0, table, 0.5, pad_id=tok.pad_id)
+    assert torch.equal(out, T.attribute_drop(tokens, index, 0, 0, table, 0.5, pad_id=tok.pad_id))
+    assert not torch.equal(out, T.attribute_drop(tokens, index, 1, 0, table, 0.5, pad_id=tok.pad_id))  # another epoch
+    dropped = 0
+    for row, new in zip(tokens.tolist(), out.tolist(), strict=True):
+        words = [tok.decode([i]).strip() for i in row if i != tok.pad_id]
+        kept = [tok.decode([i]).strip() for i in new if i != tok.pad_id]
+        j, gone = 0, []
+        for w in words:  # kept must be words with some left out, in order
+            if j < len(kept) and kept[j] == w:
+                j += 1
+            else:
+                gone.append(w)
+        assert j == len(kept) and all(w in named for w in gone), gone  # only named attribute words go
+        assert [w for w in words if w not in named] == [w for w in kept if w not in named]  # the rest stay, in order
+        dropped += len(words) - len(kept)
+    assert 0 < dropped < sum(sum(w in named for w in c.split()) for c in caps)
+    groups = T.named_groups(tok.encode(caps[:2], 20), table)  # (2, G)
+    names = [words for c, gs in ATTRIBUTE_CLASSES.items() for words in gs]
+    got = [{names[g][0] for g in range(len(names)) if row[g]} for row in groups.tolist()]
+    assert got == [{"grey", "jeans", "black", "sneakers"}, {"grey", "skirt", "sneakers"}]
+
+
+def test_contradicting_negatives_reach_the_matchers_loss_with_the_groups_of_its_view(tiny_synth, tmp_path, monkeypatch):
+    """train.match_negatives: contradicting with data.match_attribute_drop: the trainer hands the loss
+    the named groups of the matcher's (shortened) view and of the clean caption; the view's are a
+    subset of the caption's and smaller for some captions."""
+    import ufinebench.train as train_mod
+
+    seen = _spy_text_views(monkeypatch)
+    got: list = []
+    real = train_mod.compute_losses
+    monkeypatch.setattr(train_mod, "compute_losses", lambda model, out, *a, **k: (got.append(dict(out)), real(model, out, *a, **k))[1])
+    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_attribute_drop=0.5", "data.match_token_drop=0",
+                       "data.match_token_unk=0", "train.match_negatives=contradicting"), progress=False)
+    table = T.AttributeTable.build(from_checkpoint(run).tokenizer, from_checkpoint(run).tokenizer.vocab_size)
+    assert table is not None and len(got) == len(seen) > 0
+    fewer = 0
+    for out, (text, match_text) in zip(got, seen, strict=True):
+        view, cap = out["match_view_groups"], out["caption_groups"]
+        assert torch.equal(view, T.named_groups(match_text, table)) and torch.equal(cap, T.named_groups(text, table))
+        assert not (view & ~cap).any()  # a view names nothing its caption does not
+        fewer += int((view.sum(1) < cap.sum(1)).sum())
+    assert fewer > 0

@@ -228,6 +228,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise UFineBenchError(f"--rerank-weight: a number, 'matcher' or 'checkpoint', got {args.rerank_weight!r}") from None
         if not math.isfinite(weight) or weight < 0:
             raise UFineBenchError(f"--rerank-weight: must be a finite number >= 0, got {args.rerank_weight!r}")
+    check_weight: float | str = "checkpoint"
+    if args.check_weight != "checkpoint":
+        try:
+            check_weight = float(args.check_weight)
+        except ValueError:
+            raise UFineBenchError(f"--check-weight: a number or 'checkpoint', got {args.check_weight!r}") from None
+        if not math.isfinite(check_weight) or check_weight < 0:
+            raise UFineBenchError(f"--check-weight: must be a finite number >= 0, got {args.check_weight!r}")
     if args.granularity_weight is not None and not (math.isfinite(args.granularity_weight) and args.granularity_weight >= 0):
         raise UFineBenchError(f"--granularity-weight: must be a finite number >= 0, got {args.granularity_weight!r}")
     import os
@@ -265,7 +273,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         names.append(name)
         r = evaluate_checkpoint(ck, samples, rerank_topk=args.rerank_topk, msd=args.msd, device=device,
                                 batch_size=args.batch_size, progress=sys.stderr.isatty(), rerank_weight=weight,
-                                granularity_weight=args.granularity_weight)
+                                granularity_weight=args.granularity_weight, check_weight=check_weight)
         r["name"] = name
         results.append(r)
     for i, path in enumerate(args.scores):
@@ -293,8 +301,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for r in results:
         rows[r["name"]] = r["overall"]
         if "rerank" in r:
-            w = r["rerank"]["weight"]
-            how = "matcher alone" if w is None else f"weight {w:g}"
+            w, v = r["rerank"]["weight"], r["rerank"].get("check_weight", 0.0)
+            how = "matcher alone" if w is None else f"weight {w:g}" + (f", attribute check {v:g}" if v else "")
             rows[f"{r['name']} + re-rank top {r['rerank']['topk']}, {how} ({r['rerank']['seconds']:.1f} s)"] = r["rerank"]["overall"]
     print(f"{ann.path} [{args.split}]: {len(samples)} images, text-to-image, mSD {args.msd}\n")
     print(format_table(rows))
@@ -618,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-weight", default="checkpoint", metavar="W",
                    help="re-rank score = cos / T + W * matcher logit; 'matcher' orders by the matcher alone; "
                         "default: the weight training chose on the val split (kept in the checkpoint)")
+    p.add_argument("--check-weight", default="checkpoint", metavar="V",
+                   help="re-ranking adds V * the attribute check (mean log-probability of the query's attribute words, from the "
+                        "image's word head; models trained with data.attribute_words); default: the weight chosen on val")
     p.add_argument("--granularity-weight", type=float, metavar="W",
                    help="retrieval score = (global cosine + W * granularity cosine) / (1 + W) for CFAM checkpoints; "
                         "default: the checkpoint's model.granularity_weight")

@@ -51,6 +51,7 @@ class DataConfig:
     match_token_unk: float = 0.0  # the dual encoder's view keeps token_drop / token_unk); models without a matcher ignore it
     match_token_shuffle: int = 0  # > 0: the matcher's view also shuffled locally, each word moving at most this many places
     match_sentence_drop: float = 0.0  # the matcher's view also drops each sentence (never all) with this probability
+    match_attribute_drop: float = 0.0  # the matcher's view also drops each visible attribute word ("red", "boots") with this probability
     attribute_swap: bool = False  # each caption also gets a copy with one attribute word swapped (a negative for its own image)
     modifier_order: float = 0.0  # each colour moves across the shape words beside it ("beige knee-length skirt") with this probability
     attribute_words: bool = False  # the image predicts which attribute words (lexicon.ATTRIBUTE_CLASSES) its caption names
@@ -86,6 +87,7 @@ class TrainConfig:
     tensorboard: bool = True  # when the tensorboard package is installed
     max_steps_per_epoch: int = 0  # 0: whole epoch (for quick tests and benchmarks)
     global_loss: str = "sdm"  # sdm (IRRA's) | infonce (soft-target cross-entropy: learns from scratch)
+    match_negatives: str = "any"  # any | contradicting: the matcher's negative for a caption must lack a visible attribute word its view names
     match_candidates: int = 8  # loss_weights.match_rank > 0: the matcher ranks each caption's image among this many (the rest: nearest look-alikes)
     final_eval: str | None = None  # a split to evaluate the best checkpoint on after the last epoch (e.g. test)
     eval_limit: int = 0  # >0: validation and final evaluation read only the first N records (dry runs)
@@ -289,7 +291,9 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"data.{key}: must be in [0, 0.5)")
     if d.match_token_shuffle < 0:
         raise ConfigError("data.match_token_shuffle: must be at least 0 (0: off)")
-    for key in ("sentence_drop", "match_sentence_drop", "modifier_order"):
+    if t.match_negatives not in ("any", "contradicting"):
+        raise ConfigError("train.match_negatives: must be any or contradicting")
+    for key in ("sentence_drop", "match_sentence_drop", "match_attribute_drop", "modifier_order"):
         if not 0.0 <= getattr(d, key) < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1)")
     if d.in_memory_mb < 0:

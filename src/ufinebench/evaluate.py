@@ -42,9 +42,16 @@ def extract_features(
 ) -> dict[str, Any]:
     """Gallery and query retrieval features (float32, CPU) with ids, tags, and what reports need.
 
-    With ``keep_tokens`` the image tokens and the matcher's text inputs are kept (re-ranking).
+    With ``keep_tokens`` the image tokens and the matcher's text inputs are kept (re-ranking), and
+    for a model with a word head (``data.attribute_words``) what its attribute check reads: each
+    image's log-probability of every attribute word group, each query's named groups.
     """
     gallery, queries = eval_sets(samples, tokenizer, transform, model.cfg.context_length)
+    table = None
+    if keep_tokens and getattr(model, "word_head", None) is not None:
+        from ufinebench.train import AttributeTable
+
+        table = AttributeTable.build(tokenizer, tokenizer.vocab_size)
     was_training = model.training
     model.eval()
     rank, world = _process_group()
@@ -55,13 +62,15 @@ def extract_features(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(g_idx) + len(q_idx), unit="item", desc="encoding", leave=False)
-    gfeat, qfeat, gtok, qseq, qmask = [], [], [], [], []
+    gfeat, qfeat, gtok, qseq, qmask, gword, qword = [], [], [], [], [], [], []
     g_loader = DataLoader(Subset(gallery, g_idx.tolist()), batch_size=batch_size, num_workers=workers, collate_fn=collate)
     for batch in g_loader:
         enc = model.encode_image(batch["image"].to(device))
         gfeat.append(model.retrieval_features(enc).cpu())
         if keep_tokens:
             gtok.append(enc["tokens"].half().cpu())
+        if table is not None:
+            gword.append(torch.nn.functional.logsigmoid(model.word_logits(enc).float()).cpu())  # (b, groups)
         if bar is not None:
             bar.update(len(batch["index"]))
     for batch in DataLoader(Subset(queries, q_idx.tolist()), batch_size=batch_size, num_workers=0, collate_fn=collate):
@@ -71,6 +80,10 @@ def extract_features(
             seq, mask = model.text_match_inputs(enc)
             qseq.extend(seq.half().cpu())
             qmask.extend(mask.cpu())
+        if table is not None:
+            from ufinebench.train import named_groups
+
+            qword.append(named_groups(batch["tokens"], table))  # (b, groups) bool
         if bar is not None:
             bar.update(len(batch["index"]))
     g_local = torch.cat(gfeat).numpy() if gfeat else np.zeros((0, 0), np.float32)
@@ -79,13 +92,15 @@ def extract_features(
         import torch.distributed as dist
 
         parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, (g_local, q_local, torch.cat(gtok) if gtok else None, qseq, qmask))
+        dist.all_gather_object(parts, (g_local, q_local, torch.cat(gtok) if gtok else None, qseq, qmask, gword, qword))
         g_local = np.concatenate([p[0] for p in parts if len(p[0])])
         q_local = np.concatenate([p[1] for p in parts if len(p[1])])
         if keep_tokens:
             gtok = [p[2] for p in parts if p[2] is not None]
             qseq = [t for p in parts for t in p[3]]
             qmask = [t for p in parts for t in p[4]]
+            gword = [t for p in parts for t in p[5]]
+            qword = [t for p in parts for t in p[6]]
     if bar is not None:
         bar.close()
     model.train(was_training)
@@ -104,6 +119,9 @@ def extract_features(
         out["gallery_tokens"] = torch.cat(gtok)  # (G, 1+N, D) float16
         out["query_match_seq"] = qseq  # Q tensors (T_i, D): lengths differ between batches
         out["query_match_mask"] = qmask
+    if table is not None and gword and qword:
+        out["gallery_word_logp"] = torch.cat(gword).numpy()  # (G, groups) float32
+        out["query_word_groups"] = torch.cat(qword).numpy()  # (Q, groups) bool
     return out
 
 
@@ -236,6 +254,7 @@ def evaluate_scores(
 
 RERANK_TOPK = 10  # the re-ranking depth whose blend weight training tunes on val (the demo's --rerank-topk)
 RERANK_WEIGHTS: tuple[float | None, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, None)  # None: the matcher's order alone
+CHECK_WEIGHTS: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)  # the attribute check's weights tried beside each (models with a word head)
 
 
 @torch.no_grad()
@@ -279,15 +298,34 @@ def _logit_scale(model: Any) -> float:
     return float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 1.0
 
 
-def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarray, logits: np.ndarray, weight: float | None,
-                       scale: float, *, msd: MsdVariant = "paper", per_query: bool = True) -> tuple[RetrievalResult, np.ndarray]:
-    """Metrics after re-ordering each top k by ``scale * cos + weight * matcher logit``.
+def attribute_check(features: dict[str, Any], top: np.ndarray) -> np.ndarray | None:
+    """(Q, k): for each query and each of its top-k images, the mean log-probability the image's word
+    head gives the attribute words the query names (0 when it names none); None without a word head.
 
-    ``scale`` is the model's logit scale (1 / temperature), so both terms are logits; ``weight``
-    None orders by the matcher alone, 0 keeps the dual encoder's order. Only the order inside the
-    top k changes (the similarities keep their values), so mSD stays comparable.
+    The re-ranker's attribute check: it reads only what a description says ("sandals" without a
+    colour, no word about a bag) and asks whether the picture has it, where the dual encoder's
+    cosine also weighs everything a short description leaves out (docs/training.md).
+    """
+    if "gallery_word_logp" not in features or "query_word_groups" not in features:
+        return None
+    named = features["query_word_groups"].astype(np.float32)  # (Q, groups)
+    logp = features["gallery_word_logp"][top]  # (Q, k, groups)
+    return np.einsum("qg,qkg->qk", named, logp) / np.maximum(named.sum(1, keepdims=True), 1.0)  # (Q, k)
+
+
+def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarray, logits: np.ndarray, weight: float | None,
+                       scale: float, *, check: np.ndarray | None = None, check_weight: float = 0.0, msd: MsdVariant = "paper",
+                       per_query: bool = True) -> tuple[RetrievalResult, np.ndarray]:
+    """Metrics after re-ordering each top k by ``scale * cos + weight * matcher logit + check_weight * check``.
+
+    ``scale`` is the model's logit scale (1 / temperature), so the terms are logits; ``weight``
+    None orders by the matcher alone, 0 keeps the dual encoder's order; ``check`` (Q, k) is
+    :func:`attribute_check`. Only the order inside the top k changes (the similarities keep their
+    values), so mSD stays comparable.
     """
     score = logits if weight is None else scale * cos + weight * logits  # (Q, k)
+    if weight is not None and check is not None and check_weight > 0:
+        score = score + check_weight * check
     new_order = np.argsort(-score, axis=1, kind="stable")  # (Q, k): positions within the top k
     qn, gn = unit_rows(features["query_features"]), unit_rows(features["gallery_features"])
 
@@ -302,51 +340,64 @@ def rerank_from_logits(features: dict[str, Any], top: np.ndarray, cos: np.ndarra
     return res, new_order
 
 
-def tune_rerank_weight(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu",
-                       weights: Sequence[float | None] = RERANK_WEIGHTS) -> tuple[float | None, dict[str, float], dict[str, float]]:
-    """The blend weight with the best R1 on these (validation) features, ties broken by mAP, then
-    to the smaller weight.
+def blend_name(weight: float | None, check_weight: float = 0.0) -> str:
+    """How a re-ranking blend is written in tables and checkpoints: "matcher", "0.5", "0.5 + check 4"."""
+    if weight is None:
+        return "matcher"
+    return f"{weight:g}" if check_weight <= 0 else f"{weight:g} + check {check_weight:g}"
 
-    Returns (weight, {str(weight): R1}, {str(weight): mAP}). Tuned on ``val`` at training time and
-    kept in the checkpoint, so that test and 3C numbers never choose it. mAP breaks R1 ties
-    because a model that finds every val person first (R1 100) leaves R1 nothing to choose by,
-    while the order of the other true images below the first still differs.
+
+def tune_rerank_weight(model: Any, features: dict[str, Any], k: int, *, device: str | torch.device = "cpu",
+                       weights: Sequence[float | None] = RERANK_WEIGHTS, check_weights: Sequence[float] = CHECK_WEIGHTS,
+                       ) -> tuple[float | None, float, dict[str, float], dict[str, float]]:
+    """The blend (matcher weight, attribute-check weight) with the best R1 on these (validation)
+    features, ties broken by mAP, then to the smaller weights.
+
+    Returns (weight, check weight, {blend name: R1}, {blend name: mAP}); the check's weights are
+    tried only for a model with a word head. Tuned on ``val`` at training time and kept in the
+    checkpoint, so that test and 3C numbers never choose it. mAP breaks R1 ties because a model
+    that finds every val person first (R1 100) leaves R1 nothing to choose by, while the order of
+    the other true images below the first still differs.
     """
     top, cos, logits = matcher_topk(model, features, k, device=device)
+    check = attribute_check(features, top)
     scale = _logit_scale(model)
     r1s: dict[str, float] = {}
     maps: dict[str, float] = {}
-    best: tuple[float, float, float | None] = (-1.0, -1.0, 0.0)
+    best: tuple[float, float, float | None, float] = (-1.0, -1.0, 0.0, 0.0)
     for w in weights:
-        m = rerank_from_logits(features, top, cos, logits, w, scale, per_query=False)[0].as_dict()
-        name = "matcher" if w is None else f"{w:g}"
-        r1s[name], maps[name] = round(m["R1"], 4), round(m["mAP"], 4)
-        if (r1s[name], maps[name]) > best[:2]:
-            best = (r1s[name], maps[name], w)
-    return best[2], r1s, maps
+        for v in (check_weights if check is not None and w is not None else (0.0,)):
+            m = rerank_from_logits(features, top, cos, logits, w, scale, check=check, check_weight=v, per_query=False)[0].as_dict()
+            name = blend_name(w, v)
+            r1s[name], maps[name] = round(m["R1"], 4), round(m["mAP"], 4)
+            if (r1s[name], maps[name]) > best[:2]:
+                best = (r1s[name], maps[name], w, v)
+    return best[2], best[3], r1s, maps
 
 
-def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None = None, device: str | torch.device = "cpu",
-           msd: MsdVariant = "paper") -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
-    """Re-order each query's top ``k`` by ``cos / T + weight * matcher logit`` (``weight`` None: the
-    matcher alone); returns (metrics, seconds, top-k idx, new order)."""
+def rerank(model: Any, features: dict[str, Any], k: int, *, weight: float | None = None, check_weight: float = 0.0,
+           device: str | torch.device = "cpu", msd: MsdVariant = "paper") -> tuple[RetrievalResult, float, np.ndarray, np.ndarray]:
+    """Re-order each query's top ``k`` by ``cos / T + weight * matcher logit + check_weight *
+    attribute check`` (``weight`` None: the matcher alone); returns (metrics, seconds, top-k idx, new order)."""
     t0 = time.perf_counter()
     top, cos, logits = matcher_topk(model, features, k, device=device)
+    check = attribute_check(features, top)
     seconds = time.perf_counter() - t0
     scale = _logit_scale(model)
-    res, new_order = rerank_from_logits(features, top, cos, logits, weight, scale, msd=msd)
+    res, new_order = rerank_from_logits(features, top, cos, logits, weight, scale, check=check, check_weight=check_weight, msd=msd)
     return res, seconds, top, new_order
 
 
 def evaluate_checkpoint(
     checkpoint: str, samples: Sequence[Sample], *, rerank_topk: int = 0, msd: MsdVariant = "paper", device: str = "cpu",
     batch_size: int = 64, progress: bool = False, rerank_weight: float | None | str = "checkpoint",
-    granularity_weight: float | None = None,
+    granularity_weight: float | None = None, check_weight: float | str = "checkpoint",
 ) -> dict[str, Any]:
     """Everything ``ufinebench eval`` reports for one checkpoint (plus the features, for reports).
 
     ``rerank_weight``: "checkpoint" takes the blend weight tuned on val during training (the
-    matcher alone for checkpoints without one), a number or None (matcher alone) overrides it.
+    matcher alone for checkpoints without one), a number or None (matcher alone) overrides it;
+    ``check_weight`` likewise for the attribute check (models with a word head; 0: off).
     ``granularity_weight`` (not None) replaces the model's weight of the granularity cosine in the
     retrieval score (CFAM; the trained weights are unchanged, so one run can be scored at several).
     """
@@ -379,8 +430,11 @@ def evaluate_checkpoint(
         weight = loaded.meta.get("rerank_weight") if rerank_weight == "checkpoint" else rerank_weight
         if isinstance(weight, str):
             raise ValueError(f"rerank_weight: a number, None or 'checkpoint', got {weight!r}")
-        rr, secs, top, order = rerank(loaded.model, feats, rerank_topk, weight=weight, device=device, msd=msd)
-        out["rerank"] = {"topk": rerank_topk, "weight": weight, "overall": rr.as_dict(), "seconds": round(secs, 3)}
+        check = float(loaded.meta.get("rerank_check_weight") or 0.0) if check_weight == "checkpoint" else float(check_weight)
+        if "gallery_word_logp" not in feats:
+            check = 0.0  # no word head: no attribute check
+        rr, secs, top, order = rerank(loaded.model, feats, rerank_topk, weight=weight, check_weight=check, device=device, msd=msd)
+        out["rerank"] = {"topk": rerank_topk, "weight": weight, "check_weight": check, "overall": rr.as_dict(), "seconds": round(secs, 3)}
         feats["rerank_per_query"] = rr.per_query
     feats["per_query"] = res.per_query
     out["_features"] = feats

@@ -231,7 +231,14 @@ def match_rank_loss(
 def _match_loss(
     model: Any, out: dict[str, torch.Tensor], ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int,
 ) -> torch.Tensor:  # model: a RetrievalModel (not imported here: the model module imports this one)
-    """BCE of the matcher on positives and on one hard negative per anchor in each direction."""
+    """BCE of the matcher on positives and on one hard negative per anchor in each direction.
+
+    With ``match_view_groups`` / ``caption_groups`` in ``out`` (B, G) bool (``train.match_negatives:
+    contradicting``): a caption's negative image must be one whose caption lacks a named attribute
+    word the matcher's view of it names, and an image's negative caption one whose view names a word
+    the image's caption lacks. A shortened view ("a man in sandals") fits every look-alike whose
+    caption has all its words; calling those mismatches taught the matcher nothing it could see.
+    """
     n = ids.shape[0]
     it, tt, tm = out["image_tokens"], out["text_match"], out["text_match_mask"]
     it_all, tt_all = ctx.gather_grad(it), ctx.gather_grad(tt)
@@ -241,11 +248,17 @@ def _match_loss(
         txt_all = F.normalize(ctx.gather(out["text_global"].detach()).float(), dim=-1)
         lo = ctx.rank * n
         same = ids[:, None] == ids_all[None, :]  # (n, N)
+        same_t = same
+        if "match_view_groups" in out:
+            view, cap = out["match_view_groups"], out["caption_groups"]  # (n, G) bool each
+            view_all, cap_all = ctx.gather(view.to(torch.uint8)).bool(), ctx.gather(cap.to(torch.uint8)).bool()  # (N, G)
+            same = same | ~(view[:, None, :] & ~cap_all[None, :, :]).any(-1)  # (n, N): image j's caption has every word text i's view names
+            same_t = same_t | ~(view_all[None, :, :] & ~cap[:, None, :]).any(-1)  # (n, N): text k's view names nothing image i's caption lacks
         gen = torch.Generator(device="cpu").manual_seed(ctx.seed * 1_000_003 + ctx.step)
         u = torch.rand(2, n * ctx.world_size, generator=gen)[:, lo : lo + n].to(ids.device)  # same draws on every process
         scale = out["logit_scale"].detach()
         neg_img, ok_i = sample_negatives(scale * txt_all[lo : lo + n] @ img_all.T, same, u[0])  # for each local text
-        neg_txt, ok_t = sample_negatives(scale * img_all[lo : lo + n] @ txt_all.T, same, u[1])  # for each local image
+        neg_txt, ok_t = sample_negatives(scale * img_all[lo : lo + n] @ txt_all.T, same_t, u[1])  # for each local image
     pos = model.match_logits(tt, tm, it)
     logit_ti = model.match_logits(tt, tm, it_all[neg_img])
     logit_it = model.match_logits(tt_all[neg_txt], tm_all[neg_txt], it)

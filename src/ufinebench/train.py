@@ -233,8 +233,9 @@ class AttributeTable:
     ``cls``, ``group``: (V,) long, -1 for tokens that are no attribute word (``cls`` counts only
     classes with two groups the tokenizer knows, ``group`` every group of the lexicon);
     ``members``: (C, M) long token ids of each such class, padded with -1; ``member_group``: (C, M)
-    their groups; ``group_class``: (G,) the lexicon's class of every group. For
-    :func:`attribute_swap` and :func:`attribute_targets`.
+    their groups; ``group_class``: (G,) the lexicon's class of every group; ``group_named``: (G,)
+    bool, the group's class is one a fine caption always names (``lexicon.NAMED_CLASSES``). For
+    :func:`attribute_swap`, :func:`attribute_targets`, :func:`attribute_drop` and :func:`named_groups`.
     """
 
     cls: torch.Tensor
@@ -242,11 +243,12 @@ class AttributeTable:
     members: torch.Tensor
     member_group: torch.Tensor
     group_class: torch.Tensor
+    group_named: torch.Tensor
 
     @classmethod
     def build(cls, tokenizer: Any, vocab_size: int) -> AttributeTable | None:
         """The table for a tokenizer: attribute words it reads as one known token; None if no class has two."""
-        from ufinebench.data.lexicon import ATTRIBUTE_CLASSES
+        from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES
 
         classes: list[list[tuple[int, int]]] = []  # per class: (token id, group)
         gid = 0
@@ -269,7 +271,13 @@ class AttributeTable:
         for c, found in enumerate(classes):
             for j, (i, g) in enumerate(found):
                 cls_of[i], group_of[i], members[c, j], member_group[c, j] = c, g, i, g
-        return cls(cls_of, group_of, members, member_group, torch.tensor(group_class, dtype=torch.long))
+        named = torch.tensor([name in NAMED_CLASSES for name, groups in ATTRIBUTE_CLASSES.items() for _ in groups])
+        return cls(cls_of, group_of, members, member_group, torch.tensor(group_class, dtype=torch.long), named)
+
+    def named_group(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L) long: each token's group when it is a word of a named class, else -1."""
+        g = self.group[tokens.clamp(0, self.group.shape[0] - 1)]  # (B, L)
+        return torch.where((g >= 0) & self.group_named[g.clamp_min(0)], g, -1)
 
 
 def attribute_targets(tokens: torch.Tensor, table: AttributeTable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,6 +294,29 @@ def attribute_targets(tokens: torch.Tensor, table: AttributeTable) -> tuple[torc
     n_cls = int(table.group_class.max()) + 1
     named = torch.zeros(b, n_cls + 1).scatter_(1, torch.where(g >= 0, table.group_class[g.clamp_min(0)] + 1, 0), 1.0)[:, 1:]  # (B, C)
     return target, named[:, table.group_class] > 0
+
+
+def named_groups(tokens: torch.Tensor, table: AttributeTable) -> torch.Tensor:
+    """(B, L) ids -> (B, G) bool: the groups of named classes (colours, garments, shoes, bags, headwear) each caption has a word of."""
+    g = table.named_group(tokens)  # (B, L)
+    return torch.zeros(tokens.shape[0], table.group_class.shape[0] + 1).scatter_(1, g + 1, 1.0)[:, 1:] > 0
+
+
+def attribute_drop(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, table: AttributeTable, p: float,
+                   pad_id: int = 0) -> torch.Tensor:
+    """Each word of a named class ("red", "boots", "backpack") dropped with probability ``p``.
+
+    tokens (B, L) -> (B, L): the dropped words close up, padding refills the end; draws hash (seed,
+    epoch, pair, position) as :func:`token_noise` does. What is left reads like a description with
+    details missing ("navy denim jeans and sandals": the sandals' colour left out), which 3C's
+    medium and coarse queries and people's own descriptions are; made from the training caption
+    alone (``data.match_attribute_drop``, the matcher's view).
+    """
+    pos = torch.arange(tokens.shape[1])[None, :]  # (1, L)
+    u = _hash32(_pair_hash(index, epoch, seed, 5)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
+    dropped = (table.named_group(tokens) >= 0) & (u < p)  # (B, L)
+    order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
+    return torch.gather(torch.where(dropped, torch.full_like(tokens, pad_id), tokens), 1, order)
 
 
 def attribute_swap(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, table: AttributeTable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -486,6 +517,26 @@ class _State:
     best_value: float = -math.inf
 
 
+def with_shortened_captions(samples: list[Any], seed: int = 0) -> list[Any]:
+    """``samples`` with a shortened copy of every caption beside it (``lexicon.shorten``, tagged
+    ``shortened``; a hash of (seed, record, caption), the same every validation).
+
+    Validation chooses the re-ranking blend on both: val's own captions name every detail, and on
+    them the dual encoder already finds every val person first, so they cannot show what the
+    matcher or the attribute check adds for a description that leaves details out.
+    """
+    import random
+
+    from ufinebench.data.lexicon import shorten
+
+    out = []
+    for s in samples:
+        short = tuple(shorten(c, random.Random(f"{seed}:{s.index}:{j}")) for j, c in enumerate(s.captions))
+        out.append(dataclasses.replace(s, captions=s.captions + short,
+                                       caption_tags=s.caption_tags + tuple({**t, "shortened": True} for t in s.caption_tags)))
+    return out
+
+
 def held_out_identities(samples: list[Any], n: int) -> set[int]:
     """``n`` training identities set aside for validation: the same ones for every seed and run.
 
@@ -546,8 +597,9 @@ def _setup_data(cfg: Config, tokenizer: Any, rank: int, world: int, progress: bo
     out = _Data(tokenizer, dataset, sampler, val_samples, steps)
     if d.match_sentence_drop > 0 and out.sentence_end is None:
         raise ConfigError("data.match_sentence_drop: the tokenizer has no single token for '.', so sentences cannot be told apart")
-    if (d.attribute_swap or d.attribute_words) and out.attribute_table is None:
-        raise ConfigError("data.attribute_swap / attribute_words: the tokenizer reads no two attribute words of one class as single tokens")
+    if (d.attribute_swap or d.attribute_words or d.match_attribute_drop > 0 or cfg.train.match_negatives != "any") and out.attribute_table is None:
+        raise ConfigError("data.attribute_swap / attribute_words / match_attribute_drop, train.match_negatives: the tokenizer reads no two"
+                          " attribute words of one class as single tokens")
     return out
 
 
@@ -639,10 +691,21 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
         batch["tokens"] = modifier_order(batch["tokens"], batch["index"], st.epoch, t.seed, data.phrase_words, d.modifier_order)
     match_tokens = None
     if model.matcher is not None and (d.match_token_drop > 0 or d.match_token_unk > 0 or d.match_token_shuffle > 0
-                                      or d.match_sentence_drop > 0):  # the matcher's own noisy view
+                                      or d.match_sentence_drop > 0 or d.match_attribute_drop > 0):  # the matcher's own noisy view
         match_tokens = token_noise(batch["tokens"], batch["index"], st.epoch, t.seed, drop=d.match_token_drop, unk=d.match_token_unk,
                                    salt=3, shuffle=d.match_token_shuffle, sentence_drop=d.match_sentence_drop,
-                                   sentence_end=data.sentence_end, **noise).to(device)
+                                   sentence_end=data.sentence_end, **noise)
+        if d.match_attribute_drop > 0:
+            assert data.attribute_table is not None  # checked when the data was set up
+            match_tokens = attribute_drop(match_tokens, batch["index"], st.epoch, t.seed, data.attribute_table, d.match_attribute_drop,
+                                          pad_id=tok.pad_id)
+    match_groups = None
+    if model.matcher is not None and t.match_negatives == "contradicting":  # what each view names, what each caption names
+        assert data.attribute_table is not None
+        view = batch["tokens"] if match_tokens is None else match_tokens
+        match_groups = (named_groups(view, data.attribute_table).to(device), named_groups(batch["tokens"], data.attribute_table).to(device))
+    if match_tokens is not None:
+        match_tokens = match_tokens.to(device)
     word_targets = None
     if d.attribute_words:  # the attribute words of the clean caption, for the image's word head
         assert data.attribute_table is not None
@@ -671,6 +734,8 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
             out["swap_ok"] = swap_ok
         if word_targets is not None:
             out["word_target"], out["word_known"] = word_targets
+        if match_groups is not None:
+            out["match_view_groups"], out["caption_groups"] = match_groups
         losses = compute_losses(model, out, ids, labels, t.loss_weights, ctx, mlm_labels, global_loss=t.global_loss,
                                 match_candidates=t.match_candidates)
     _stop_if_not_finite(losses["loss"], st, distributed)
@@ -695,21 +760,23 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
     metrics = None
     rerank_weight: dict[str, Any] = {}
     if rank == 0 and data.val_samples and (st.epoch + 1) % t.eval_every == 0:
-        from ufinebench.evaluate import RERANK_TOPK, extract_features, tune_rerank_weight
+        from ufinebench.evaluate import RERANK_TOPK, blend_name, extract_features, tune_rerank_weight
         from ufinebench.metrics import metrics_from_features
 
         eval_tf = ImageTransform(size=(cfg.model.image_size[0], cfg.model.image_size[1]))
         model = st.model
         has_matcher = getattr(model, "matcher", None) is not None
-        f = extract_features(model, data.val_samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device,
+        samples = with_shortened_captions(data.val_samples) if has_matcher else data.val_samples
+        f = extract_features(model, samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device,
                              keep_tokens=has_matcher)
-        res = metrics_from_features(f["query_features"], f["gallery_features"], f["query_ids"], f["gallery_ids"])
+        own = np.array([not tags.get("shortened") for tags in f["query_tags"]])  # (Q,): val's own captions
+        res = metrics_from_features(f["query_features"][own], f["gallery_features"], f["query_ids"][own], f["gallery_ids"])
         metrics = dict(res.as_dict())
         record.update({f"val_{k}": v for k, v in metrics.items()})
-        if has_matcher:  # the re-ranking blend, chosen on val only (never on test or 3C)
-            w, r1s, maps = tune_rerank_weight(model, f, RERANK_TOPK, device=st.device)
-            rerank_weight = {"rerank_weight": w, "rerank_val_R1": r1s, "rerank_val_mAP": maps}
-            record["val_rerank_weight"] = "matcher" if w is None else w
+        if has_matcher:  # the re-ranking blend, chosen on val only (its captions and shortened copies; never on test or 3C)
+            w, v, r1s, maps = tune_rerank_weight(model, f, RERANK_TOPK, device=st.device)
+            rerank_weight = {"rerank_weight": w, "rerank_check_weight": v, "rerank_val_R1": r1s, "rerank_val_mAP": maps}
+            record["val_rerank_weight"] = blend_name(w, v)
     if rank != 0:
         return
     logger.write(record)

@@ -25,6 +25,7 @@ parts ``PHRASE_*`` (``data.modifier_order``).
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -328,6 +329,10 @@ ATTRIBUTE_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
     "side": (("left",), ("right",)),
     "tone": (("light",), ("dark",)),
 }
+# Classes a fine caption names whenever the person has one: a fine caption without "red" describes
+# nobody in red, one without "boots" nobody in boots. So a shortened caption that names such a word
+# contradicts every person whose fine caption lacks it (``train.match_negatives: contradicting``).
+NAMED_CLASSES = ("colour", "top", "bottom", "shoes", "bag", "headwear")
 N_ATTRIBUTE_GROUPS = sum(len(groups) for groups in ATTRIBUTE_CLASSES.values())  # the image word head's outputs
 
 # Noun-phrase parts for training's modifier-order augmentation (``data.modifier_order``): a colour
@@ -340,3 +345,29 @@ PHRASE_GARMENTS = tuple(w for c in ("top", "bottom", "shoes", "bag", "headwear")
     "shoes", "bag", "sweatshirt", "tee", "cap")
 PHRASE_MODIFIERS = ("long", "short", "sleeved", "sleeveless", "knee", "ankle", "length", "above", "cropped", "denim", "hooded",
                     "leather", "knit", "running", "baseball", "brimmed", "button", "up", "crossbody", "shoulder", "open", "-")
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def shorten(text: str, rng: random.Random, sentence_p: float = 0.3, word_p: float = 0.3) -> str:
+    """``text`` with details left out, the way a shorter description leaves them: each sentence
+    dropped with probability ``sentence_p`` (never all: then the first stays), then each word of a
+    named class (a colour, garment, shoe, bag or headwear word: :data:`NAMED_CLASSES`) with ``word_p``.
+
+    For choosing the re-ranking blend on val (``train.py``): val's own captions name every detail,
+    so they cannot tell whether the attribute check helps descriptions that do not. Generic by
+    design (sentences and words dropped at random), not 3C's rewriters.
+    """
+    named = {w for c in NAMED_CLASSES for group in ATTRIBUTE_CLASSES[c] for w in group}
+    sentences = [x for x in _SENTENCE.split(text.strip()) if x]
+    kept = [x for x in sentences if rng.random() >= sentence_p] or sentences[:1]
+    out: list[str] = []
+    for w in " ".join(kept).split():
+        core = w.rstrip(",.;:!?")
+        if core.lower() in named and rng.random() < word_p:
+            if w != core:  # keep the punctuation the word carried ("jeans." -> "."): sentences stay apart
+                out.append(w[len(core):])
+            continue
+        out.append(w)
+    return " ".join(out)

@@ -66,6 +66,7 @@ class ModelConfig:
     mlm: bool = False
     num_classes: int = 0  # identities for the identity classifier (set from the data)
     attribute_words: int = 0  # > 0: an image head predicting this many attribute word groups (set by data.attribute_words)
+    word_head_input: str = "global"  # the word head reads: global (the image embedding) | map (every image token, flattened: where on the body)
     num_queries: int = 16
     decoder_layers: int = 2
     decoder_heads: int = 8
@@ -95,6 +96,8 @@ class ModelConfig:
             raise ValueError(f"text_pool must be 'eot' or 'mean', got {self.text_pool!r}")
         if self.activation not in ("quick_gelu", "gelu"):
             raise ValueError(f"activation must be 'quick_gelu' or 'gelu', got {self.activation!r}")
+        if self.word_head_input not in ("global", "map"):
+            raise ValueError(f"word_head_input must be 'global' or 'map', got {self.word_head_input!r}")
         if self.match_text not in ("granular", "tokens"):
             raise ValueError(f"match_text must be 'granular' or 'tokens', got {self.match_text!r}")
         if self.text_position_jitter < 0:
@@ -218,8 +221,10 @@ class RetrievalModel(nn.Module):
             nn.init.zeros_(self.classifier.bias)
         else:
             self.classifier = None
-        # which attribute words (lexicon.ATTRIBUTE_CLASSES) the image's caption names, from the image's global feature
-        self.word_head = nn.Linear(d, cfg.attribute_words) if cfg.attribute_words > 0 else None
+        # which attribute words (lexicon.ATTRIBUTE_CLASSES) the image's caption names, from the image's global
+        # feature or from its whole token map (a linear map of the flattened map sees where each thing is)
+        n_in = d * self.image_token_count() if cfg.word_head_input == "map" else d
+        self.word_head = nn.Linear(n_in, cfg.attribute_words) if cfg.attribute_words > 0 else None
         if cfg.mlm:  # IRRA's implicit relation reasoning: masked text attends to the image, predicts tokens
             self.mlm_fusion: nn.ModuleList | None = nn.ModuleList([DecoderLayer(d, cfg.decoder_heads) for _ in range(cfg.matcher_layers)])
             self.mlm_head: nn.Sequential | None = nn.Sequential(LayerNorm(d), nn.Linear(d, d), QuickGELU(), nn.Linear(d, cfg.vocab_size))
@@ -316,7 +321,7 @@ class RetrievalModel(nn.Module):
             if self.matcher is not None:
                 out["swap_match"], out["swap_match_mask"] = self.text_match_inputs(stxt)  # (B, 1 + T, D), (B, 1 + T)
         if self.word_head is not None:
-            out["image_word_logits"] = self.word_head(img["global"].float())  # (B, G)
+            out["image_word_logits"] = self.word_logits(img)  # (B, G)
         if self.classifier is not None:
             out["image_id_logits"] = self.classifier(img["global"].float())
             out["text_id_logits"] = self.classifier(txt["global"].float())
@@ -326,6 +331,20 @@ class RetrievalModel(nn.Module):
                 fused = layer(fused, img["tokens"], None)
             out["mlm_logits"] = self.mlm_head(fused)  # (B, L, V)
         return out
+
+    def image_token_count(self) -> int:
+        """N: the image tokens after the global one (conv: the feature map's positions; ViT: the patches)."""
+        h, w = self.cfg.image_size
+        if self.cfg.vision == "conv":
+            return (h // 16) * (w // 16)
+        return (h // self.cfg.patch_size) * (w // self.cfg.patch_size)
+
+    def word_logits(self, img: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``encode_image``'s output -> (B, G) logits that the image's caption names each attribute word group."""
+        if self.word_head is None:
+            raise RuntimeError("this model has no word head (data.attribute_words)")
+        x = img["tokens"][:, 1:].flatten(1) if self.cfg.word_head_input == "map" else img["global"]  # (B, N * D) or (B, D)
+        return self.word_head(x.float())
 
     def text_match_inputs(self, txt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The matcher's text side from ``encode_text``: global then granular (or all) tokens, and its mask.
