@@ -139,6 +139,10 @@ def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
     meta = read_meta(resolve_checkpoint(tiny_run, "last"))
     assert "rerank_weight" in meta and set(meta["rerank_val_R1"]) == {"0", "0.25", "0.5", "1", "2", "4", "matcher"}
     assert evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4)["rerank"]["weight"] == meta["rerank_weight"]
+    # re-ranked R1 per tag value; at weight 0 (order unchanged) the plain breakdown's
+    zero = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4, rerank_weight=0.0)
+    for key, rows in zero["breakdown"].items():
+        assert zero["rerank"]["R1_by"][key] == pytest.approx({v: d["R1"] for v, d in rows.items()}, abs=1e-9), key
 
 
 def test_report_is_self_contained(tiny_synth, tiny_run, tmp_path, capsys):

@@ -59,13 +59,14 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool =
         return _run_demo(Path(out), quick=quick, fresh=fresh, force=force)
 
 
-def _weight_text(weight: float | None) -> str:
-    """How the re-ranking blended: the weight training chose on val, or the matcher alone."""
+def _weight_text(weight: float | None, check: float = 0.0) -> str:
+    """How the re-ranking blended: the weights training chose on val, or the matcher alone."""
     if weight is None:
         return "matcher alone"
-    if weight == 0:
+    if weight == 0 and not check:
         return "weight 0 chosen on val: the matcher did not help there, order unchanged"
-    return f"cos/T + {weight:g} x matcher, weight chosen on val"
+    parts = ([f"{weight:g} x matcher"] if weight else []) + ([f"{check:g} x attribute check"] if check else [])
+    return "cos/T + " + " + ".join(parts) + ", chosen on val"
 
 
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
@@ -143,7 +144,8 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     rows = {
         f"in-domain test ({indomain['overall']['queries']} queries)": indomain["overall"],
         f"3C set ({threec['overall']['queries']} queries)": threec["overall"],
-        f"3C set + re-rank top {plan.rerank_topk} ({_weight_text(threec['rerank']['weight'])})": threec["rerank"]["overall"],
+        f"3C set + re-rank top {plan.rerank_topk} ({_weight_text(threec['rerank']['weight'], threec['rerank'].get('check_weight', 0.0))})":
+            threec["rerank"]["overall"],
     }
     print(format_table(rows, extra=()))
     for key in ("granularity", "style", "source"):
@@ -151,5 +153,8 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
         if table:
             print()
             print(format_table(table))
+            rr = threec["rerank"].get("R1_by", {}).get(key, {})
+            if key == "granularity" and rr:
+                print("re-ranked R1: " + ", ".join(f"{v} {r1:.2f}" for v, r1 in rr.items()))
     print(f"\nreport: {page}\nresults: {out / 'results.json'}\ntotal time: {time.perf_counter() - t_start:.0f} s")
     return 0

@@ -157,6 +157,19 @@ def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, 
     return out
 
 
+def rerank_r1_by_tag(features: dict[str, Any], first_hit_rank: np.ndarray) -> dict[str, dict[str, float]]:
+    """R1 per value of every tag key present (as :func:`breakdown`), from each query's first-hit rank (1 = first)."""
+    out: dict[str, dict[str, float]] = {}
+    for key in BREAKDOWN_KEYS:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(features["query_tags"]):
+            if key in t:
+                groups[str(t[key])].append(i)
+        if groups:
+            out[key] = {v: 100.0 * float(np.mean(np.asarray(first_hit_rank)[groups[v]] == 1)) for v in sorted(groups, key=subset_sort_key)}
+    return out
+
+
 def score_rows(features: dict[str, Any], rows: np.ndarray) -> np.ndarray:
     """(len(rows), G) similarities of some queries: from a given matrix, or cosines of the features."""
     if "similarity" in features:
@@ -435,6 +448,8 @@ def evaluate_checkpoint(
             check = 0.0  # no word head: no attribute check
         rr, secs, top, order = rerank(loaded.model, feats, rerank_topk, weight=weight, check_weight=check, device=device, msd=msd)
         out["rerank"] = {"topk": rerank_topk, "weight": weight, "check_weight": check, "overall": rr.as_dict(), "seconds": round(secs, 3)}
+        if rr.per_query is not None:
+            out["rerank"]["R1_by"] = rerank_r1_by_tag(feats, rr.per_query.first_hit_rank)
         feats["rerank_per_query"] = rr.per_query
     feats["per_query"] = res.per_query
     out["_features"] = feats
