@@ -16,7 +16,7 @@ from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset
-from ufinebench.evaluate import evaluate_checkpoint, matcher_topk, rerank, rerank_from_logits, tune_rerank_weight
+from ufinebench.evaluate import blend_name, evaluate_checkpoint, matcher_topk, rerank, rerank_from_logits, tune_rerank_weight
 
 
 @pytest.fixture(scope="module")
@@ -126,21 +126,21 @@ def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
     _, order_b = rerank_from_logits(f, top, cos, logits, 1.0, 10.0)
     blend = np.take_along_axis(10.0 * cos + logits, order_b, axis=1)
     assert (np.diff(blend, axis=1) <= 1e-5).all()
-    w, v, table, maps = tune_rerank_weight(model, f, 4)
-    assert v == 0.0  # no word head: no attribute check
+    w, v, table, maps = tune_rerank_weight(model, f, 4)  # the preset's model has a word head: the check's weights too
     key = {k: (table[k], maps[k]) for k in table}  # R1, then mAP
-    chosen = "matcher" if w is None else f"{w:g}"
+    chosen = blend_name(w, v)
     assert key[chosen] == max(key.values())
-    assert all(v < key[chosen] for k, v in key.items() if k != "matcher" and w is not None and float(k) < w)  # full ties -> smaller
+    plain = {k: x for k, x in key.items() if k != "matcher" and "check" not in k}  # full ties -> smaller
+    assert all(x < key[chosen] for k, x in plain.items() if w is not None and v == 0 and float(k) < w)
     for name, w_ in (("0", 0.0), ("1", 1.0)):  # the tables are the re-ranked metrics at each weight
         m = rerank_from_logits(f, top, cos, logits, w_, float(model.logit_scale.exp()), per_query=False)[0].as_dict()
         assert (table[name], maps[name]) == pytest.approx((m["R1"], m["mAP"]), abs=1e-3)
     # training tuned a weight on val and kept it in the checkpoint; eval uses it by default
     meta = read_meta(resolve_checkpoint(tiny_run, "last"))
-    assert "rerank_weight" in meta and set(meta["rerank_val_R1"]) == {"0", "0.25", "0.5", "1", "2", "4", "matcher"}
+    assert "rerank_weight" in meta and {"0", "0.25", "0.5", "1", "2", "4", "matcher"} <= set(meta["rerank_val_R1"])
     assert evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4)["rerank"]["weight"] == meta["rerank_weight"]
     # re-ranked R1 per tag value; at weight 0 (order unchanged) the plain breakdown's
-    zero = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4, rerank_weight=0.0)
+    zero = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4, rerank_weight=0.0, check_weight=0.0)
     for key, rows in zero["breakdown"].items():
         assert zero["rerank"]["R1_by"][key] == pytest.approx({v: d["R1"] for v, d in rows.items()}, abs=1e-9), key
 
