@@ -49,7 +49,7 @@ def extract_features(
     gallery, queries = eval_sets(samples, tokenizer, transform, model.cfg.context_length)
     table = None
     if keep_tokens and getattr(model, "word_head", None) is not None:
-        from ufinebench.train import AttributeTable
+        from ufinebench.train import AttributeTable, named_groups
 
         table = AttributeTable.build(tokenizer, tokenizer.vocab_size)
     was_training = model.training
@@ -81,8 +81,6 @@ def extract_features(
             qseq.extend(seq.half().cpu())
             qmask.extend(mask.cpu())
         if table is not None:
-            from ufinebench.train import named_groups
-
             qword.append(named_groups(batch["tokens"], table))  # (b, groups) bool
         if bar is not None:
             bar.update(len(batch["index"]))

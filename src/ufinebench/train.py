@@ -307,13 +307,13 @@ def attribute_drop(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: 
     """Each word of a named class ("red", "boots", "backpack") dropped with probability ``p``.
 
     tokens (B, L) -> (B, L): the dropped words close up, padding refills the end; draws hash (seed,
-    epoch, pair, position) as :func:`token_noise` does. What is left reads like a description with
+    epoch, pair, position) as :func:`token_noise` does (salt 8: a stream of its own). What is left reads like a description with
     details missing ("navy denim jeans and sandals": the sandals' colour left out), which 3C's
     medium and coarse queries and people's own descriptions are; made from the training caption
     alone (``data.match_attribute_drop``, the matcher's view).
     """
     pos = torch.arange(tokens.shape[1])[None, :]  # (1, L)
-    u = _hash32(_pair_hash(index, epoch, seed, 5)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
+    u = _hash32(_pair_hash(index, epoch, seed, 8)[:, None] * 0x1000193 + pos).double() / 2**32  # (B, L) in [0, 1)
     dropped = (table.named_group(tokens) >= 0) & (u < p)  # (B, L)
     order = torch.sort(dropped.to(torch.int8), dim=1, stable=True).indices  # kept words first, in order
     return torch.gather(torch.where(dropped, torch.full_like(tokens, pad_id), tokens), 1, order)
