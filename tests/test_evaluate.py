@@ -256,3 +256,11 @@ def test_training_with_a_word_head_tunes_the_attribute_check_on_val_and_eval_use
     f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, keep_tokens=True)
     assert f["gallery_word_logp"].shape[0] == len(f["gallery_ids"]) and (f["gallery_word_logp"] <= 0).all()
     assert f["query_word_groups"].shape[0] == len(f["query_ids"]) and f["query_word_groups"].any(1).mean() > 0.5
+
+
+def test_bad_blend_weights_are_one_line_errors_naming_the_flag(tiny_synth, tiny_run, capsys):
+    data = str(tiny_synth / "ufine_synth_3c.json")
+    for flag, value in (("--rerank-weight", "-1"), ("--rerank-weight", "lots"), ("--check-weight", "nan"), ("--check-weight", "x")):
+        assert main(["eval", "--checkpoint", str(tiny_run), "--data", data, "--rerank-topk", "4", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err, err

@@ -199,6 +199,17 @@ def _cmd_import_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nonnegative(value: str, flag: str, also: str = "") -> float:
+    """A finite number >= 0 from a command-line value, else a one-line error naming the flag."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise UFineBenchError(f"{flag}: a number{also}, got {value!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise UFineBenchError(f"{flag}: must be a finite number >= 0, got {value!r}")
+    return x
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -222,20 +233,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if weight == "matcher":
         weight = None
     elif weight != "checkpoint":
-        try:
-            weight = float(args.rerank_weight)
-        except ValueError:
-            raise UFineBenchError(f"--rerank-weight: a number, 'matcher' or 'checkpoint', got {args.rerank_weight!r}") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise UFineBenchError(f"--rerank-weight: must be a finite number >= 0, got {args.rerank_weight!r}")
+        weight = _nonnegative(args.rerank_weight, "--rerank-weight", ", 'matcher' or 'checkpoint'")
     check_weight: float | str = "checkpoint"
     if args.check_weight != "checkpoint":
-        try:
-            check_weight = float(args.check_weight)
-        except ValueError:
-            raise UFineBenchError(f"--check-weight: a number or 'checkpoint', got {args.check_weight!r}") from None
-        if not math.isfinite(check_weight) or check_weight < 0:
-            raise UFineBenchError(f"--check-weight: must be a finite number >= 0, got {args.check_weight!r}")
+        check_weight = _nonnegative(args.check_weight, "--check-weight", " or 'checkpoint'")
     if args.granularity_weight is not None and not (math.isfinite(args.granularity_weight) and args.granularity_weight >= 0):
         raise UFineBenchError(f"--granularity-weight: must be a finite number >= 0, got {args.granularity_weight!r}")
     import os
