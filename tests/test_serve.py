@@ -271,3 +271,37 @@ def test_cli_search_and_errors(index_dir, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatch):
+    """A model with a word head (the preset's): the index keeps each image's word log-probabilities,
+    and search re-orders the top 10 by cos / T + v x the mean log-probability of the query's
+    attribute words, v = the check's weight val chose with the matcher at 0; scores stay cosines."""
+    from ufinebench.train import AttributeTable, named_groups
+
+    plain = SearchIndex(index_dir)
+    assert plain.word_logp is not None and plain.word_logp.shape[0] == len(plain) and (plain.word_logp <= 0).all()
+    assert plain.check_weight == 0.0  # this run never validated: no grid, no check
+    monkeypatch.setattr(I, "check_weight_without_matcher", lambda meta: 4.0)
+    checked = SearchIndex(index_dir)
+    assert checked.check_weight == 4.0
+    text = "a woman in a red coat, black trousers and white sneakers with a black backpack"
+    before, after = plain.search(text, k=12), checked.search(text, k=12)
+    assert [h.id for h in after[10:]] == [h.id for h in before[10:]]  # only the top 10 move
+    assert sorted(h.id for h in after[:10]) == sorted(h.id for h in before[:10])
+    lm = checked.loaded
+    table = AttributeTable.build(lm.tokenizer, lm.tokenizer.vocab_size)
+    named = named_groups(lm.tokenizer.encode([text], lm.model.cfg.context_length), table)[0].numpy().astype(np.float32)
+    assert named.any()
+    scale = float(lm.model.logit_scale.exp())
+    blend = {h.id: scale * h.score + 4.0 * float(checked.word_logp[h.id] @ named / named.sum()) for h in before[:10]}
+    assert [h.id for h in after[:10]] == sorted(blend, key=lambda i: -blend[i])
+    assert [h.id for h in after[:10]] != [h.id for h in before[:10]]  # the check did move something here
+    assert {h.id: h.score for h in after} == pytest.approx({h.id: h.score for h in before})
+
+
+def test_check_weight_without_matcher_reads_the_val_grid():
+    meta = {"rerank_val_R1": {"0": 90.0, "0 + check 1": 91.0, "0 + check 4": 91.0, "0.5 + check 2": 99.0, "matcher": 95.0},
+            "rerank_val_mAP": {"0": 80.0, "0 + check 1": 85.0, "0 + check 4": 84.0, "0.5 + check 2": 90.0, "matcher": 88.0}}
+    assert I.check_weight_without_matcher(meta) == 1.0  # R1 ties broken by mAP; rows with the matcher are not the service's
+    assert I.check_weight_without_matcher({}) == 0.0

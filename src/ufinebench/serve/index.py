@@ -29,6 +29,7 @@ import torch
 
 from ufinebench.data.lexicon import Normalized, normalizer_for
 from ufinebench.errors import UFineBenchError
+from ufinebench.evaluate import RERANK_TOPK
 from ufinebench.io import atomic_write_bytes
 from ufinebench.metrics import unit_rows
 
@@ -71,20 +72,26 @@ def _thumbnail(im: Any) -> bytes:
     return buf.getvalue()
 
 
-def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: str) -> tuple[np.ndarray, list[bytes]]:
-    """Unit embeddings (n, F) of the images and their JPEG thumbnails."""
+def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: str) -> tuple[np.ndarray, list[bytes], np.ndarray | None]:
+    """Unit embeddings (n, F) of the images, their JPEG thumbnails, and for a model with a word head
+    (``data.attribute_words``) each image's log-probability of every attribute word group (n, groups), else None."""
     from ufinebench.data.transforms import load_image
 
+    model = loaded.model
     feats: list[np.ndarray] = []
+    words: list[np.ndarray] = []
     thumbs: list[bytes] = []
     for i in range(0, len(paths), batch_size):
         pics = [load_image(p) for p in paths[i : i + batch_size]]
         thumbs.extend(_thumbnail(im) for im in pics)
         imgs = torch.stack([loaded.transform(im) for im in pics]).to(device)  # (b, 3, H, W)
         with torch.no_grad():
-            f = loaded.model.retrieval_features(loaded.model.encode_image(imgs)).float().cpu().numpy()
+            enc = model.encode_image(imgs)
+            f = model.retrieval_features(enc).float().cpu().numpy()
+            if getattr(model, "word_head", None) is not None:
+                words.append(torch.nn.functional.logsigmoid(model.word_logits(enc).float()).cpu().numpy())  # (b, groups)
         feats.append(unit_rows(f))
-    return np.concatenate(feats), thumbs
+    return np.concatenate(feats), thumbs, (np.concatenate(words) if words else None)
 
 
 def checkpoint_digest(checkpoint: str | os.PathLike[str]) -> str:
@@ -165,14 +172,15 @@ def _build_index(
     t0 = time.perf_counter()
     for c, i in enumerate(range(0, len(todo), CHUNK)):
         chunk = todo[i : i + CHUNK]
-        emb, thumbs = _encode_images(loaded, [p for p, _ in chunk], batch_size, device)  # (n, F)
+        emb, thumbs, word_logp = _encode_images(loaded, [p for p, _ in chunk], batch_size, device)  # (n, F), n, (n, groups) | None
         import io
 
         atomic_write_bytes(parts / f"{start + c:06d}.thumbs", b"".join(thumbs))  # before the .npz that makes the chunk count
         buf = io.BytesIO()
+        extra: dict[str, Any] = {} if word_logp is None else {"word_logp": word_logp.astype(np.float32)}  # the check's image side
         np.savez(buf, embeddings=emb, paths=np.asarray([str(p) for p, _ in chunk]),
                  person_ids=np.asarray([-1 if pid is None else pid for _, pid in chunk], dtype=np.int64),
-                 thumb_offsets=np.cumsum([0] + [len(t) for t in thumbs]).astype(np.int64))
+                 thumb_offsets=np.cumsum([0] + [len(t) for t in thumbs]).astype(np.int64), **extra)
         atomic_write_bytes(parts / f"{start + c:06d}.npz", buf.getvalue())
         if bar is not None:
             bar.update(len(chunk))
@@ -204,8 +212,10 @@ def _read_info(path: Path) -> dict[str, Any]:
 
 
 def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
-    """Every finished chunk, in order: embeddings, paths, person ids and (part, start, end) of each thumbnail."""
+    """Every finished chunk, in order: embeddings, paths, person ids, (part, start, end) of each thumbnail,
+    and ``word_logp`` (n, groups) when every chunk has it (models with a word head), else None."""
     embs: list[np.ndarray] = []
+    words: list[np.ndarray | None] = []
     paths: list[str] = []
     pids: list[int] = []
     thumbs: list[tuple[Path, int, int]] = []
@@ -213,13 +223,15 @@ def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
         with np.load(f, allow_pickle=False) as z:
             if embeddings:
                 embs.append(z["embeddings"])
+                words.append(z["word_logp"] if "word_logp" in z else None)
             paths.extend(z["paths"].tolist())
             pids.extend(z["person_ids"].tolist())
             if "thumb_offsets" in z:
                 off = z["thumb_offsets"].tolist()
                 thumbs.extend((f.with_suffix(".thumbs"), a, b) for a, b in zip(off[:-1], off[1:], strict=False))
+    word_logp = np.concatenate([w for w in words if w is not None]) if words and all(w is not None for w in words) else None
     return {"embeddings": np.concatenate(embs) if embs else np.zeros((0, 0), np.float32), "paths": paths, "person_ids": pids,
-            "thumbs": thumbs}
+            "thumbs": thumbs, "word_logp": word_logp}
 
 
 def _write_faiss(emb: np.ndarray, kind: str, path: Path) -> None:
@@ -283,6 +295,18 @@ class SearchIndex:
             faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", 64)
         # a word-level model's unknown words are replaced by known ones before encoding (data/lexicon.py)
         self.normalizer = normalizer_for(self.loaded.tokenizer)
+        # the attribute check (evaluate.attribute_check) re-orders the top RERANK_TOPK: the weight val chose for it
+        # without the matcher (the service runs no matcher); 0 for models without a word head or older indexes
+        self.word_logp: np.ndarray | None = parts["word_logp"] if parts["word_logp"] is not None and len(parts["word_logp"]) == len(
+            self.paths) else None
+        self.check_weight = check_weight_without_matcher(self.loaded.meta) if self.word_logp is not None else 0.0
+        self._table: Any = None
+        if self.check_weight > 0:
+            from ufinebench.train import AttributeTable
+
+            self._table = AttributeTable.build(self.loaded.tokenizer, self.loaded.tokenizer.vocab_size)
+            if self._table is None:
+                self.check_weight = 0.0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -312,9 +336,46 @@ class SearchIndex:
         return read if read.text.strip() else Normalized(text)  # nothing left (fillers only): search it as written
 
     def search(self, text: str, k: int = 10, normalize: bool = True) -> list[Hit]:
-        """The ``k`` best images for a description (read through :meth:`read` unless ``normalize`` is off)."""
-        q = self.encode([self.read(text, normalize).text])
+        """The ``k`` best images for a description (read through :meth:`read` unless ``normalize`` is off).
+
+        With the attribute check on (``check_weight`` > 0), the top ``RERANK_TOPK`` are re-ordered by
+        cos / T + check_weight x the mean log-probability of the description's attribute words;
+        each hit keeps its cosine as its score.
+        """
+        text = self.read(text, normalize).text
+        q = self.encode([text])
         k = max(1, min(k, len(self)))
-        scores, ids = self.index.search(q, k)
-        return [Hit(r + 1, int(i), self.paths[int(i)], float(s), None if self.person_ids[int(i)] < 0 else int(self.person_ids[int(i)]))
-                for r, (s, i) in enumerate(zip(scores[0], ids[0], strict=False)) if i >= 0]
+        depth = max(k, RERANK_TOPK) if self.check_weight > 0 else k
+        scores, ids = self.index.search(q, min(depth, len(self)))
+        pairs = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=False) if i >= 0]
+        if self.check_weight > 0 and self.word_logp is not None and pairs:
+            from ufinebench.train import named_groups
+
+            tokens = self.loaded.tokenizer.encode([text], self.loaded.model.cfg.context_length)
+            named = named_groups(tokens, self._table)[0].numpy().astype(np.float32)  # (groups,)
+            if named.any():
+                top = pairs[:RERANK_TOPK]
+                check = self.word_logp[[i for _, i in top]] @ named / named.sum()  # (n,)
+                scale = float(self.loaded.model.logit_scale.exp()) if hasattr(self.loaded.model, "logit_scale") else 1.0
+                blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check, strict=True)]
+                order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
+                pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
+        return [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i]))
+                for r, (sc, i) in enumerate(pairs[:k])]
+
+
+def check_weight_without_matcher(meta: dict[str, Any]) -> float:
+    """The attribute check's weight that validation chose with the matcher's weight at 0 (from the
+    checkpoint's ``rerank_val_R1`` / ``rerank_val_mAP`` grid: R1, then mAP, then the smaller weight); 0 if none."""
+    r1s, maps = meta.get("rerank_val_R1") or {}, meta.get("rerank_val_mAP") or {}
+    best: tuple[float, float, float] = (-1.0, -1.0, 0.0)
+    for name, r1 in r1s.items():
+        if name == "0":
+            v = 0.0
+        elif name.startswith("0 + check "):
+            v = float(name.removeprefix("0 + check "))
+        else:
+            continue
+        if (r1, maps.get(name, 0.0)) > best[:2]:
+            best = (r1, maps.get(name, 0.0), v)
+    return best[2]
