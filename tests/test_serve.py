@@ -97,6 +97,7 @@ def test_api_and_bad_input(index_dir):
     body = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3}).json()
     assert body["replaced"] == [["girl", "young woman"], ["striped", "stripes"], ["hoody", "hoodie"]], body
     assert body["read_as"] == "a young woman in a stripes hoodie" and body["unknown"] == []
+    assert body["check_weight"] == 0.0  # this run never validated: no attribute check, the cosine's order
     same = client.post("/search", json={"text": "a young woman in a stripes hoodie", "k": 3}).json()
     assert [h["id"] for h in same["results"]] == [h["id"] for h in body["results"]] and same["replaced"] == []
     raw = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3, "normalize": False}).json()
@@ -297,6 +298,9 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     blend = {h.id: scale * h.score + 4.0 * float(checked.word_logp[h.id] @ named / named.sum()) for h in before[:10]}
     assert [h.id for h in after[:10]] == sorted(blend, key=lambda i: -blend[i])
     assert [h.id for h in after[:10]] != [h.id for h in before[:10]]  # the check did move something here
+    client = TestClient(create_app(str(index_dir), allowed_hosts=HOSTS))
+    body = client.post("/search", json={"text": text, "k": 12}).json()
+    assert body["check_weight"] == 4.0 and [h["id"] for h in body["results"]] == [h.id for h in after]  # the API says so
     assert {h.id: h.score for h in after} == pytest.approx({h.id: h.score for h in before})
 
 

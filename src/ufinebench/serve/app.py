@@ -200,6 +200,7 @@ def create_app(
         hits = idx.search(read.text, q.k, normalize=False)
         return {"query": text, "k": q.k, "took_ms": (time.perf_counter() - t0) * 1000,
                 "read_as": read.text, "replaced": [list(p) for p in read.replaced], "unknown": read.unknown,
+                "check_weight": idx.check_weight,  # > 0: the top 10 re-ordered by the attribute check (scores stay cosines)
                 "results": [{"rank": h.rank, "id": h.id, "score": h.score, "person_id": h.person_id, "url": f"/images/{h.id}"} for h in hits]}
 
     @app.get("/images/{image_id}")
