@@ -70,7 +70,7 @@ def extract_features(
         if keep_tokens:
             gtok.append(enc["tokens"].half().cpu())
         if table is not None:
-            gword.append(torch.nn.functional.logsigmoid(model.word_logits(enc).float()).cpu())  # (b, groups)
+            gword.append(model.word_log_probs(enc).cpu())  # (b, groups)
         if bar is not None:
             bar.update(len(batch["index"]))
     for batch in DataLoader(Subset(queries, q_idx.tolist()), batch_size=batch_size, num_workers=0, collate_fn=collate):
@@ -132,20 +132,25 @@ def _process_group() -> tuple[int, int]:
     return 0, 1
 
 
-def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics per value of every tag key present (source, granularity, style, words)."""
-    tags = features["query_tags"]
-    out: dict[str, dict[str, dict[str, float]]] = {}
+def _tag_groups(features: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """{tag key: {value: query indices}} for every key of ``BREAKDOWN_KEYS`` the queries carry, values in subset order."""
+    out: dict[str, dict[str, np.ndarray]] = {}
     for key in BREAKDOWN_KEYS:
         groups: dict[str, list[int]] = defaultdict(list)
-        for i, t in enumerate(tags):
+        for i, t in enumerate(features["query_tags"]):
             if key in t:
                 groups[str(t[key])].append(i)
-        if not groups:
-            continue
+        if groups:
+            out[key] = {value: np.asarray(groups[value]) for value in sorted(groups, key=subset_sort_key)}
+    return out
+
+
+def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics per value of every tag key present (source, granularity, style, words)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key, groups in _tag_groups(features).items():
         out[key] = {}
-        for value in sorted(groups, key=subset_sort_key):
-            idx = np.asarray(groups[value])
+        for value, idx in groups.items():
             if "similarity" in features:  # scores from elsewhere: the rows of those queries
                 res = metrics_from_similarity(features["similarity"][idx], features["query_ids"][idx], features["gallery_ids"], msd=msd)
             else:
@@ -157,15 +162,8 @@ def breakdown(features: dict[str, Any], msd: MsdVariant = "paper") -> dict[str, 
 
 def rerank_r1_by_tag(features: dict[str, Any], first_hit_rank: np.ndarray) -> dict[str, dict[str, float]]:
     """R1 per value of every tag key present (as :func:`breakdown`), from each query's first-hit rank (1 = first)."""
-    out: dict[str, dict[str, float]] = {}
-    for key in BREAKDOWN_KEYS:
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, t in enumerate(features["query_tags"]):
-            if key in t:
-                groups[str(t[key])].append(i)
-        if groups:
-            out[key] = {v: 100.0 * float(np.mean(np.asarray(first_hit_rank)[groups[v]] == 1)) for v in sorted(groups, key=subset_sort_key)}
-    return out
+    first = np.asarray(first_hit_rank)
+    return {key: {v: 100.0 * float(np.mean(first[idx] == 1)) for v, idx in groups.items()} for key, groups in _tag_groups(features).items()}
 
 
 def score_rows(features: dict[str, Any], rows: np.ndarray) -> np.ndarray:

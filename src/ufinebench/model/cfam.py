@@ -346,6 +346,10 @@ class RetrievalModel(nn.Module):
         x = img["tokens"][:, 1:].flatten(1) if self.cfg.word_head_input == "map" else img["global"]  # (B, N * D) or (B, D)
         return self.word_head(x.float())
 
+    def word_log_probs(self, img: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, G) float32 log-probabilities of :meth:`word_logits`: the image side of re-ranking's attribute check."""
+        return F.logsigmoid(self.word_logits(img).float())
+
     def text_match_inputs(self, txt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The matcher's text side from ``encode_text``: global then granular (or all) tokens, and its mask.
 

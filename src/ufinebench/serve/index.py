@@ -29,7 +29,7 @@ import torch
 
 from ufinebench.data.lexicon import Normalized, normalizer_for
 from ufinebench.errors import UFineBenchError
-from ufinebench.evaluate import RERANK_TOPK
+from ufinebench.evaluate import CHECK_WEIGHTS, RERANK_TOPK, _logit_scale, attribute_check, blend_name
 from ufinebench.io import atomic_write_bytes
 from ufinebench.metrics import unit_rows
 
@@ -89,7 +89,7 @@ def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: 
             enc = model.encode_image(imgs)
             f = model.retrieval_features(enc).float().cpu().numpy()
             if getattr(model, "word_head", None) is not None:
-                words.append(torch.nn.functional.logsigmoid(model.word_logits(enc).float()).cpu().numpy())  # (b, groups)
+                words.append(model.word_log_probs(enc).cpu().numpy())  # (b, groups)
         feats.append(unit_rows(f))
     return np.concatenate(feats), thumbs, (np.concatenate(words) if words else None)
 
@@ -352,12 +352,13 @@ class SearchIndex:
             from ufinebench.train import named_groups
 
             tokens = self.loaded.tokenizer.encode([text], self.loaded.model.cfg.context_length)
-            named = named_groups(tokens, self._table)[0].numpy().astype(np.float32)  # (groups,)
+            named = named_groups(tokens, self._table).numpy()  # (1, groups)
             if named.any():
                 top = pairs[:RERANK_TOPK]
-                check = self.word_logp[[i for _, i in top]] @ named / named.sum()  # (n,)
-                scale = float(self.loaded.model.logit_scale.exp()) if hasattr(self.loaded.model, "logit_scale") else 1.0
-                blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check, strict=True)]
+                check = attribute_check({"gallery_word_logp": self.word_logp, "query_word_groups": named}, np.asarray([[i for _, i in top]]))
+                assert check is not None
+                scale = _logit_scale(self.loaded.model)
+                blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check[0], strict=True)]
                 order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
                 pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
         return [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i]))
@@ -369,13 +370,8 @@ def check_weight_without_matcher(meta: dict[str, Any]) -> float:
     checkpoint's ``rerank_val_R1`` / ``rerank_val_mAP`` grid: R1, then mAP, then the smaller weight); 0 if none."""
     r1s, maps = meta.get("rerank_val_R1") or {}, meta.get("rerank_val_mAP") or {}
     best: tuple[float, float, float] = (-1.0, -1.0, 0.0)
-    for name, r1 in r1s.items():
-        if name == "0":
-            v = 0.0
-        elif name.startswith("0 + check "):
-            v = float(name.removeprefix("0 + check "))
-        else:
-            continue
-        if (r1, maps.get(name, 0.0)) > best[:2]:
-            best = (r1, maps.get(name, 0.0), v)
+    for v in CHECK_WEIGHTS:
+        name = blend_name(0.0, v)  # the names tune_rerank_weight wrote: "0", "0 + check 1", ...
+        if name in r1s and (r1s[name], maps.get(name, 0.0)) > best[:2]:
+            best = (r1s[name], maps.get(name, 0.0), v)
     return best[2]
