@@ -496,6 +496,11 @@ class _Data:
         return PhraseWords.build(self.tokenizer)
 
     @cached_property
+    def val_with_shortened(self) -> list[Any]:
+        """The val samples with a shortened copy of every caption (:func:`with_shortened_captions`), made once per run."""
+        return with_shortened_captions(self.val_samples)
+
+    @cached_property
     def sentence_end(self) -> int | None:
         """The token id of "." (where a caption sentence ends), or None if the tokenizer splits it."""
         return single_token_id(self.tokenizer, ".")
@@ -766,7 +771,7 @@ def _end_epoch(st: _State, data: _Data, cfg: Config, run_dir: Path, logger: _Log
         eval_tf = ImageTransform(size=(cfg.model.image_size[0], cfg.model.image_size[1]))
         model = st.model
         has_matcher = getattr(model, "matcher", None) is not None
-        samples = with_shortened_captions(data.val_samples) if has_matcher else data.val_samples
+        samples = data.val_with_shortened if has_matcher else data.val_samples
         f = extract_features(model, samples, data.tokenizer, eval_tf, batch_size=max(16, t.batch_size), device=st.device,
                              keep_tokens=has_matcher)
         own = np.array([not tags.get("shortened") for tags in f["query_tags"]])  # (Q,): val's own captions
