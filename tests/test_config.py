@@ -49,6 +49,12 @@ def test_bad_values_name_the_key(override, key):
     assert key.split(".")[0] in str(exc.value) and key.split(".")[-1].split("[")[0] in str(exc.value)
 
 
+def test_attribute_pairs_need_the_word_head():
+    with pytest.raises(ConfigError, match="data.attribute_pairs"):
+        load_config("synth-cpu-small", ["data.attribute_words=false", "data.attribute_pairs=true"])
+    assert load_config("synth-cpu-small", ["data.attribute_words=true", "data.attribute_pairs=true"]).data.attribute_pairs
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  widht: 3\n")

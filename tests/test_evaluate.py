@@ -238,12 +238,13 @@ def test_training_with_a_word_head_tunes_the_attribute_check_on_val_and_eval_use
     """data.attribute_words: validation tunes (matcher weight, check weight) on val's captions and
     their shortened copies; the checkpoint keeps both and ``evaluate_checkpoint`` uses them."""
     from ufinebench.config import load_config
+    from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
     from ufinebench.evaluate import CHECK_WEIGHTS, extract_features
     from ufinebench.model.checkpoint import from_checkpoint, read_meta, resolve_checkpoint
     from ufinebench.train import train
 
     over = [f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={tmp_path / 'run'}", "train.epochs=1", "train.eval_every=1",
-            "train.max_steps_per_epoch=3", "data.attribute_words=true", "model.word_head_input=map"]
+            "train.max_steps_per_epoch=3", "data.attribute_words=true", "data.attribute_pairs=true", "model.word_head_input=map"]
     run = train(load_config("synth-cpu-small", over), progress=False)
     meta = read_meta(resolve_checkpoint(run, "last"))
     assert meta["rerank_check_weight"] in CHECK_WEIGHTS
@@ -256,6 +257,9 @@ def test_training_with_a_word_head_tunes_the_attribute_check_on_val_and_eval_use
     f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, keep_tokens=True)
     assert f["gallery_word_logp"].shape[0] == len(f["gallery_ids"]) and (f["gallery_word_logp"] <= 0).all()
     assert f["query_word_groups"].shape[0] == len(f["query_ids"]) and f["query_word_groups"].any(1).mean() > 0.5
+    n = N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS  # data.attribute_pairs: the pairs' outputs follow the words'
+    assert f["gallery_word_logp"].shape[1] == f["query_word_groups"].shape[1] == n
+    assert f["query_word_groups"][:, N_ATTRIBUTE_GROUPS:].any(1).mean() > 0.5  # fine captions give their garments colours
 
 
 def test_bad_blend_weights_are_one_line_errors_naming_the_flag(tiny_synth, tiny_run, capsys):

@@ -473,6 +473,40 @@ def test_attribute_targets_name_the_groups_of_the_caption_and_only_the_classes_i
     assert int(known[0].sum()) == sum(len(ATTRIBUTE_CLASSES[c]) for c in classes[0])  # every group of a named class
 
 
+def test_attribute_pairs_bind_each_colour_to_the_garment_of_its_phrase():
+    """data.attribute_pairs: "grey hoodie, black jeans" and "black hoodie, grey jeans" name the same
+    words (``named_groups`` cannot tell them apart) but other pairs; a colour pairs only with the
+    garment of its own noun phrase ("with red soles" is no shoe colour); "navy" reads as blue."""
+    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    from ufinebench.data.tokenizer import TrainedWordTokenizer
+
+    caps = ["a grey hoodie , black jeans .", "a black hoodie , grey jeans .",
+            "a grey long - sleeved hooded sweatshirt and white sneakers with red soles , a navy knit hat ."]
+    tok = TrainedWordTokenizer.train(caps, vocab_size=100, min_frequency=1)
+    table = T.AttributeTable.build(tok, tok.vocab_size)
+    assert table is not None
+    x = tok.encode(caps, 24)
+    colours = [words[0] for words in ATTRIBUTE_CLASSES["colour"]]
+
+    def read(row: torch.Tensor) -> set[tuple[str, str]]:
+        return {(colours[i // len(ATTRIBUTE_SLOTS)], ATTRIBUTE_SLOTS[i % len(ATTRIBUTE_SLOTS)]) for i in row.nonzero().flatten().tolist()}
+
+    pairs = T.attribute_pairs(x, table)
+    assert pairs.shape == (3, N_ATTRIBUTE_PAIRS)
+    assert [read(r) for r in pairs] == [{("grey", "top"), ("black", "bottom")}, {("black", "top"), ("grey", "bottom")},
+                                        {("grey", "top"), ("white", "shoes"), ("blue", "headwear")}]
+    words = T.named_groups(x, table)
+    assert words.shape == (3, N_ATTRIBUTE_GROUPS) and torch.equal(words[0], words[1])  # the words alone: the same person
+    both = T.named_groups(x, table, pairs=True)
+    assert torch.equal(both, torch.cat([words, pairs], 1)) and not torch.equal(both[0], both[1])
+    target, known = T.attribute_targets(x, table, pairs=True)
+    assert target.shape == known.shape == (3, N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS)
+    assert torch.equal(target[:, N_ATTRIBUTE_GROUPS:], pairs.float())
+    slots = [{ATTRIBUTE_SLOTS[i % len(ATTRIBUTE_SLOTS)] for i in r.nonzero().flatten().tolist()} for r in known[:, N_ATTRIBUTE_GROUPS:]]
+    assert slots == [{"top", "bottom"}, {"top", "bottom"}, {"top", "shoes", "headwear"}]  # every colour of a slot given one
+    assert int(known[0, N_ATTRIBUTE_GROUPS:].sum()) == 2 * len(colours)
+
+
 def test_modifier_order_moves_a_colour_across_its_shape_words_and_keeps_every_word():
     """data.modifier_order: "knee - length beige skirt" <-> "beige knee - length skirt" (a tone word moves
     with its colour); "t - shirt" is no shape-word span; p = 0 changes nothing; draws per (seed, epoch, pair)."""

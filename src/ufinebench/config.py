@@ -55,6 +55,7 @@ class DataConfig:
     attribute_swap: bool = False  # each caption also gets a copy with one attribute word swapped (a negative for its own image)
     modifier_order: float = 0.0  # each colour moves across the shape words beside it ("beige knee-length skirt") with this probability
     attribute_words: bool = False  # the image predicts which attribute words (lexicon.ATTRIBUTE_CLASSES) its caption names
+    attribute_pairs: bool = False  # with attribute_words: the word head also predicts which colour goes with which garment ("grey hoodie")
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -296,6 +297,8 @@ def check_config(cfg: Config) -> None:
     for key in ("sentence_drop", "match_sentence_drop", "match_attribute_drop", "modifier_order"):
         if not 0.0 <= getattr(d, key) < 1.0:
             raise ConfigError(f"data.{key}: must be in [0, 1)")
+    if d.attribute_pairs and not d.attribute_words:
+        raise ConfigError("data.attribute_pairs: needs data.attribute_words (the pairs are outputs of the word head)")
     if d.in_memory_mb < 0:
         raise ConfigError("data.in_memory_mb: must be at least 0")
     if t.optimizer not in ("adamw", "sgd"):

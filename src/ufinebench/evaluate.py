@@ -49,7 +49,7 @@ def extract_features(
     gallery, queries = eval_sets(samples, tokenizer, transform, model.cfg.context_length)
     table = None
     if keep_tokens and getattr(model, "word_head", None) is not None:
-        from ufinebench.train import AttributeTable, named_groups
+        from ufinebench.train import AttributeTable, head_has_pairs, named_groups
 
         table = AttributeTable.build(tokenizer, tokenizer.vocab_size)
     was_training = model.training
@@ -81,7 +81,7 @@ def extract_features(
             qseq.extend(seq.half().cpu())
             qmask.extend(mask.cpu())
         if table is not None:
-            qword.append(named_groups(batch["tokens"], table))  # (b, groups) bool
+            qword.append(named_groups(batch["tokens"], table, head_has_pairs(model)))  # (b, groups [+ pairs]) bool
         if bar is not None:
             bar.update(len(batch["index"]))
     g_local = torch.cat(gfeat).numpy() if gfeat else np.zeros((0, 0), np.float32)

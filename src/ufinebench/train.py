@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from ufinebench.config import Config, ConfigError, dump_config, load_config
 from ufinebench.data.annotations import check_split, load_dataset
 from ufinebench.data.datasets import TrainPairs, collate
-from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS
+from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
 from ufinebench.data.samplers import DistributedBatchSampler
 from ufinebench.data.tokenizer import ClipTokenizer, TrainedBPETokenizer, TrainedWordTokenizer, tokenizer_from_state
 from ufinebench.data.transforms import ImageTransform
@@ -234,8 +234,11 @@ class AttributeTable:
     classes with two groups the tokenizer knows, ``group`` every group of the lexicon);
     ``members``: (C, M) long token ids of each such class, padded with -1; ``member_group``: (C, M)
     their groups; ``group_class``: (G,) the lexicon's class of every group; ``group_named``: (G,)
-    bool, the group's class is one a fine caption always names (``lexicon.NAMED_CLASSES``). For
-    :func:`attribute_swap`, :func:`attribute_targets`, :func:`attribute_drop` and :func:`named_groups`.
+    bool, the group's class is one a fine caption always names (``lexicon.NAMED_CLASSES``);
+    ``colour`` / ``slot`` / ``phrase``: (V,) each token's colour group (-1: none), slot
+    (``lexicon.ATTRIBUTE_SLOTS``, -1: none) and whether it may stand inside a noun phrase, for
+    :func:`attribute_pairs`. For :func:`attribute_swap`, :func:`attribute_targets`,
+    :func:`attribute_drop` and :func:`named_groups`.
     """
 
     cls: torch.Tensor
@@ -244,11 +247,14 @@ class AttributeTable:
     member_group: torch.Tensor
     group_class: torch.Tensor
     group_named: torch.Tensor
+    colour: torch.Tensor
+    slot: torch.Tensor
+    phrase: torch.Tensor
 
     @classmethod
     def build(cls, tokenizer: Any, vocab_size: int) -> AttributeTable | None:
         """The table for a tokenizer: attribute words it reads as one known token; None if no class has two."""
-        from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES
+        from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES, PAIR_COLOUR_ALIASES, PAIR_PHRASE_WORDS, SLOT_NOUNS
 
         classes: list[list[tuple[int, int]]] = []  # per class: (token id, group)
         gid = 0
@@ -272,7 +278,25 @@ class AttributeTable:
             for j, (i, g) in enumerate(found):
                 cls_of[i], group_of[i], members[c, j], member_group[c, j] = c, g, i, g
         named = torch.tensor([name in NAMED_CLASSES for name, groups in ATTRIBUTE_CLASSES.items() for _ in groups])
-        return cls(cls_of, group_of, members, member_group, torch.tensor(group_class, dtype=torch.long), named)
+        colour_of = torch.full((vocab_size,), -1, dtype=torch.long)
+        slot_of = torch.full((vocab_size,), -1, dtype=torch.long)
+        phrase = torch.zeros(vocab_size, dtype=torch.bool)
+        colours = {w: c for c, words in enumerate(ATTRIBUTE_CLASSES["colour"]) for w in words}
+        colours.update({alias: colours[target] for alias, target in PAIR_COLOUR_ALIASES.items()})
+
+        def mark(table: torch.Tensor, word: str, value: int | bool) -> None:
+            i = single_token_id(tokenizer, word)
+            if i is not None and i < vocab_size:
+                table[i] = value
+
+        for w, c in colours.items():
+            mark(colour_of, w, c)
+        for s, nouns in enumerate(SLOT_NOUNS.values()):
+            for w in nouns:
+                mark(slot_of, w, s)
+        for w in PAIR_PHRASE_WORDS:
+            mark(phrase, w, True)
+        return cls(cls_of, group_of, members, member_group, torch.tensor(group_class, dtype=torch.long), named, colour_of, slot_of, phrase)
 
     def named_group(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L) long: each token's group when it is a word of a named class, else -1."""
@@ -280,13 +304,23 @@ class AttributeTable:
         return torch.where((g >= 0) & self.group_named[g.clamp_min(0)], g, -1)
 
 
-def attribute_targets(tokens: torch.Tensor, table: AttributeTable) -> tuple[torch.Tensor, torch.Tensor]:
+def attribute_targets(tokens: torch.Tensor, table: AttributeTable, pairs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Which attribute groups each caption names, for the image's word head (``data.attribute_words``).
 
     tokens (B, L) -> (target (B, G) float: 1 where the caption has a word of the group; known (B, G)
     bool: the caption names some group of that group's class, so the others of the class are taken
-    as absent; classes it never mentions say nothing). From the caption's words alone.
+    as absent; classes it never mentions say nothing). From the caption's words alone. With
+    ``pairs`` (``data.attribute_pairs``) both are (B, G + P): then the colour-garment pairs
+    (:func:`attribute_pairs`), known for every colour of a slot the caption gives a colour to.
     """
+    if pairs:
+        from ufinebench.data.lexicon import ATTRIBUTE_SLOTS
+
+        target, known = attribute_targets(tokens, table)
+        p = attribute_pairs(tokens, table)  # (B, P)
+        slots = p.view(p.shape[0], -1, len(ATTRIBUTE_SLOTS)).any(1, keepdim=True)  # (B, 1, S): slots given a colour
+        known_p = slots.expand(-1, p.shape[1] // len(ATTRIBUTE_SLOTS), -1).reshape(p.shape)  # (B, P)
+        return torch.cat([target, p.float()], 1), torch.cat([known, known_p], 1)
     b = tokens.shape[0]
     g = table.group[tokens.clamp(0, table.group.shape[0] - 1)]  # (B, L), -1 where no attribute word
     n_groups = table.group_class.shape[0]
@@ -296,10 +330,42 @@ def attribute_targets(tokens: torch.Tensor, table: AttributeTable) -> tuple[torc
     return target, named[:, table.group_class] > 0
 
 
-def named_groups(tokens: torch.Tensor, table: AttributeTable) -> torch.Tensor:
-    """(B, L) ids -> (B, G) bool: the groups of named classes (colours, garments, shoes, bags, headwear) each caption has a word of."""
+def attribute_pairs(tokens: torch.Tensor, table: AttributeTable) -> torch.Tensor:
+    """(B, L) ids -> (B, P) bool: the colour-garment pairs each caption names (``data.attribute_pairs``).
+
+    A phrase is a run of words that may stand in a noun phrase (``lexicon.PAIR_PHRASE_WORDS``: "a
+    grey long - sleeved hooded sweatshirt"); every colour word in it pairs with the slot of its last
+    garment noun ("sweatshirt": top). Pair index = colour group x len(ATTRIBUTE_SLOTS) + slot.
+    "White sneakers with red soles" names white x shoes only: "with" ends the phrase.
+    """
+    from ufinebench.data.lexicon import ATTRIBUTE_SLOTS, N_ATTRIBUTE_PAIRS
+
+    b, n = tokens.shape
+    t = tokens.clamp(0, table.phrase.shape[0] - 1)
+    inside = table.phrase[t]  # (B, L)
+    run = torch.cumsum((~inside).long(), 1)  # (B, L) in [0, L]: the words of one phrase share it
+    slot = table.slot[t]  # (B, L)
+    pos = torch.arange(n).expand(b, n)
+    last = torch.full((b, n + 1), -1, dtype=torch.long).scatter_reduce(1, run, torch.where(slot >= 0, pos, -1), "amax")  # (B, L + 1)
+    head = last.gather(1, run)  # (B, L): the position of the phrase's last garment noun, -1 if none
+    head_slot = torch.where(head >= 0, slot.gather(1, head.clamp_min(0)), -1)  # (B, L)
+    colour = table.colour[t]  # (B, L)
+    pair = torch.where(inside & (colour >= 0) & (head_slot >= 0), colour * len(ATTRIBUTE_SLOTS) + head_slot, -1)  # (B, L)
+    return torch.zeros(b, N_ATTRIBUTE_PAIRS + 1).scatter_(1, pair + 1, 1.0)[:, 1:] > 0
+
+
+def head_has_pairs(model: Any) -> bool:
+    """Whether a model's word head was trained with ``data.attribute_pairs`` (it has the pairs' outputs)."""
+    return int(getattr(model.cfg, "attribute_words", 0)) > N_ATTRIBUTE_GROUPS
+
+
+def named_groups(tokens: torch.Tensor, table: AttributeTable, pairs: bool = False) -> torch.Tensor:
+    """(B, L) ids -> (B, G) bool: the groups of named classes (colours, garments, shoes, bags, headwear)
+    each caption has a word of; with ``pairs`` (a word head trained with ``data.attribute_pairs``)
+    (B, G + P): then the colour-garment pairs it names (:func:`attribute_pairs`)."""
     g = table.named_group(tokens)  # (B, L)
-    return torch.zeros(tokens.shape[0], table.group_class.shape[0] + 1).scatter_(1, g + 1, 1.0)[:, 1:] > 0
+    out = torch.zeros(tokens.shape[0], table.group_class.shape[0] + 1).scatter_(1, g + 1, 1.0)[:, 1:] > 0
+    return torch.cat([out, attribute_pairs(tokens, table)], 1) if pairs else out
 
 
 def attribute_drop(tokens: torch.Tensor, index: torch.Tensor, epoch: int, seed: int, table: AttributeTable, p: float,
@@ -714,7 +780,7 @@ def _train_step(st: _State, data: _Data, cfg: Config, batch: dict[str, Any], wor
     word_targets = None
     if d.attribute_words:  # the attribute words of the clean caption, for the image's word head
         assert data.attribute_table is not None
-        word_targets = tuple(x.to(device) for x in attribute_targets(batch["tokens"], data.attribute_table))
+        word_targets = tuple(x.to(device) for x in attribute_targets(batch["tokens"], data.attribute_table, d.attribute_pairs))
     swap_tokens = swap_ok = None
     if d.attribute_swap:  # the clean caption with one attribute word swapped: a negative for its own image
         table = data.attribute_table
@@ -848,9 +914,9 @@ def _train_run(cfg: Config | None, *, resume: str | os.PathLike[str] | None, pro
 
     data = _setup_data(cfg, tokenizer, rank, world, progress)
     m = cfg.model
+    n_words = (N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS * cfg.data.attribute_pairs) if cfg.data.attribute_words else 0  # the word head's outputs
     model_cfg = dataclasses.replace(m, num_classes=data.dataset.num_classes, vocab_size=data.tokenizer.vocab_size,
-                                    eot_id=None if cfg.data.tokenizer == "clip" else data.tokenizer.eot_id,
-                                    attribute_words=N_ATTRIBUTE_GROUPS if cfg.data.attribute_words else 0)
+                                    eot_id=None if cfg.data.tokenizer == "clip" else data.tokenizer.eot_id, attribute_words=n_words)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     st = _setup_model(cfg, data, resume_ck, device, local_rank, distributed)
     st.global_step, st.best_value = global_step, best_value

@@ -335,6 +335,18 @@ ATTRIBUTE_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
 NAMED_CLASSES = ("colour", "top", "bottom", "shoes", "bag", "headwear")
 N_ATTRIBUTE_GROUPS = sum(len(groups) for groups in ATTRIBUTE_CLASSES.values())  # the image word head's outputs
 
+# Colour-garment pairs (``data.attribute_pairs``): "grey hoodie, black jeans" and "black hoodie, grey
+# jeans" name the same words; which colour goes with which garment is the pair. A pair is a colour
+# group of ATTRIBUTE_CLASSES["colour"] and a slot, read from one noun phrase ("a navy knit hat":
+# blue x headwear). The head nouns of each slot: that class's words and a few generic ones.
+ATTRIBUTE_SLOTS = ("top", "bottom", "shoes", "bag", "headwear")
+SLOT_NOUNS: dict[str, tuple[str, ...]] = {
+    slot: tuple(w for group in ATTRIBUTE_CLASSES[slot] for w in group) + extra
+    for slot, extra in zip(ATTRIBUTE_SLOTS, (("top", "tee", "blouse"), (), ("shoes",), ("bag",), ()), strict=True)
+}
+PAIR_COLOUR_ALIASES = {"navy": "blue"}  # colour words of captions outside the colour class, read as one of it
+N_ATTRIBUTE_PAIRS = len(ATTRIBUTE_CLASSES["colour"]) * len(ATTRIBUTE_SLOTS)  # pair index: colour group x slots + slot
+
 # Noun-phrase parts for training's modifier-order augmentation (``data.modifier_order``): a colour
 # (with "dark" / "light"), a garment, and the shape words that may stand on either side of the colour
 # ("knee-length beige skirt" = "beige knee-length skirt"; "grey long-sleeved sweater" = "long-sleeved
@@ -345,6 +357,10 @@ PHRASE_GARMENTS = tuple(w for c in ("top", "bottom", "shoes", "bag", "headwear")
     "shoes", "bag", "sweatshirt", "tee", "cap")
 PHRASE_MODIFIERS = ("long", "short", "sleeved", "sleeveless", "knee", "ankle", "length", "above", "cropped", "denim", "hooded",
                     "leather", "knit", "running", "baseball", "brimmed", "button", "up", "crossbody", "shoulder", "open", "-")
+# Words that may stand inside one noun phrase, for reading colour-garment pairs (``data.attribute_pairs``):
+# a run of them is one phrase ("a grey long - sleeved hooded sweatshirt"); any other word ends it.
+PAIR_PHRASE_WORDS = frozenset(PHRASE_COLOURS + PHRASE_TONES + PHRASE_MODIFIERS + PHRASE_GARMENTS + tuple(PAIR_COLOUR_ALIASES)
+                              + tuple(w for nouns in SLOT_NOUNS.values() for w in nouns) + ("t",))
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

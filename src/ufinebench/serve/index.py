@@ -349,10 +349,10 @@ class SearchIndex:
         scores, ids = self.index.search(q, min(depth, len(self)))
         pairs = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=False) if i >= 0]
         if self.check_weight > 0 and self.word_logp is not None and pairs:
-            from ufinebench.train import named_groups
+            from ufinebench.train import head_has_pairs, named_groups
 
             tokens = self.loaded.tokenizer.encode([text], self.loaded.model.cfg.context_length)
-            named = named_groups(tokens, self._table).numpy()  # (1, groups)
+            named = named_groups(tokens, self._table, head_has_pairs(self.loaded.model)).numpy()  # (1, groups [+ pairs])
             if named.any():
                 top = pairs[:RERANK_TOPK]
                 check = attribute_check({"gallery_word_logp": self.word_logp, "query_word_groups": named}, np.asarray([[i for _, i in top]]))
