@@ -31,13 +31,15 @@ from ufinebench.train import train
 # itself unchanged) the same run scores R1 51.0, mAP 56.2, the control 3.1 / 8.8; with the seventh sitting's
 # modifier-order augmentation (data.modifier_order 0.5) R1 48.5, mAP 54.5, the control 3.6 / 8.8; with the eighth
 # sitting's word head on the token map (data.attribute_words, model.word_head_input: map) R1 47.4, mAP 51.5, the
-# control 3.6 / 8.9. The recipe without the
+# control 3.6 / 8.9; with the ninth sitting's colour-garment pairs on that head (data.attribute_pairs) R1 36.6,
+# mAP 42.0, the control 2.1 / 8.0 (at this set's 64 x 32 and 10 epochs the head's 75 more outputs cost
+# retrieval; on the demo's data test R1 is unchanged, docs/training.md). The recipe without the
 # word convolution reached R1 12.4 / mAP 24.3 in 20 epochs, so losing it fails this test (docs/training.md
 # lists which broken recipes fail). Training is bit-identical run to run at a fixed thread count
 # (docs/reliability.md), so on that machine the test sees these figures exactly; the bounds (half of each)
 # leave room for other CPUs (without native bf16 the recipe runs in float32).
-RECIPE_R1 = 47.4
-RECIPE_MAP = 51.5
+RECIPE_R1 = 36.6
+RECIPE_MAP = 42.0
 EPOCHS = 10
 
 
