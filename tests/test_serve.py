@@ -278,6 +278,7 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     """A model with a word head (the preset's): the index keeps each image's word log-probabilities,
     and search re-orders the top 10 by cos / T + v x the mean log-probability of the query's
     attribute words, v = the check's weight val chose with the matcher at 0; scores stay cosines."""
+    from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
     from ufinebench.train import AttributeTable, named_groups
 
     plain = SearchIndex(index_dir)
@@ -292,8 +293,9 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     assert sorted(h.id for h in after[:10]) == sorted(h.id for h in before[:10])
     lm = checked.loaded
     table = AttributeTable.build(lm.tokenizer, lm.tokenizer.vocab_size)
-    named = named_groups(lm.tokenizer.encode([text], lm.model.cfg.context_length), table)[0].numpy().astype(np.float32)
-    assert named.any()
+    named = named_groups(lm.tokenizer.encode([text], lm.model.cfg.context_length), table, pairs=True)[0].numpy().astype(np.float32)
+    assert named.any() and checked.word_logp.shape[1] == named.shape[0] == N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS  # the preset's pairs
+    assert named[N_ATTRIBUTE_GROUPS:].sum() == 4  # red x top, black x bottom, white x shoes, black x bag
     scale = float(lm.model.logit_scale.exp())
     blend = {h.id: scale * h.score + 4.0 * float(checked.word_logp[h.id] @ named / named.sum()) for h in before[:10]}
     assert [h.id for h in after[:10]] == sorted(blend, key=lambda i: -blend[i])
