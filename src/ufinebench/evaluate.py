@@ -309,7 +309,8 @@ def _logit_scale(model: Any) -> float:
 
 def attribute_check(features: dict[str, Any], top: np.ndarray) -> np.ndarray | None:
     """(Q, k): for each query and each of its top-k images, the mean log-probability the image's word
-    head gives the attribute words the query names (0 when it names none); None without a word head.
+    head gives the attribute words the query names, and the colour-garment pairs for a head trained
+    with ``data.attribute_pairs`` (0 when it names none); None without a word head.
 
     The re-ranker's attribute check: it reads only what a description says ("sandals" without a
     colour, no word about a bag) and asks whether the picture has it, where the dual encoder's

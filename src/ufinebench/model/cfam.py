@@ -65,7 +65,7 @@ class ModelConfig:
     id_loss: bool | None = None
     mlm: bool = False
     num_classes: int = 0  # identities for the identity classifier (set from the data)
-    attribute_words: int = 0  # > 0: an image head predicting this many attribute word groups (set by data.attribute_words)
+    attribute_words: int = 0  # > 0: an image head predicting this many word groups [+ colour-garment pairs] (data.attribute_words / _pairs)
     word_head_input: str = "global"  # the word head reads: global (the image embedding) | map (every image token, flattened: where on the body)
     num_queries: int = 16
     decoder_layers: int = 2

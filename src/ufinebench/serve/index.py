@@ -74,7 +74,8 @@ def _thumbnail(im: Any) -> bytes:
 
 def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: str) -> tuple[np.ndarray, list[bytes], np.ndarray | None]:
     """Unit embeddings (n, F) of the images, their JPEG thumbnails, and for a model with a word head
-    (``data.attribute_words``) each image's log-probability of every attribute word group (n, groups), else None."""
+    (``data.attribute_words``) each image's log-probability of every attribute word group [and colour-garment
+    pair] (n, outputs), else None."""
     from ufinebench.data.transforms import load_image
 
     model = loaded.model
