@@ -97,7 +97,7 @@ def test_api_and_bad_input(index_dir):
     body = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3}).json()
     assert body["replaced"] == [["girl", "young woman"], ["striped", "stripes"], ["hoody", "hoodie"]], body
     assert body["read_as"] == "a young woman in a stripes hoodie" and body["unknown"] == []
-    assert body["check_weight"] == 0.0  # this run never validated: no attribute check, the cosine's order
+    assert body["check_weight"] == 0.0 and body["reordered"] is False  # this run never validated: no attribute check, the cosine's order
     same = client.post("/search", json={"text": "a young woman in a stripes hoodie", "k": 3}).json()
     assert [h["id"] for h in same["results"]] == [h["id"] for h in body["results"]] and same["replaced"] == []
     raw = client.post("/search", json={"text": "a girl in a striped hoody", "k": 3, "normalize": False}).json()
@@ -303,6 +303,10 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     client = TestClient(create_app(str(index_dir), allowed_hosts=HOSTS))
     body = client.post("/search", json={"text": text, "k": 12}).json()
     assert body["check_weight"] == 4.0 and [h["id"] for h in body["results"]] == [h.id for h in after]  # the API says so
+    assert body["reordered"] is True and "re-ordered" in client.get("/").text  # and the page tells the user
+    bare = client.post("/search", json={"text": "a person walking", "k": 12}).json()  # names nothing the check reads
+    assert bare["reordered"] is False and checked.checked("a person walking") is None
+    assert [h["id"] for h in bare["results"]] == [h.id for h in plain.search("a person walking", k=12)]
     assert {h.id: h.score for h in after} == pytest.approx({h.id: h.score for h in before})
 
 

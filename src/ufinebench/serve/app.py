@@ -146,7 +146,8 @@ async function search() {
     f.onclick = () => { document.getElementById('bigimg').src = h.url; document.getElementById('big').style.display = 'flex'; };
     grid.appendChild(f);
   }
-  status.textContent = data.results.length + ' results in ' + data.took_ms.toFixed(0) + ' ms';
+  status.textContent = data.results.length + ' results in ' + data.took_ms.toFixed(0) + ' ms'
+    + (data.reordered ? '; the top 10 re-ordered by the colours and garments the description names (scores are similarities)' : '');
 }
 document.getElementById('go').onclick = search;
 q.addEventListener('keydown', e => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) search(); });
@@ -200,7 +201,8 @@ def create_app(
         hits = idx.search(read.text, q.k, normalize=False)
         return {"query": text, "k": q.k, "took_ms": (time.perf_counter() - t0) * 1000,
                 "read_as": read.text, "replaced": [list(p) for p in read.replaced], "unknown": read.unknown,
-                "check_weight": idx.check_weight,  # > 0: the top 10 re-ordered by the attribute check (scores stay cosines)
+                "check_weight": idx.check_weight,  # the attribute check's weight (0: search ranks by the cosine alone)
+                "reordered": idx.checked(read.text) is not None,  # this description's top 10 re-ordered by the check (scores stay cosines)
                 "results": [{"rank": h.rank, "id": h.id, "score": h.score, "person_id": h.person_id, "url": f"/images/{h.id}"} for h in hits]}
 
     @app.get("/images/{image_id}")

@@ -336,6 +336,18 @@ class SearchIndex:
         read = self.normalizer(text)
         return read if read.text.strip() else Normalized(text)  # nothing left (fillers only): search it as written
 
+    def checked(self, text: str) -> np.ndarray | None:
+        """(1, outputs) float32: the attribute words [and colour-garment pairs] of an (already read)
+        description that the check reads, when search re-orders its top ``RERANK_TOPK`` by them;
+        None when it does not (no check, or the description names no colour / garment / shoe / bag / headwear)."""
+        if self.check_weight <= 0 or self.word_logp is None:
+            return None
+        from ufinebench.train import head_has_pairs, named_groups
+
+        tokens = self.loaded.tokenizer.encode([text], self.loaded.model.cfg.context_length)
+        named = named_groups(tokens, self._table, head_has_pairs(self.loaded.model)).numpy()  # (1, groups [+ pairs])
+        return named.astype(np.float32) if named.any() else None
+
     def search(self, text: str, k: int = 10, normalize: bool = True) -> list[Hit]:
         """The ``k`` best images for a description (read through :meth:`read` unless ``normalize`` is off).
 
@@ -349,19 +361,15 @@ class SearchIndex:
         depth = max(k, RERANK_TOPK) if self.check_weight > 0 else k
         scores, ids = self.index.search(q, min(depth, len(self)))
         pairs = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=False) if i >= 0]
-        if self.check_weight > 0 and self.word_logp is not None and pairs:
-            from ufinebench.train import head_has_pairs, named_groups
-
-            tokens = self.loaded.tokenizer.encode([text], self.loaded.model.cfg.context_length)
-            named = named_groups(tokens, self._table, head_has_pairs(self.loaded.model)).numpy()  # (1, groups [+ pairs])
-            if named.any():
-                top = pairs[:RERANK_TOPK]
-                check = attribute_check({"gallery_word_logp": self.word_logp, "query_word_groups": named}, np.asarray([[i for _, i in top]]))
-                assert check is not None
-                scale = _logit_scale(self.loaded.model)
-                blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check[0], strict=True)]
-                order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
-                pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
+        named = self.checked(text)
+        if named is not None and pairs:
+            top = pairs[:RERANK_TOPK]
+            check = attribute_check({"gallery_word_logp": self.word_logp, "query_word_groups": named}, np.asarray([[i for _, i in top]]))
+            assert check is not None
+            scale = _logit_scale(self.loaded.model)
+            blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check[0], strict=True)]
+            order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
+            pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
         return [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i]))
                 for r, (sc, i) in enumerate(pairs[:k])]
 
