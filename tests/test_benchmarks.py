@@ -189,3 +189,67 @@ def test_free_text_queries_file_is_an_annotation_file_eval_reads(tiny_synth, tmp
          "shoes_type": "boots", "shoes_color": "black"}
     texts = {free.describe_detailed(a, random.Random(s)) for s in range(20)}
     assert any("beige knee-length skirt" in t for t in texts) and any("knee-length beige skirt" in t for t in texts)
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_word_head_probe_scores_each_class_against_the_captions_truth():
+    """word_head_probe.py: a class is right when the head's highest output of the class is the group
+    the captions name (images naming exactly one), the majority rate beside it; colour words by AUC;
+    with pairs, the colour of each slot."""
+    import numpy as np
+
+    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+
+    mod = _load_script("word_head_probe")
+    assert mod._auc(np.array([True, False, True, False]), np.array([0.9, 0.1, 0.8, 0.2])) == 1.0
+    assert mod._auc(np.array([True, False, True, False]), np.array([0.1, 0.9, 0.2, 0.8])) == 0.0
+    start = {c: sum(len(g) for g in list(ATTRIBUTE_CLASSES.values())[:i]) for i, c in enumerate(ATTRIBUTE_CLASSES)}
+    n = N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS
+    truth = np.zeros((4, n), bool)
+    logp = np.full((4, n), -3.0, np.float32)
+    for i in range(4):
+        truth[i, i % 2] = True  # colour: black / white
+        logp[i, i % 2] = -0.1  # colour words read right: AUC 1
+        truth[i, start["top"] + i % 2] = True  # hoodie / sweater
+        logp[i, start["top"] + i % 2] = -0.1  # top right in all four
+        truth[i, start["bottom"]] = True  # jeans for everyone
+        logp[i, start["bottom"] + 1] = -0.1  # the head says trousers: bottom wrong in all four
+        truth[i, N_ATTRIBUTE_GROUPS + (i % 2) * len(ATTRIBUTE_SLOTS) + 0] = True  # black / white x top
+        logp[i, N_ATTRIBUTE_GROUPS + 0] = -0.1  # the head says black x top for all: right for half
+    line = mod.head_accuracy({"gallery_word_logp": logp, "truth": truth})
+    assert "colour words AUC 1.000" in line and "top 100 % (50)" in line and "bottom 0 % (100)" in line
+    assert "colour of: top 50 %" in line and "shoes" not in line  # a slot no caption gives a colour is left out
+
+
+def test_word_head_probe_runs_on_a_run_with_a_word_head(tiny_synth, tmp_path):
+    """End to end on a tiny run of the preset (word head with pairs): every set gets its line, and a
+    perfect check does not lower 3C R1 (a query's own image fits every word the query names, so
+    when the model found it first it stays first); a missing run is a one-line error."""
+    import re
+
+    from ufinebench.config import load_config
+    from ufinebench.train import train
+
+    run = train(load_config("synth-cpu-small", [
+        f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={tmp_path / 'run'}", "model.image_size=64x32", "train.epochs=1",
+        "train.max_steps_per_epoch=3", "train.eval_every=0", "train.tensorboard=false", "data.workers=0", "train.batch_size=8"]), progress=False)
+    script = str(ROOT / "benchmarks" / "word_head_probe.py")
+    proc = subprocess.run([sys.executable, script, "--run", str(run), "--data", str(tiny_synth)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for name in ("train images", "test images", "3C gallery", "colour of:", "one class perfect"):
+        assert name in out, out
+    m = re.search(r"3C R1 ([\d.]+);.*by a perfect check \(v 4\): ([\d.]+)", out)
+    assert m is not None and float(m.group(2)) >= float(m.group(1)), out
+    bad = subprocess.run([sys.executable, script, "--run", str(tmp_path / "none"), "--data", str(tiny_synth)], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
