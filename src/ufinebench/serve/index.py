@@ -352,7 +352,7 @@ class SearchIndex:
         """The ``k`` best images for a description (read through :meth:`read` unless ``normalize`` is off).
 
         With the attribute check on (``check_weight`` > 0), the top ``RERANK_TOPK`` are re-ordered by
-        cos / T + check_weight x the mean log-probability of the description's attribute words;
+        cos / T + check_weight x the mean log-probability of the description's attribute words [and pairs] (:meth:`checked`);
         each hit keeps its cosine as its score.
         """
         text = self.read(text, normalize).text
