@@ -304,6 +304,11 @@ class AttributeTable:
         return torch.where((g >= 0) & self.group_named[g.clamp_min(0)], g, -1)
 
 
+def _multi_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, L) long in [-1, n) -> (B, n) float: 1 where some position of the row holds that index (-1: nothing)."""
+    return torch.zeros(index.shape[0], n + 1).scatter_(1, index + 1, 1.0)[:, 1:]
+
+
 def attribute_targets(tokens: torch.Tensor, table: AttributeTable, pairs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Which attribute groups each caption names, for the image's word head (``data.attribute_words``).
 
@@ -321,12 +326,11 @@ def attribute_targets(tokens: torch.Tensor, table: AttributeTable, pairs: bool =
         slots = p.view(p.shape[0], -1, len(ATTRIBUTE_SLOTS)).any(1, keepdim=True)  # (B, 1, S): slots given a colour
         known_p = slots.expand(-1, p.shape[1] // len(ATTRIBUTE_SLOTS), -1).reshape(p.shape)  # (B, P)
         return torch.cat([target, p.float()], 1), torch.cat([known, known_p], 1)
-    b = tokens.shape[0]
     g = table.group[tokens.clamp(0, table.group.shape[0] - 1)]  # (B, L), -1 where no attribute word
     n_groups = table.group_class.shape[0]
-    target = torch.zeros(b, n_groups + 1).scatter_(1, g + 1, 1.0)[:, 1:]  # (B, G)
+    target = _multi_hot(g, n_groups)  # (B, G)
     n_cls = int(table.group_class.max()) + 1
-    named = torch.zeros(b, n_cls + 1).scatter_(1, torch.where(g >= 0, table.group_class[g.clamp_min(0)] + 1, 0), 1.0)[:, 1:]  # (B, C)
+    named = _multi_hot(torch.where(g >= 0, table.group_class[g.clamp_min(0)], -1), n_cls)  # (B, C)
     return target, named[:, table.group_class] > 0
 
 
@@ -351,7 +355,7 @@ def attribute_pairs(tokens: torch.Tensor, table: AttributeTable) -> torch.Tensor
     head_slot = torch.where(head >= 0, slot.gather(1, head.clamp_min(0)), -1)  # (B, L)
     colour = table.colour[t]  # (B, L)
     pair = torch.where(inside & (colour >= 0) & (head_slot >= 0), colour * len(ATTRIBUTE_SLOTS) + head_slot, -1)  # (B, L)
-    return torch.zeros(b, N_ATTRIBUTE_PAIRS + 1).scatter_(1, pair + 1, 1.0)[:, 1:] > 0
+    return _multi_hot(pair, N_ATTRIBUTE_PAIRS) > 0
 
 
 def head_has_pairs(model: Any) -> bool:
@@ -364,7 +368,7 @@ def named_groups(tokens: torch.Tensor, table: AttributeTable, pairs: bool = Fals
     each caption has a word of; with ``pairs`` (a word head trained with ``data.attribute_pairs``)
     (B, G + P): then the colour-garment pairs it names (:func:`attribute_pairs`)."""
     g = table.named_group(tokens)  # (B, L)
-    out = torch.zeros(tokens.shape[0], table.group_class.shape[0] + 1).scatter_(1, g + 1, 1.0)[:, 1:] > 0
+    out = _multi_hot(g, table.group_class.shape[0]) > 0
     return torch.cat([out, attribute_pairs(tokens, table)], 1) if pairs else out
 
 
