@@ -189,7 +189,7 @@ def test_service_bounds(index_dir, monkeypatch):
         assert client.post("/search", content=body, headers={"content-type": "application/json"}).status_code == 422, body
 
     slow = create_app(idx, allowed_hosts=HOSTS, request_timeout=0.2)
-    monkeypatch.setattr(idx, "search", lambda *a, **k: time.sleep(1.0) or [])
+    monkeypatch.setattr(idx, "search_checked", lambda *a, **k: time.sleep(1.0) or ([], False))  # what POST /search calls
     assert TestClient(slow).post("/search", json={"text": "x"}).status_code == 503
 
 

@@ -198,11 +198,11 @@ def create_app(
             raise HTTPException(status_code=422, detail="text is blank")
         t0 = time.perf_counter()
         read = idx.read(text, q.normalize)
-        hits = idx.search(read.text, q.k, normalize=False)
+        hits, reordered = idx.search_checked(read.text, q.k, normalize=False)
         return {"query": text, "k": q.k, "took_ms": (time.perf_counter() - t0) * 1000,
                 "read_as": read.text, "replaced": [list(p) for p in read.replaced], "unknown": read.unknown,
                 "check_weight": idx.check_weight,  # the attribute check's weight (0: search ranks by the cosine alone)
-                "reordered": idx.checked(read.text) is not None,  # this description's top 10 re-ordered by the check (scores stay cosines)
+                "reordered": reordered,  # this description's top 10 re-ordered by the check (scores stay cosines)
                 "results": [{"rank": h.rank, "id": h.id, "score": h.score, "person_id": h.person_id, "url": f"/images/{h.id}"} for h in hits]}
 
     @app.get("/images/{image_id}")

@@ -355,6 +355,10 @@ class SearchIndex:
         cos / T + check_weight x the mean log-probability of the description's attribute words [and pairs] (:meth:`checked`);
         each hit keeps its cosine as its score.
         """
+        return self.search_checked(text, k, normalize)[0]
+
+    def search_checked(self, text: str, k: int = 10, normalize: bool = True) -> tuple[list[Hit], bool]:
+        """:meth:`search`, and whether the attribute check re-ordered this description's top ``RERANK_TOPK``."""
         text = self.read(text, normalize).text
         q = self.encode([text])
         k = max(1, min(k, len(self)))
@@ -370,8 +374,8 @@ class SearchIndex:
             blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check[0], strict=True)]
             order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
             pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
-        return [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i]))
-                for r, (sc, i) in enumerate(pairs[:k])]
+        hits = [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i])) for r, (sc, i) in enumerate(pairs[:k])]
+        return hits, named is not None and bool(pairs)
 
 
 def check_weight_without_matcher(meta: dict[str, Any]) -> float:
