@@ -5,7 +5,8 @@
 #   bash run.sh lint             set up, then ruff (src, tests, benchmarks, examples) and mypy (src), as CI does
 #   bash run.sh setup            only set up
 # Set-up makes .venv with Python 3.11 and installs the package with its test extras; it is
-# redone only when pyproject.toml changes. torch==2.13.0 installs a CPU build from local disk.
+# redone only when pyproject.toml or run.sh change. torch==2.13.0 is installed first (a CPU build
+# from local disk here); pyproject.toml accepts a range, so the package keeps a user's own build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,6 +22,7 @@ setup() {
     echo "run.sh: setting up $VENV (first run takes about a minute)" >&2
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' >&2 || true
     "$VENV/bin/python" -m pip install --quiet -e ".[test]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
     # CLIP's BPE vocabulary file ships inside clip-anytorch; --no-deps keeps its torchvision out.
     "$VENV/bin/python" -m pip install --quiet --no-deps "clip-anytorch==2.6.0" 2>&1 | grep -v '^WARNING: Location' >&2 || true

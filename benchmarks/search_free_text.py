@@ -27,7 +27,7 @@ for test persons of the demo's data; ``handwritten_queries_2.json``: twelve more
 the query normaliser and held out from its making) and prints each person's best rank.
 
 Every figure is printed twice, in the same run: with the search's query normalisation (unknown
-words replaced by known ones, ``ufinebench.data.lexicon``; what ``ufinebench search`` and the web
+words replaced by known ones, ``ufinebench.search.normalize``; what ``ufinebench search`` and the web
 page do) and with the description passed as written (``--no-normalize``), the baseline.
 """
 
@@ -147,7 +147,7 @@ def main() -> int:
     ap.add_argument("--queries", help="hand-written descriptions instead: JSON {'queries': [[person id, text], ...]}")
     ap.add_argument("--write-queries", metavar="FILE", help="write the split's images with free descriptions as captions to FILE, and stop")
     args = ap.parse_args()
-    from ufinebench.serve.index import SearchIndex, build_index
+    from ufinebench.search.index import SearchIndex, build_index
 
     data = Path(args.data)
     records = [r for r in json.loads((data / "ufine_synth.json").read_text()) if args.split in ("all", r["split"])]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ufinebench.io import atomic_write_bytes
-from ufinebench.serve.index import INDEX_VERSION, SearchIndex, _write_faiss, checkpoint_digest
+from ufinebench.search.index import INDEX_VERSION, SearchIndex, _write_faiss, checkpoint_digest
 
 QUERIES = [
     "a young man with short black hair, a grey hoodie with white stripes, blue jeans and white sneakers with black soles",

@@ -44,7 +44,7 @@ def _read(loaded, samples) -> dict:
 
 def head_accuracy(f: dict) -> str:
     """One line: per class accuracy (majority rate), colour AUC, and per slot colour accuracy with pairs."""
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS
 
     cls = np.array([c for c, groups in enumerate(ATTRIBUTE_CLASSES.values()) for _ in groups])
     names = list(ATTRIBUTE_CLASSES)
@@ -71,7 +71,7 @@ def head_accuracy(f: dict) -> str:
 
 def perfect_check(loaded, f: dict) -> list[str]:
     """3C R1 re-ranked by the model's check and by a perfect one (all classes, then one at a time)."""
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
     from ufinebench.evaluate import _logit_scale, attribute_check
 
     qn = f["query_features"] / np.linalg.norm(f["query_features"], axis=1, keepdims=True)

@@ -207,7 +207,7 @@ def test_word_head_probe_scores_each_class_against_the_captions_truth():
     with pairs, the colour of each slot."""
     import numpy as np
 
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
 
     mod = _load_script("word_head_probe")
     assert mod._auc(np.array([True, False, True, False]), np.array([0.9, 0.1, 0.8, 0.2])) == 1.0

@@ -238,7 +238,7 @@ def test_training_with_a_word_head_tunes_the_attribute_check_on_val_and_eval_use
     """data.attribute_words: validation tunes (matcher weight, check weight) on val's captions and
     their shortened copies; the checkpoint keeps both and ``evaluate_checkpoint`` uses them."""
     from ufinebench.config import load_config
-    from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    from ufinebench.search.normalize import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
     from ufinebench.evaluate import CHECK_WEIGHTS, extract_features
     from ufinebench.model.checkpoint import from_checkpoint, read_meta, resolve_checkpoint
     from ufinebench.train import train

@@ -20,7 +20,7 @@ from ufinebench.config import load_config
 from ufinebench.model.checkpoint import resolve_checkpoint
 from ufinebench.serve import index as I
 from ufinebench.serve.app import LOOPBACK_HOSTS, GuardMiddleware, create_app
-from ufinebench.serve.index import SearchIndex, build_index
+from ufinebench.search.index import SearchIndex, build_index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -278,7 +278,7 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     """A model with a word head (the preset's): the index keeps each image's word log-probabilities,
     and search re-orders the top 10 by cos / T + v x the mean log-probability of the query's
     attribute words, v = the check's weight val chose with the matcher at 0; scores stay cosines."""
-    from ufinebench.data.lexicon import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    from ufinebench.search.normalize import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
     from ufinebench.train import AttributeTable, named_groups
 
     plain = SearchIndex(index_dir)

@@ -427,7 +427,7 @@ def test_the_matchers_view_drops_whole_sentences_of_the_real_captions(tiny_synth
 def test_attribute_swap_changes_one_attribute_word_for_one_that_means_something_else(tiny_synth, tmp_path, monkeypatch):
     """data.attribute_swap: the model gets each caption once more with exactly one attribute word
     swapped within its class, never for a synonym ("grey" -> "gray"), a hash of (seed, epoch, pair)."""
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES
 
     swaps: list = []
     seen = _spy_text_views(monkeypatch, swaps)
@@ -456,7 +456,7 @@ def test_attribute_swap_changes_one_attribute_word_for_one_that_means_something_
 def test_attribute_targets_name_the_groups_of_the_caption_and_only_the_classes_it_mentions():
     """data.attribute_words: the word head's targets come from the caption alone: 1 for each group
     named (synonyms one group), 0 for the other groups of a class the caption names, unknown otherwise."""
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
     from ufinebench.data.tokenizer import TrainedWordTokenizer
 
     caps = ["a man in grey jeans and black trainers .", "a woman in a gray skirt with a red backpack and sneakers ."]
@@ -477,7 +477,7 @@ def test_attribute_pairs_bind_each_colour_to_the_garment_of_its_phrase():
     """data.attribute_pairs: "grey hoodie, black jeans" and "black hoodie, grey jeans" name the same
     words (``named_groups`` cannot tell them apart) but other pairs; a colour pairs only with the
     garment of its own noun phrase ("with red soles" is no shoe colour); "navy" reads as blue."""
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
     from ufinebench.data.tokenizer import TrainedWordTokenizer
 
     caps = ["a grey hoodie , black jeans .", "a black hoodie , grey jeans .",
@@ -535,7 +535,7 @@ def test_attribute_drop_removes_only_named_attribute_words_and_named_groups_read
     """data.match_attribute_drop: each colour / garment / shoe / bag / headwear word dropped with
     probability p (the rest close up, in order), a hash of (seed, epoch, pair); ``named_groups``
     gives the groups of those classes a caption names (synonyms one group; "left", "short" none)."""
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, NAMED_CLASSES
     from ufinebench.data.tokenizer import TrainedWordTokenizer
 
     caps = ["a man in grey jeans and black trainers , bag on the left .", "a woman with short hair , a gray skirt and sneakers ."] * 8

@@ -1,7 +1,8 @@
 """Run configuration: frozen dataclasses read from YAML, with checked types and clear errors.
 
 A config file has three sections, ``model`` (``ModelConfig``), ``data`` and ``train``. Presets
-live in ``configs/``; ``--config NAME`` finds ``configs/NAME.yaml``. ``--set train.lr=1e-4``
+ship inside the package (``ufinebench/presets/NAME.yaml``, package data, so an installed package
+has them); ``--config NAME`` finds one by name. ``--set train.lr=1e-4``
 overrides one key (the value is parsed as YAML). Unknown keys, wrong types and impossible values
 raise :class:`ConfigError` naming the key.
 """
@@ -22,7 +23,7 @@ from ufinebench.errors import UFineBenchError
 from ufinebench.limits import YamlSyntaxError, load_yaml, read_yaml_file
 from ufinebench.model.cfam import ARCHS, ModelConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 class ConfigError(UFineBenchError):
@@ -54,8 +55,12 @@ class DataConfig:
     match_attribute_drop: float = 0.0  # the matcher's view also drops each visible attribute word ("red", "boots") with this probability
     attribute_swap: bool = False  # each caption also gets a copy with one attribute word swapped (a negative for its own image)
     modifier_order: float = 0.0  # each colour moves across the shape words beside it ("beige knee-length skirt") with this probability
-    attribute_words: bool = False  # the image predicts which attribute words (lexicon.ATTRIBUTE_CLASSES) its caption names
+    attribute_words: bool = False  # the image predicts which attribute words (of the run's vocabulary) its caption names
     attribute_pairs: bool = False  # with attribute_words: the word head also predicts which colour goes with which garment ("grey hoodie")
+    # the attribute vocabulary (ufinebench.vocab): a JSON file or a built-in name (ufine-synth-1); None: the one the
+    # dataset ships beside its annotation (vocabulary.json), if any. Needed by the attribute options above; without
+    # one, validation reads val's captions as they are (no shortened copies)
+    vocabulary: str | None = None
     sampler: str = "random"  # random | identity
     num_instances: int = 4
     workers: int = 2
@@ -192,17 +197,21 @@ def _set_dotted(tree: dict[str, Any], dotted: str, raw: str) -> None:
     node[parts[-1]] = value
 
 
+def preset_names() -> list[str]:
+    """The presets shipped with the package, by name."""
+    return sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+
+
 def resolve_config_path(name_or_path: str) -> Path:
-    """A YAML path, or the name of a preset in configs/."""
+    """A YAML path, or the name of a preset shipped with the package."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
         return p
-    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
     if not preset.is_file():
-        known = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-        raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(known)})")
+        raise ConfigError(f"{name_or_path}: no such config file or preset (presets: {', '.join(preset_names())})")
     return preset
 
 

@@ -19,7 +19,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ufinebench.config import load_config
+from ufinebench.data.annotations import load_dataset, subset_sort_key
+from ufinebench.evaluate import evaluate_checkpoint
+from ufinebench.io import write_json
+from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
+from ufinebench.outputs import add_entries, claim_dir, output_lock, remove_owned
+from ufinebench.report import write_report
+from ufinebench.synth.build import SynthConfig, build
 from ufinebench.tables import format_table
+from ufinebench.training import train
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,6 @@ def run_demo(out: str | Path = "demo_out", *, quick: bool = False, fresh: bool =
     ``out`` is the demo's own folder: one written by something else needs ``force`` (its files
     are kept), and ``fresh`` deletes only what the demo wrote there.
     """
-    from ufinebench.outputs import output_lock
 
     with output_lock(out):
         return _run_demo(Path(out), quick=quick, fresh=fresh, force=force)
@@ -70,16 +78,6 @@ def _weight_text(weight: float | None, check: float = 0.0) -> str:
 
 
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
-    from ufinebench.config import load_config
-    from ufinebench.data.annotations import load_dataset, subset_sort_key
-    from ufinebench.evaluate import evaluate_checkpoint
-    from ufinebench.io import write_json
-    from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
-    from ufinebench.outputs import add_entries, claim_dir, remove_owned
-    from ufinebench.report import write_report
-    from ufinebench.synth.build import SynthConfig, build
-    from ufinebench.train import train
-
     plan = QUICK if quick else FULL
     claim_dir(out, "demo", force=force, legacy=(("data.options.json",), DEMO_ENTRIES))
     if fresh:

@@ -11,6 +11,7 @@ Queries are texts and the gallery is images; ``--direction i2t`` swaps the roles
 
 from __future__ import annotations
 
+import io as _io
 import json
 import os
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ufinebench.errors import UFineBenchError
+from ufinebench.limits import check_npz_members
 
 SIMILARITY_KEYS = ("similarity", "query_ids", "gallery_ids")
 FEATURE_KEYS = ("query_features", "gallery_features", "query_ids", "gallery_ids")
@@ -62,7 +64,6 @@ def _read_npz(p: Path, choose: Callable[[set[str]], Sequence[str]]) -> dict[str,
     The declared array sizes are checked before anything is inflated, nothing is unpickled, and
     ``choose`` raises UFineBenchError when the keys it needs are missing.
     """
-    from ufinebench.limits import check_npz_members
 
     if not p.exists():
         raise UFineBenchError(f"{p}: no such file")
@@ -182,7 +183,6 @@ def load_scores_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def save_metrics_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     """Atomically write arrays in the layout ``load_metrics_npz`` reads."""
-    import io as _io
 
     buf = _io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]  # numpy's stub types **kwds as bool

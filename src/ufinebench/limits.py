@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ufinebench.errors import UFineBenchError
@@ -158,7 +159,6 @@ def load_yaml(text: str, where: str = "YAML") -> Any:
 
 def check_npz_members(zf: Any, path: Path) -> None:
     """Refuse an ``.npz`` whose members declare more than ``max_npz_bytes()`` in total, before reading them."""
-    import numpy as np
 
     total = 0
     for name in zf.namelist():

@@ -20,9 +20,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dnn
 import torch.nn.functional as F
 
+from ufinebench.model.cfam import ModelOutputs
+
 EPS = 1e-8
+
+
+@dataclass
+class Targets:
+    """What the losses compare a batch's model outputs with: the trainer builds it from the batch.
+
+    ``ids`` (n,) raw person ids (define matches); ``labels`` (n,) contiguous classifier labels;
+    ``mlm_labels`` (n, L) masked-token targets (-100: not predicted); ``swap_ok`` (n,) bool: the
+    caption's attribute-swapped copy differs from it (``data.attribute_swap``); ``word_target`` /
+    ``word_known`` (n, G [+ P]): the attribute groups [and colour-garment pairs] the caption names and
+    those its classes make known (``data.attribute_words``); ``match_view_groups`` / ``caption_groups``
+    (n, G) bool: what the matcher's view and the caption name (``train.match_negatives: contradicting``).
+    """
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+    mlm_labels: torch.Tensor | None = None
+    swap_ok: torch.Tensor | None = None
+    word_target: torch.Tensor | None = None
+    word_known: torch.Tensor | None = None
+    match_view_groups: torch.Tensor | None = None
+    caption_groups: torch.Tensor | None = None
 
 
 @dataclass
@@ -40,9 +66,6 @@ class DistContext:
     @classmethod
     def from_process_group(cls, seed: int, step: int) -> DistContext:
         """The context of the current torch.distributed process group."""
-        import torch.distributed as dist
-        import torch.distributed.nn.functional as dnn
-
         world, rank = dist.get_world_size(), dist.get_rank()
 
         def gather_grad(t: torch.Tensor) -> torch.Tensor:
@@ -125,16 +148,17 @@ def sample_negatives(sim: torch.Tensor, same: torch.Tensor, uniforms: torch.Tens
 
 
 def compute_losses(
-    model: torch.nn.Module, out: dict[str, torch.Tensor], ids: torch.Tensor, labels: torch.Tensor, weights: dict[str, float],
-    ctx: DistContext | None = None, mlm_labels: torch.Tensor | None = None, global_loss: str = "sdm", match_candidates: int = 8,
+    model: torch.nn.Module, out: ModelOutputs, targets: Targets, weights: dict[str, float], ctx: DistContext | None = None,
+    global_loss: str = "sdm", match_candidates: int = 8,
 ) -> dict[str, torch.Tensor]:
     """All losses the model's parts call for, plus ``loss`` (their weighted sum).
 
-    ids: (n,) raw person ids (define matches); labels: (n,) contiguous classifier labels.
+    ``out``: the model's named outputs (``RetrievalModel.forward``); ``targets``: the batch's :class:`Targets`.
     ``global_loss`` (``sdm`` or ``infonce``) is the form of the global and granularity alignment;
     the key stays ``sdm_loss`` / ``granularity_loss`` either way.
     """
     ctx = ctx or DistContext()
+    ids, labels, mlm_labels = targets.ids, targets.labels, targets.mlm_labels
     n = ids.shape[0]
     n_total = n * ctx.world_size
     ids_all = ctx.gather(ids)
@@ -157,15 +181,15 @@ def compute_losses(
         # as IRRA defines it (objectives.compute_id): the mean of the image and the text cross-entropy
         losses["id_loss"] = (id_loss(out["image_id_logits"], labels, n_total) + id_loss(out["text_id_logits"], labels, n_total)) / 2
     if getattr(model, "matcher", None) is not None:
-        losses["match_loss"] = _match_loss(model, out, ids, ids_all, ctx, n_total)
+        losses["match_loss"] = _match_loss(model, out, ids, ids_all, ctx, n_total, targets.match_view_groups, targets.caption_groups)
         if weights.get("match_rank", 0.0) > 0:
             losses["match_rank_loss"] = match_rank_loss(model, out, ids, ids_all, ctx, n_total, match_candidates)
-    if "swap_global" in out:
-        losses.update(swap_losses(model, out, n_total))
-    if "image_word_logits" in out and "word_target" in out:
+    if "swap_global" in out and targets.swap_ok is not None:
+        losses.update(swap_losses(model, out, targets.swap_ok, n_total))
+    if "image_word_logits" in out and targets.word_target is not None and targets.word_known is not None:
         # binary cross-entropy of the image's word head, averaged over the groups whose class the caption names
-        bce = F.binary_cross_entropy_with_logits(out["image_word_logits"].float(), out["word_target"].float(), reduction="none")  # (n, G)
-        known = out["word_known"].float()  # (n, G)
+        bce = F.binary_cross_entropy_with_logits(out["image_word_logits"].float(), targets.word_target.float(), reduction="none")  # (n, G)
+        known = targets.word_known.float()  # (n, G)
         losses["words_loss"] = ((bce * known).sum(1) / known.sum(1).clamp_min(1.0)).sum() / n_total
     if "mlm_logits" in out and mlm_labels is not None:
         count = ctx.all_reduce_sum((mlm_labels != -100).sum().float()).clamp_min(1.0)
@@ -181,15 +205,15 @@ def compute_losses(
     return losses
 
 
-def swap_losses(model: Any, out: dict[str, torch.Tensor], n_total: int) -> dict[str, torch.Tensor]:
+def swap_losses(model: Any, out: ModelOutputs, swap_ok: torch.Tensor, n_total: int) -> dict[str, torch.Tensor]:
     """Losses on each caption's attribute-swapped copy (``data.attribute_swap``), which no longer fits its image.
 
     ``swap_loss``: the image must prefer its own caption to the copy, softplus(s * (cos(i, swap) -
     cos(i, own))) (a two-way softmax; the batch's other captions are already in the global loss);
     ``swap_match_loss`` (with a matcher): binary cross-entropy of the matcher calling the copy a
-    mismatch. Both summed over the captions that have an attribute word (``swap_ok``), / n_total.
+    mismatch. Both summed over the captions that have an attribute word (``swap_ok`` (n,) bool), / n_total.
     """
-    ok = out["swap_ok"].float()  # (n,)
+    ok = swap_ok.float()  # (n,)
     img = F.normalize(out["image_global"].float(), dim=-1)  # (n, D)
     own = (img * F.normalize(out["text_global"].float(), dim=-1)).sum(-1)  # (n,)
     swap = (img * F.normalize(out["swap_global"].float(), dim=-1)).sum(-1)  # (n,)
@@ -201,7 +225,7 @@ def swap_losses(model: Any, out: dict[str, torch.Tensor], n_total: int) -> dict[
 
 
 def match_rank_loss(
-    model: Any, out: dict[str, torch.Tensor], ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int, candidates: int,
+    model: Any, out: ModelOutputs, ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int, candidates: int,
 ) -> torch.Tensor:
     """Cross-entropy of the matcher over each caption's own image and its ``candidates - 1`` nearest
     other-identity images in the (gathered) batch, nearest by the dual encoder.
@@ -229,11 +253,12 @@ def match_rank_loss(
 
 
 def _match_loss(
-    model: Any, out: dict[str, torch.Tensor], ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int,
-) -> torch.Tensor:  # model: a RetrievalModel (not imported here: the model module imports this one)
+    model: Any, out: ModelOutputs, ids: torch.Tensor, ids_all: torch.Tensor, ctx: DistContext, n_total: int,
+    view_groups: torch.Tensor | None = None, caption_groups: torch.Tensor | None = None,
+) -> torch.Tensor:  # model: a RetrievalModel (its match_logits)
     """BCE of the matcher on positives and on one hard negative per anchor in each direction.
 
-    With ``match_view_groups`` / ``caption_groups`` in ``out`` (B, G) bool (``train.match_negatives:
+    With ``view_groups`` / ``caption_groups`` (B, G) bool (``train.match_negatives:
     contradicting``): a caption's negative image must be one whose caption lacks a named attribute
     word the matcher's view of it names, and an image's negative caption one whose view names a word
     the image's caption lacks. A shortened view ("a man in sandals") fits every look-alike whose
@@ -249,8 +274,8 @@ def _match_loss(
         lo = ctx.rank * n
         same = ids[:, None] == ids_all[None, :]  # (n, N)
         same_t = same
-        if "match_view_groups" in out:
-            view, cap = out["match_view_groups"], out["caption_groups"]  # (n, G) bool each
+        if view_groups is not None and caption_groups is not None:
+            view, cap = view_groups, caption_groups  # (n, G) bool each
             view_all, cap_all = ctx.gather(view.to(torch.uint8)).bool(), ctx.gather(cap.to(torch.uint8)).bool()  # (N, G)
             same = same | ~(view[:, None, :] & ~cap_all[None, :, :]).any(-1)  # (n, N): image j's caption has every word text i's view names
             same_t = same_t | ~(view_all[None, :, :] & ~cap[:, None, :]).any(-1)  # (n, N): text k's view names nothing image i's caption lacks

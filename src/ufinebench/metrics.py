@@ -34,6 +34,7 @@ positive mean is zero too); a zero cumulative sum up to rank k counts as precisi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -42,6 +43,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
+from threadpoolctl import ThreadpoolController
+from tqdm.auto import tqdm
 
 from ufinebench.errors import UFineBenchError
 
@@ -146,7 +150,6 @@ def metrics_from_similarity(
     outside = [False]  # any score outside [-1, 1]: not cosines, so no mSD
 
     if use_torch:
-        import torch
 
         t = _to_torch(sim)
         chunk = chunk_size or _default_chunk(num_g, t.is_cuda)
@@ -187,7 +190,6 @@ COSINE_SLACK = 1e-4  # float rounding of a cosine may pass 1 slightly
 
 def _without_msd(res: RetrievalResult) -> RetrievalResult:
     """The result for scores that are not cosines: rank metrics kept, mSD withheld with the reason."""
-    import dataclasses
 
     return dataclasses.replace(res, msd_note="scores outside [-1, 1] are not cosine similarities, which mSD assumes: "
                                              "mSD is not reported (R@K, mAP and mINP do not depend on the scale)")
@@ -237,7 +239,6 @@ def metrics_from_features(
     use_torch = _use_torch(backend, qf, gf)
 
     if use_torch:
-        import torch
 
         qt, gt = _to_torch(qf), _to_torch(gf)
         if qt.device != gt.device:
@@ -406,7 +407,6 @@ def _blas_controller() -> Any:
     """A cached threadpoolctl controller (building one scans the loaded libraries: ~10 ms)."""
     global _CONTROLLER
     if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
 
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER
@@ -439,7 +439,6 @@ def _numba_chunk(
 
 def _torch_chunk(block: torch.Tensor, ql: np.ndarray, glab: np.ndarray, npos: np.ndarray, width: int, official: bool) -> tuple:
     """Same outputs as the numba kernel, by a stable sort of each row (the GPU path)."""
-    import torch
 
     dev = block.device
     n, num_g = block.shape
@@ -577,7 +576,6 @@ def _as_array(x: Any, name: str) -> Any:
 
 def _to_numpy(x: Any) -> np.ndarray:
     if _is_torch(x):
-        import torch
 
         t = x.detach().cpu()
         if t.dtype == torch.bfloat16:
@@ -587,8 +585,6 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _to_torch(x: Any) -> torch.Tensor:
-    import torch
-
     if _is_torch(x):
         return x.detach()
     return torch.from_numpy(np.ascontiguousarray(x))
@@ -657,8 +653,6 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _normalise_torch(x: torch.Tensor, name: str) -> torch.Tensor:
-    import torch
-
     if not bool(torch.isfinite(x).all()):
         raise MetricsInputError(f"{name} contains NaN or inf")
     return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
@@ -675,7 +669,6 @@ class _NoBar:
 def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="query", desc="ranking", leave=False)
 

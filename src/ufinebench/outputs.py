@@ -28,7 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ufinebench import __version__
+from ufinebench.data.annotations import resolve_dataset
 from ufinebench.errors import UFineBenchError
+from ufinebench.io import atomic_write_bytes
 
 MARKER = ".ufinebench.json"
 PathLike = str | os.PathLike[str]
@@ -75,7 +78,6 @@ def dataset_inputs(path: PathLike | None, fmt: str | None = None) -> list[Path]:
         return []
     found = [Path(path)]
     try:
-        from ufinebench.data.annotations import resolve_dataset
 
         found.append(resolve_dataset(path, fmt)[0])
     except UFineBenchError:
@@ -98,8 +100,6 @@ def read_marker(folder: PathLike) -> dict[str, Any] | None:
 
 def write_marker(folder: PathLike, command: str, entries: Iterable[str]) -> None:
     """Write (atomically) the marker saying ``command`` wrote ``entries`` in ``folder``."""
-    from ufinebench import __version__
-    from ufinebench.io import atomic_write_bytes
 
     names = sorted({e for e in entries if e and e != MARKER and "/" not in e})
     old = read_marker(folder)

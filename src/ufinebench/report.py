@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ufinebench.data.annotations import subset_sort_key
 from ufinebench.evaluate import score_rows
 from ufinebench.io import atomic_write_bytes
+from ufinebench.limits import max_pixels
+from ufinebench.outputs import add_entries, claim_dir
 from ufinebench.tables import METRIC_COLUMNS
 
 THUMB = (40, 120)  # (W, H) of example thumbnails
@@ -36,10 +39,6 @@ def _png(fig: Any) -> str:
 
 
 def _thumb(path: str) -> str:
-    from PIL import Image
-
-    from ufinebench.limits import max_pixels
-
     try:
         with Image.open(path) as im:
             if im.width * im.height > max_pixels():
@@ -87,7 +86,7 @@ def _cmc(results: list[dict[str, Any]], kmax: int = 20) -> str:
     fig, ax = plt.subplots(figsize=(5, 3))
     ks = np.arange(1, kmax + 1)
     for r in results:
-        pq = r["_features"]["per_query"]
+        pq = r["_features"].per_query
         first = pq.first_hit_rank[pq.has_positive]
         ax.plot(ks, [100.0 * np.mean(first <= k) for k in ks], marker=".", label=r["name"])
     ax.set_xlabel("rank k")
@@ -101,17 +100,17 @@ def _cmc(results: list[dict[str, Any]], kmax: int = 20) -> str:
 def _similarity_hist(r: dict[str, Any], max_queries: int = 400) -> str:
     plt = _plt()
     f = r["_features"]
-    nq = len(f["query_ids"])
+    nq = len(f.query_ids)
     rng = np.random.default_rng(0)
     pick = rng.choice(nq, size=min(max_queries, nq), replace=False)
     s = score_rows(f, pick)  # (n, G)
-    pos = f["query_ids"][pick][:, None] == f["gallery_ids"][None, :]
+    pos = f.query_ids[pick][:, None] == f.gallery_ids[None, :]
     fig, ax = plt.subplots(figsize=(5, 3))
     bins = np.linspace(min(-1.0, float(s.min())), max(1.0, float(s.max())), 81)
     ax.hist(s[~pos], bins=bins, density=True, alpha=0.6, label="negatives", color="#c0392b")
     ax.hist(s[pos], bins=bins, density=True, alpha=0.6, label="positives", color="#27ae60")
     ax.set_xlim(float(s.min()) - 0.05, float(s.max()) + 0.05)
-    ax.set_xlabel("similarity" if "similarity" in f else "cosine similarity")
+    ax.set_xlabel("similarity" if f.similarity is not None else "cosine similarity")
     msd = r["overall"]["mSD"]
     ax.set_title(f"{r['name']}: mSD {'-' if msd is None else f'{msd:.2f}'}")
     ax.legend(fontsize=8)
@@ -120,32 +119,32 @@ def _similarity_hist(r: dict[str, Any], max_queries: int = 400) -> str:
 
 def _examples(r: dict[str, Any], n_random: int = 4, n_worst: int = 4) -> str:
     f = r["_features"]
-    pq = f["per_query"]
+    pq = f.per_query
     valid = np.flatnonzero(pq.has_positive)
     rng = np.random.default_rng(1)
     chosen = [("random", int(i)) for i in rng.choice(valid, size=min(n_random, len(valid)), replace=False)]
     worst = valid[np.argsort(pq.ap[valid], kind="stable")[:n_worst]]
     chosen += [("worst by AP", int(i)) for i in worst]
     rows = []
-    missing = sum(not Path(p).is_file() for p in f["gallery_paths"])
+    missing = sum(not Path(p).is_file() for p in f.gallery_paths)
     if missing:
-        rows.append(f'<p class="note">{missing} of {len(f["gallery_paths"])} gallery images are not where the annotation says '
+        rows.append(f'<p class="note">{missing} of {len(f.gallery_paths)} gallery images are not where the annotation says '
                     "(scores evaluated without the images): their thumbnails are left out.</p>")
     for label, qi in chosen:
         s = score_rows(f, np.asarray([qi]))[0]
         top = np.argsort(-s, kind="stable")[:10]
         cells = []
         for rank, gi in enumerate(top, 1):
-            ok = f["gallery_ids"][gi] == f["query_ids"][qi]
-            src = _thumb(f["gallery_paths"][gi])
+            ok = f.gallery_ids[gi] == f.query_ids[qi]
+            src = _thumb(f.gallery_paths[gi])
             cells.append(
                 f'<figure class="{"hit" if ok else "miss"}"><img src="{src}" alt="rank {rank}" width="{THUMB[0]}" height="{THUMB[1]}">'
                 f"<figcaption>{s[gi]:.3f}</figcaption></figure>"
             )
-        tags = ", ".join(f"{k}: {v}" for k, v in f["query_tags"][qi].items() if k != "mentions")
+        tags = ", ".join(f"{k}: {v}" for k, v in f.query_tags[qi].items() if k != "mentions")
         rows.append(
             f'<div class="example"><p><b>{label}</b> · AP {100 * pq.ap[qi]:.1f} · first hit at rank {pq.first_hit_rank[qi]} · '
-            f'<span class="tags">{html.escape(tags)}</span><br>{html.escape(f["query_texts"][qi])}</p><div class="row">{"".join(cells)}</div></div>'
+            f'<span class="tags">{html.escape(tags)}</span><br>{html.escape(f.query_texts[qi])}</p><div class="row">{"".join(cells)}</div></div>'
         )
     return "\n".join(rows)
 
@@ -167,7 +166,6 @@ def write_report(results: list[dict[str, Any]], out_dir: str | Path, *, dataset:
 
     ``out_dir`` is the report's own folder: one holding other files needs ``force`` (they are kept).
     """
-    from ufinebench.outputs import add_entries, claim_dir
 
     out_dir = Path(out_dir)
     claim_dir(out_dir, "report", force=force)

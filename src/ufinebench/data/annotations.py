@@ -28,11 +28,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
 from ufinebench.errors import UFineBenchError
+from ufinebench.limits import check_pixels, read_json
 
 
 class DataError(UFineBenchError):
@@ -195,8 +200,6 @@ def _format_from_fields(ann: Path) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    from ufinebench.limits import read_json
-
     try:
         return read_json(path, "an annotation file")
     except UFineBenchError as exc:
@@ -353,7 +356,6 @@ def check_split(ann: Annotations, split: str) -> None:
 
 def check_images(samples: Sequence[Sample], *, workers: int = 4, progress: bool = False) -> list[Problem]:
     """Decode every image fully: zero-size, unreadable and truncated files become problems."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def check(s: Sample) -> Problem | None:
         msg = image_problem(s.image_path)
@@ -363,7 +365,6 @@ def check_images(samples: Sequence[Sample], *, workers: int = 4, progress: bool 
     out: list[Problem] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=len(unique), unit="img", desc="checking images", leave=False)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -379,9 +380,7 @@ def check_images(samples: Sequence[Sample], *, workers: int = 4, progress: bool 
 
 def image_problem(path: Path) -> str | None:
     """Why an image file cannot be used, or None when it decodes completely."""
-    from PIL import Image, UnidentifiedImageError
 
-    from ufinebench.limits import check_pixels
 
     try:
         size = path.stat().st_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ufinebench.data.annotations import Annotations, Sample
+from ufinebench.io import atomic_write_bytes
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 HIST_BIN_WIDTH = 10  # words per histogram bin
@@ -98,14 +100,12 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 def plot_word_histogram(stats: dict[str, Any], out: str | Path) -> None:
     """Bar chart of captions per word-count bin, one series per split (PNG, written atomically)."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ufinebench.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     groups = stats["splits"] or {"all": stats["all"]}

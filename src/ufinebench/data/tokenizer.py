@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import gzip
 import html
+import importlib.metadata as md
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import ftfy
+import regex
 import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ufinebench.errors import UFineBenchError
 
@@ -88,7 +92,6 @@ def find_clip_vocab(vocab_path: str | os.PathLike[str] | None = None) -> Path:
         candidates.append(Path(os.environ["UFINEBENCH_CLIP_BPE"]))
     else:
         try:
-            import importlib.metadata as md
 
             for f in md.files("clip-anytorch") or []:
                 if f.name == "bpe_simple_vocab_16e6.txt.gz":
@@ -110,8 +113,6 @@ class ClipTokenizer:
     pad_id = 0
 
     def __init__(self, vocab_path: str | os.PathLike[str] | None = None) -> None:
-        import regex
-
         path = find_clip_vocab(vocab_path)
         try:
             with gzip.open(path, "rt", encoding="utf-8") as fh:
@@ -138,7 +139,6 @@ class ClipTokenizer:
     @staticmethod
     def clean(text: str) -> str:
         """CLIP's text clean-up: fix mojibake, unescape HTML (twice), collapse whitespace, lower."""
-        import ftfy
 
         text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
         return " ".join(text.split()).lower()
@@ -215,7 +215,6 @@ class TrainedBPETokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> TrainedBPETokenizer:
         """Learn merges from ``texts`` (lower-cased, NFKC-normalised, byte-level)."""
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
         tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
@@ -261,7 +260,6 @@ class TrainedWordTokenizer(TrainedBPETokenizer):
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> TrainedWordTokenizer:
         """Keep the ``vocab_size`` most frequent words seen at least ``min_frequency`` times."""
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
         tok = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
         tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
@@ -288,7 +286,6 @@ def tokenizer_from_state(state: dict[str, Any]) -> TextTokenizer:
     if kind == "clip":
         return ClipTokenizer(state.get("vocab_path"))
     if kind in ("bpe", "word"):
-        from tokenizers import Tokenizer
 
         cls = TrainedBPETokenizer if kind == "bpe" else TrainedWordTokenizer
         try:

@@ -8,6 +8,7 @@ of loader workers or processes.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from ufinebench.errors import UFineBenchError
+from ufinebench.limits import check_pixels, max_pixels
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -22,8 +27,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def load_image(path: str | Path) -> Image.Image:
     """Decode an image as RGB with its EXIF orientation applied."""
-    from ufinebench.errors import UFineBenchError
-    from ufinebench.limits import check_pixels, max_pixels
 
     try:
         with Image.open(path) as raw:
@@ -221,7 +224,6 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
 
 def decode_images(paths: list[Any], size: tuple[int, int], *, workers: int = 1, progress: bool = False) -> torch.Tensor:
     """Decode and resize images once into one uint8 tensor (N, 3, H, W): training's in-memory store."""
-    from concurrent.futures import ThreadPoolExecutor
 
     h, w = size
 
@@ -234,7 +236,6 @@ def decode_images(paths: list[Any], size: tuple[int, int], *, workers: int = 1, 
     out = torch.empty((len(paths), 3, h, w), dtype=torch.uint8)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=len(paths), unit="img", desc="decoding images", leave=False)
     with ThreadPoolExecutor(max(1, workers)) as pool:

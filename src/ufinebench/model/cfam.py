@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,36 @@ from ufinebench.model.clip import Attention, LayerNorm, QuickGELU, TextTransform
 from ufinebench.model.conv import ConvTower
 
 ARCHS = ("clip-sdm", "irra", "cfam")
+
+
+class ModelOutputs(TypedDict, total=False):
+    """The named tensors :meth:`RetrievalModel.forward` returns for a batch of n pairs (what ``ufinebench.losses`` reads).
+
+    Always: ``image_global`` / ``text_global`` (n, D), ``image_tokens`` (n, 1+N, D), ``text_tokens``
+    (n, L, D), ``text_mask`` (n, L), ``text_eot`` (n,), ``logit_scale`` (). With the parts that make
+    them: granularity embeddings (n, K, D), the matcher's text side (n, 1+T, D) and mask, the
+    attribute-swapped caption's global embedding and matcher inputs, word-head logits (n, G), identity
+    logits (n, classes), MLM logits (n, L, V).
+    """
+
+    image_global: torch.Tensor
+    text_global: torch.Tensor
+    image_tokens: torch.Tensor
+    text_tokens: torch.Tensor
+    text_mask: torch.Tensor
+    text_eot: torch.Tensor
+    logit_scale: torch.Tensor
+    image_granular: torch.Tensor
+    text_granular: torch.Tensor
+    text_match: torch.Tensor
+    text_match_mask: torch.Tensor
+    swap_global: torch.Tensor
+    swap_match: torch.Tensor
+    swap_match_mask: torch.Tensor
+    image_word_logits: torch.Tensor
+    image_id_logits: torch.Tensor
+    text_id_logits: torch.Tensor
+    mlm_logits: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -122,8 +152,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """A config from its saved dict; an unknown key is an error (a model built without it would not be the one saved)."""
         names = {f.name for f in fields(cls)}
-        kw: dict[str, Any] = {k: (tuple(v) if k == "image_size" else v) for k, v in d.items() if k in names}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model config key {unknown[0]!r} (written by another version of ufinebench?)")
+        kw: dict[str, Any] = {k: (tuple(v) if k == "image_size" else v) for k, v in d.items()}
         return cls(**kw)
 
 
@@ -221,7 +255,7 @@ class RetrievalModel(nn.Module):
             nn.init.zeros_(self.classifier.bias)
         else:
             self.classifier = None
-        # which attribute words (lexicon.ATTRIBUTE_CLASSES) the image's caption names, from the image's global
+        # which attribute words (of the run's vocabulary, ufinebench.vocab) the image's caption names, from the image's global
         # feature or from its whole token map (a linear map of the flattened map sees where each thing is)
         n_in = d * self.image_token_count() if cfg.word_head_input == "map" else d
         self.word_head = nn.Linear(n_in, cfg.attribute_words) if cfg.attribute_words > 0 else None
@@ -232,16 +266,6 @@ class RetrievalModel(nn.Module):
             self.mlm_fusion = None
             self.mlm_head = None
         self.set_grad_checkpointing(cfg.grad_checkpointing)
-
-    @classmethod
-    def from_checkpoint(cls, path: Any, device: Any = "cpu") -> Any:
-        """Rebuild (model, image transform, tokenizer) from a checkpoint or run folder alone.
-
-        Returns a ``LoadedModel`` with ``.model``, ``.transform``, ``.tokenizer``, ``.meta``.
-        """
-        from ufinebench.model.checkpoint import from_checkpoint
-
-        return from_checkpoint(path, device=device)
 
     def set_grad_checkpointing(self, on: bool) -> None:
         if isinstance(self.visual, VisionTransformer):
@@ -288,8 +312,8 @@ class RetrievalModel(nn.Module):
     def forward(
         self, images: torch.Tensor, text: torch.Tensor, mlm_text: torch.Tensor | None = None, text_offset: torch.Tensor | None = None,
         match_text: torch.Tensor | None = None, swap_text: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Both modalities of a batch of matching pairs -> named tensors for ``ufinebench.losses``.
+    ) -> ModelOutputs:
+        """Both modalities of a batch of matching pairs -> named tensors (:class:`ModelOutputs`) for ``ufinebench.losses``.
 
         ``text_offset`` (B,): the position jitter's start positions (``position_offsets``), or None.
         ``match_text`` (B, L): the matcher's own view of the captions (training's word noise on
@@ -300,7 +324,7 @@ class RetrievalModel(nn.Module):
         """
         img = self.encode_image(images)
         txt = self.encode_text(text, trim=False, offset=text_offset)  # the trainer trims to the global batch's longest text
-        out: dict[str, torch.Tensor] = {
+        out: ModelOutputs = {
             "image_global": img["global"],
             "text_global": txt["global"],
             "image_tokens": img["tokens"],
@@ -373,4 +397,4 @@ def config_json(cfg: ModelConfig) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-__all__ = ["ARCHS", "ModelConfig", "RetrievalModel", "GranularityDecoder", "Matcher", "config_json"]
+__all__ = ["ARCHS", "ModelConfig", "ModelOutputs", "RetrievalModel", "GranularityDecoder", "Matcher", "config_json"]

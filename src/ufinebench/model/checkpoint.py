@@ -23,8 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from ufinebench.data.tokenizer import tokenizer_from_state
+from ufinebench.data.transforms import ImageTransform
 from ufinebench.errors import UFineBenchError
+from ufinebench.limits import read_json
+from ufinebench.model.cfam import ModelConfig, RetrievalModel
+from ufinebench.outputs import MARKER
+from ufinebench.vocab import AttributeVocabulary, VocabularyError, checkpoint_vocabulary
 
 
 class CheckpointError(UFineBenchError):
@@ -33,13 +41,14 @@ class CheckpointError(UFineBenchError):
 
 @dataclass
 class LoadedModel:
-    """What a checkpoint rebuilds: the model, its image transform and its tokenizer."""
+    """What a checkpoint rebuilds: the model, its image transform, its tokenizer and its attribute vocabulary."""
 
-    model: Any  # RetrievalModel
-    transform: Any  # ImageTransform (evaluation mode)
-    tokenizer: Any  # TextTokenizer
+    model: RetrievalModel
+    transform: ImageTransform  # evaluation mode
+    tokenizer: Any  # a tokenizer of ufinebench.data.tokenizer
     meta: dict[str, Any]
     path: Path
+    vocabulary: AttributeVocabulary | None = None  # what the word head's outputs mean (None: no head and no vocabulary)
 
     @property
     def context_length(self) -> int:
@@ -56,10 +65,6 @@ def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, meta
     in one rename. A folder that also holds other files (``import-clip --force`` into a folder of
     the user's) keeps them: the checkpoint files are then replaced one by one, each atomically.
     """
-    from safetensors.torch import save_file
-
-    from ufinebench.outputs import MARKER
-
     folder = Path(folder)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -112,8 +117,7 @@ def resolve_checkpoint(path: str | os.PathLike[str], which: str = "best") -> Pat
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    from ufinebench.limits import read_json
-
+    """A checkpoint's meta.json (config, tokenizer, vocabulary, epoch, metrics, re-rank blend)."""
     try:
         meta = read_json(folder / "meta.json", "a checkpoint's meta.json", limit=256 << 20)
     except UFineBenchError as exc:
@@ -124,9 +128,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """A checkpoint's weights (safetensors: no pickle)."""
     try:
         return load_file(str(folder / "model.safetensors"))
     except (OSError, SafetensorError) as exc:
@@ -134,17 +136,17 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def from_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device = "cpu", which: str = "best") -> LoadedModel:
-    """Rebuild model (eval mode), evaluation transform and tokenizer from a checkpoint alone."""
-    from ufinebench.data.tokenizer import tokenizer_from_state
-    from ufinebench.data.transforms import ImageTransform
-    from ufinebench.model.cfam import ModelConfig, RetrievalModel
-
+    """Rebuild model (eval mode), evaluation transform, tokenizer and attribute vocabulary from a checkpoint alone."""
     folder = resolve_checkpoint(path, which)
     meta = read_meta(folder)
     try:
         mcfg = ModelConfig.from_dict(meta["config"]["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder}: meta.json has no usable model config ({exc})") from None
+    try:
+        vocabulary = checkpoint_vocabulary(meta, mcfg.attribute_words)
+    except VocabularyError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
     model = RetrievalModel(mcfg)
     missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
     missing = [k for k in missing if k != "text.mask_embedding"]  # only training's MLM reads it (older checkpoints lack it)
@@ -153,4 +155,4 @@ def from_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device 
     model.to(device).eval()
     tokenizer = tokenizer_from_state(meta.get("tokenizer", {"kind": "clip"}))
     transform = ImageTransform(size=(mcfg.image_size[0], mcfg.image_size[1]))
-    return LoadedModel(model, transform, tokenizer, meta, folder)
+    return LoadedModel(model, transform, tokenizer, meta, folder, vocabulary)

@@ -31,8 +31,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from ufinebench.config import Config
 from ufinebench.errors import UFineBenchError
+from ufinebench.limits import read_json
+from ufinebench.model.cfam import ModelConfig, RetrievalModel
+from ufinebench.model.checkpoint import CHECKPOINT_FILES, save_checkpoint
+from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
 
 TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
@@ -140,7 +146,6 @@ def is_hf_clip_folder(path: str | os.PathLike[str]) -> bool:
 
 def read_hf_clip(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A Hugging Face ``CLIPModel`` folder -> (OpenAI-layout state dict, heads and activation from config.json)."""
-    from ufinebench.limits import read_json
 
     p = Path(folder)
     try:
@@ -165,7 +170,6 @@ def read_hf_clip(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor
     weights = next(p / f for f in HF_WEIGHT_FILES if (p / f).is_file())
     try:
         if weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
 
             hf = load_file(str(weights))
         else:
@@ -360,8 +364,6 @@ def import_clip(
     ``out`` may not be the weights file nor a folder holding it; a folder with other files needs
     ``force`` (they are kept); a checkpoint this command wrote is replaced.
     """
-    from ufinebench.model.checkpoint import CHECKPOINT_FILES, save_checkpoint
-    from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
 
     check_outputs({"-o": out}, [weights], folders=["-o"])
     if text_positions not in TEXT_POSITION_MODES:
@@ -377,8 +379,6 @@ def _convert_clip(
     weights: str | os.PathLike[str], image_size: tuple[int, int], context_length: int, text_positions: str = "stretch",
     activation: str | None = None, model_name: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from ufinebench.config import Config
-    from ufinebench.model.cfam import ModelConfig, RetrievalModel
     sd, known, kind = load_clip_source(weights, activation, model_name)
     converted, info = to_model_state_dict(sd, image_size, context_length, text_positions)
     info.update(known)

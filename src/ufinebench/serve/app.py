@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ufinebench.serve.index import SearchIndex
+from ufinebench.search.index import SearchIndex
 
 MAX_TEXT = 2000
 MAX_K = 100
@@ -173,7 +173,7 @@ def create_app(
     class Query(BaseModel):
         text: str = Field(min_length=1, max_length=max_text)
         k: int = Field(default=10, ge=1, le=max_k)
-        normalize: bool = True  # replace words the model does not know by known ones (data/lexicon.py)
+        normalize: bool = True  # replace words the model does not know by known ones (search/normalize.py)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -8,6 +8,7 @@ leaves nothing half-written under OUT.
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing as mp
 import os
@@ -19,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
+from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_dir
 from ufinebench.synth.attributes import Record, draw_population
 from ufinebench.synth.describe import GRANULARITY_WORDS, STYLES, TRAIN_STYLES, VIEWS, caption
 from ufinebench.synth.render import HELD_OUT_DOMAINS, TRAIN_DOMAINS, jpeg_bytes, render
+from ufinebench.synth.vocabulary import synth_vocabulary
+from ufinebench.vocab import VOCAB_FILE
 
 FINE_FILE = "ufine_synth.json"
 COARSE_FILE = "ufine_synth_coarse.json"
@@ -160,7 +166,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 SYNTH_ENTRIES = ("images", "ufine_synth.json", "ufine_synth_coarse.json", "ufine_synth_3c.json", "identities.jsonl",
-                 "preview.png", "CARD.md")
+                 "preview.png", "CARD.md", VOCAB_FILE)
 
 
 def build(
@@ -172,8 +178,6 @@ def build(
     ``overwrite`` replaces a UFine-Synth dataset this command wrote there; ``force`` writes into a
     folder that holds other files, leaving them alone. Nothing else is ever deleted.
     """
-    from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_dir
-
     cfg.check()
     out = Path(out)
     with output_lock(out):
@@ -200,11 +204,7 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
     pop = draw_population(cfg.identities, cfg.seed)
     splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions)
     jobs = [(pid, pop[pid - 1], splits[pid - 1], cfg, str(tmp)) for pid in range(1, cfg.identities + 1)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), unit="id", desc="generating identities", leave=False)
+    bar = tqdm(total=len(jobs), unit="id", desc="generating identities", leave=False) if progress else None
     results: list[dict[str, Any]] = []
     if workers <= 1:
         for job in jobs:
@@ -228,6 +228,7 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
     _write_json(tmp / THREEC_FILE, threec)
     lines = [json.dumps({"id": pid, "split": splits[pid - 1], "attributes": pop[pid - 1]}, sort_keys=True) for pid in range(1, cfg.identities + 1)]
     atomic_write_bytes(tmp / IDENTITIES_FILE, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(tmp / VOCAB_FILE, synth_vocabulary().to_json().encode())  # what training's attribute options read
     identities = {pid: pop[pid - 1] for pid in range(1, cfg.identities + 1)}
     test_ids = [pid for pid in identities if splits[pid - 1] == "test"]
     _preview(tmp, threec, test_ids or list(identities))
@@ -246,8 +247,6 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
 
 def _preview(tmp: Path, threec: list[dict], ids: list[int], n: int = 30) -> None:
     """A contact sheet: up to ``n`` identities, four images each, across views and domains."""
-    from PIL import Image, ImageDraw
-
     chosen = ids[:n]
     by_id: dict[int, list[dict]] = {}
     for r in threec:
@@ -267,7 +266,6 @@ def _preview(tmp: Path, threec: list[dict], ids: list[int], n: int = 30) -> None
             with Image.open(tmp / r["file_path"]) as im:
                 sheet.paste(im.convert("RGB").resize((th_w, th_h)), (x0 + j * th_w, y0 + 14))
         d.text((x0 + 2, y0 + 1), f"id {pid}: " + ", ".join(r["source"] for r in picks[:4]), fill=(20, 20, 20))
-    import io
 
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")

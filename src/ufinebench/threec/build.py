@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ufinebench.data.annotations import load_dataset
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
+from ufinebench.outputs import check_outputs, dataset_inputs, output_lock
 from ufinebench.threec.rewriters import STYLES, WORDS, LLMRewriter, Rewrite, word_count
 
 
@@ -51,7 +53,6 @@ def build_3c(
     grid = [(g, s) for g in granularities for s in styles]
     if not 0 <= per_caption <= len(grid):
         raise UFineBenchError(f"--per-caption must be between 0 and {len(grid)} (granularities x styles)")
-    from ufinebench.outputs import check_outputs, dataset_inputs, output_lock
 
     out = Path(out)
     check_outputs({"--out": out, "its provenance file": out.with_name(out.name + ".provenance.json")},
@@ -92,7 +93,6 @@ def _build_3c(sources: Sequence[str], out: Path, rewriter: Any, grid: list[tuple
             items.append(item)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), unit="caption", desc="rewriting", leave=False)
     if isinstance(rewriter, LLMRewriter):

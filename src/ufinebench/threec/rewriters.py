@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from ufinebench.errors import UFineBenchError
+from ufinebench.limits import read_yaml_file
 
 WORDS = {"fine": (60, 100), "medium": (30, 50), "coarse": (12, 30)}
 STYLES = ("plain", "narrative", "witness", "terse", "colloquial")
@@ -54,7 +56,6 @@ def load_prompts(version: str = "v1") -> dict[str, Any]:
     path = PROMPT_DIR / f"{version}.yaml"
     if not path.is_file():
         raise RewriteError(f"no prompt file {path.name} (available: {', '.join(p.stem for p in PROMPT_DIR.glob('*.yaml'))})")
-    from ufinebench.limits import read_yaml_file
 
     return read_yaml_file(path)
 
@@ -207,8 +208,6 @@ class LLMRewriter:
         return None
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, caption: str, granularity: str, style: str, rng: np.random.Generator) -> Rewrite:
-        import httpx
-
         key = self._key(caption, granularity, style)
         tags = {"rewriter": self.name, "model": self.model, "prompt_version": self.prompt_version}
         if self.cache and (self.cache / f"{key}.json").is_file():
@@ -264,7 +263,6 @@ class LLMRewriter:
 
     async def rewrite_many(self, jobs: list[tuple[str, str, str, np.random.Generator]], progress: Any = None) -> list[Rewrite]:
         """Rewrite every (caption, granularity, style, rng) job, at most ``concurrency`` at a time, in order."""
-        import httpx
 
         sem = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient() as client:

@@ -18,14 +18,13 @@ replacement is reported, so the search page can show how the query was read. Onl
 normalised (search and the web service): training captions and evaluation queries are read as they
 are, so the figures ``ufinebench eval`` prints measure the model alone.
 
-The module also holds the word classes that training's caption-only options read:
-:data:`ATTRIBUTE_CLASSES` (``data.attribute_words``, ``data.attribute_swap``) and the noun-phrase
-parts ``PHRASE_*`` (``data.modifier_order``).
+These are tables of general English for describing people, written for any word-level model; the
+attribute words that training and the re-ranker's check read are a dataset's own, in a vocabulary
+file (:mod:`ufinebench.vocab`).
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -307,83 +306,3 @@ def normalizer_for(tokenizer: object) -> QueryNormalizer | None:
     """A normaliser for a word-level tokenizer (the only kind with unknown words), else None."""
     words = getattr(tokenizer, "words", None)
     return QueryNormalizer(words()) if callable(words) else None
-
-
-# Attribute words that a picture shows, in classes whose members contradict each other; words of one
-# inner tuple mean the same ("grey" / "gray") and are never swapped for each other. Gender and age
-# words are left out: UFine-Synth's renderer does not draw them, so a caption with them swapped
-# still fits its picture. Used by training's attribute-swap negatives (``data.attribute_swap``).
-ATTRIBUTE_CLASSES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "colour": (("black",), ("white",), ("grey", "gray"), ("blue",), ("red",), ("green",), ("yellow",), ("orange",), ("purple",),
-               ("pink",), ("brown",), ("beige",), ("khaki",), ("olive",), ("cream",)),
-    "top": (("hoodie", "sweatshirt"), ("sweater", "jumper"), ("shirt",), ("jacket",), ("coat",), ("vest",), ("dress",)),
-    "bottom": (("jeans",), ("trousers", "pants", "slacks"), ("shorts",), ("skirt",)),
-    "shoes": (("sneakers", "trainers"), ("boots",), ("sandals",)),
-    "bag": (("backpack", "rucksack"), ("handbag",), ("crossbody",)),
-    "headwear": (("beanie",), ("cap",), ("hat",)),
-    "pattern": (("stripes",), ("checked",), ("logo",)),
-    "length": (("short",), ("long",)),
-    "hair style": (("curly",), ("straight",)),
-    "build": (("slim",), ("heavy",)),
-    "carried": (("phone", "smartphone"), ("umbrella",), ("book",), ("cup",)),
-    "side": (("left",), ("right",)),
-    "tone": (("light",), ("dark",)),
-}
-# Classes a fine caption names whenever the person has one: a fine caption without "red" describes
-# nobody in red, one without "boots" nobody in boots. So a shortened caption that names such a word
-# contradicts every person whose fine caption lacks it (``train.match_negatives: contradicting``).
-NAMED_CLASSES = ("colour", "top", "bottom", "shoes", "bag", "headwear")
-N_ATTRIBUTE_GROUPS = sum(len(groups) for groups in ATTRIBUTE_CLASSES.values())  # the image word head's outputs
-
-# Colour-garment pairs (``data.attribute_pairs``): "grey hoodie, black jeans" and "black hoodie, grey
-# jeans" name the same words; which colour goes with which garment is the pair. A pair is a colour
-# group of ATTRIBUTE_CLASSES["colour"] and a slot, read from one noun phrase ("a navy knit hat":
-# blue x headwear). The head nouns of each slot: that class's words and a few generic ones.
-ATTRIBUTE_SLOTS = ("top", "bottom", "shoes", "bag", "headwear")
-SLOT_NOUNS: dict[str, tuple[str, ...]] = {
-    slot: tuple(w for group in ATTRIBUTE_CLASSES[slot] for w in group) + extra
-    for slot, extra in zip(ATTRIBUTE_SLOTS, (("top", "tee", "blouse"), (), ("shoes",), ("bag",), ()), strict=True)
-}
-PAIR_COLOUR_ALIASES = {"navy": "blue"}  # colour words of captions outside the colour class, read as one of it
-N_ATTRIBUTE_PAIRS = len(ATTRIBUTE_CLASSES["colour"]) * len(ATTRIBUTE_SLOTS)  # pair index: colour group x slots + slot
-
-# Noun-phrase parts for training's modifier-order augmentation (``data.modifier_order``): a colour
-# (with "dark" / "light"), a garment, and the shape words that may stand on either side of the colour
-# ("knee-length beige skirt" = "beige knee-length skirt"; "grey long-sleeved sweater" = "long-sleeved
-# grey sweater"). Captions from one generator always put them in one order; people do not.
-PHRASE_COLOURS = tuple(w for group in ATTRIBUTE_CLASSES["colour"] for w in group) + ("navy",)
-PHRASE_TONES = ("dark", "light")
-PHRASE_GARMENTS = tuple(w for c in ("top", "bottom", "shoes", "bag", "headwear") for group in ATTRIBUTE_CLASSES[c] for w in group) + (
-    "shoes", "bag", "sweatshirt", "tee", "cap")
-PHRASE_MODIFIERS = ("long", "short", "sleeved", "sleeveless", "knee", "ankle", "length", "above", "cropped", "denim", "hooded",
-                    "leather", "knit", "running", "baseball", "brimmed", "button", "up", "crossbody", "shoulder", "open", "-")
-# Words that may stand inside one noun phrase, for reading colour-garment pairs (``data.attribute_pairs``):
-# a run of them is one phrase ("a grey long - sleeved hooded sweatshirt"); any other word ends it.
-PAIR_PHRASE_WORDS = frozenset(PHRASE_COLOURS + PHRASE_TONES + PHRASE_MODIFIERS + PHRASE_GARMENTS + tuple(PAIR_COLOUR_ALIASES)
-                              + tuple(w for nouns in SLOT_NOUNS.values() for w in nouns) + ("t",))
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def shorten(text: str, rng: random.Random, sentence_p: float = 0.3, word_p: float = 0.3) -> str:
-    """``text`` with details left out, the way a shorter description leaves them: each sentence
-    dropped with probability ``sentence_p`` (never all: then the first stays), then each word of a
-    named class (a colour, garment, shoe, bag or headwear word: :data:`NAMED_CLASSES`) with ``word_p``.
-
-    For choosing the re-ranking blend on val (``train.py``): val's own captions name every detail,
-    so they cannot tell whether the attribute check helps descriptions that do not. Generic by
-    design (sentences and words dropped at random), not 3C's rewriters.
-    """
-    named = {w for c in NAMED_CLASSES for group in ATTRIBUTE_CLASSES[c] for w in group}
-    sentences = [x for x in _SENTENCE.split(text.strip()) if x]
-    kept = [x for x in sentences if rng.random() >= sentence_p] or sentences[:1]
-    out: list[str] = []
-    for w in " ".join(kept).split():
-        core = w.rstrip(",.;:!?")
-        if core.lower() in named and rng.random() < word_p:
-            if w != core:  # keep the punctuation the word carried ("jeans." -> "."): sentences stay apart
-                out.append(w[len(core):])
-            continue
-        out.append(w)
-    return " ".join(out)

@@ -16,6 +16,8 @@ service answers image requests from the index alone and never opens a path at re
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import time
@@ -26,12 +28,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
-from ufinebench.data.lexicon import Normalized, normalizer_for
+from ufinebench.data.annotations import load_dataset
+from ufinebench.data.transforms import load_image
 from ufinebench.errors import UFineBenchError
-from ufinebench.evaluate import CHECK_WEIGHTS, RERANK_TOPK, _logit_scale, attribute_check, blend_name
+from ufinebench.evaluate import RERANK_TOPK, attribute_check, check_weight_without_matcher, logit_scale
 from ufinebench.io import atomic_write_bytes
+from ufinebench.limits import read_json
 from ufinebench.metrics import unit_rows
+from ufinebench.model.checkpoint import LoadedModel, from_checkpoint, resolve_checkpoint
+from ufinebench.outputs import add_entries, check_outputs, claim_dir, dataset_inputs, output_lock
+from ufinebench.search.normalize import Normalized, normalizer_for
+from ufinebench.vocab.tokens import AttributeTable, head_has_pairs, named_groups
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CHUNK = 512
@@ -52,8 +62,6 @@ def list_images(source: str | os.PathLike[str], fmt: str | None = None) -> list[
         if not files:
             raise IndexError_(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
         return [(f, None) for f in files]
-    from ufinebench.data.annotations import load_dataset
-
     ann = load_dataset(p, fmt)
     seen: dict[Path, int] = {}
     for s in ann.samples:
@@ -61,10 +69,8 @@ def list_images(source: str | os.PathLike[str], fmt: str | None = None) -> list[
     return sorted(seen.items(), key=lambda kv: str(kv[0]))
 
 
-def _thumbnail(im: Any) -> bytes:
+def _thumbnail(im: Image.Image) -> bytes:
     """A JPEG of at most THUMB_MAX pixels a side (what the service sends for an indexed image)."""
-    import io
-
     t = im.copy()
     t.thumbnail((THUMB_MAX, THUMB_MAX))
     buf = io.BytesIO()
@@ -72,12 +78,10 @@ def _thumbnail(im: Any) -> bytes:
     return buf.getvalue()
 
 
-def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: str) -> tuple[np.ndarray, list[bytes], np.ndarray | None]:
+def _encode_images(loaded: LoadedModel, paths: Sequence[Path], batch_size: int, device: str) -> tuple[np.ndarray, list[bytes], np.ndarray | None]:
     """Unit embeddings (n, F) of the images, their JPEG thumbnails, and for a model with a word head
     (``data.attribute_words``) each image's log-probability of every attribute word group [and colour-garment
     pair] (n, outputs), else None."""
-    from ufinebench.data.transforms import load_image
-
     model = loaded.model
     feats: list[np.ndarray] = []
     words: list[np.ndarray] = []
@@ -89,7 +93,7 @@ def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: 
         with torch.no_grad():
             enc = model.encode_image(imgs)
             f = model.retrieval_features(enc).float().cpu().numpy()
-            if getattr(model, "word_head", None) is not None:
+            if model.word_head is not None:
                 words.append(model.word_log_probs(enc).cpu().numpy())  # (b, groups)
         feats.append(unit_rows(f))
     return np.concatenate(feats), thumbs, (np.concatenate(words) if words else None)
@@ -97,10 +101,6 @@ def _encode_images(loaded: Any, paths: Sequence[Path], batch_size: int, device: 
 
 def checkpoint_digest(checkpoint: str | os.PathLike[str]) -> str:
     """SHA-256 over a checkpoint's weights and meta.json: what an index's embeddings depend on."""
-    import hashlib
-
-    from ufinebench.model.checkpoint import resolve_checkpoint
-
     folder = resolve_checkpoint(checkpoint)
     h = hashlib.sha256()
     for name in ("model.safetensors", "meta.json"):
@@ -119,8 +119,6 @@ def build_index(
     ``out`` is the index's own folder: it may not hold the checkpoint or the images, and one
     holding other files needs ``force`` (they are kept).
     """
-    from ufinebench.outputs import add_entries, check_outputs, claim_dir, dataset_inputs, output_lock
-
     check_outputs({"--out": out}, [checkpoint, *dataset_inputs(source, fmt)], folders=["--out"])
     with output_lock(out):
         claim_dir(out, "index", force=force, legacy=(INDEX_ENTRIES, INDEX_ENTRIES))
@@ -136,8 +134,6 @@ def _build_index(
     checkpoint: str, source: str, out: Path, *, fmt: str | None, add: bool, kind: str, batch_size: int, device: str,
     progress: bool, hnsw_threshold: int,
 ) -> dict[str, Any]:
-    from ufinebench.model.checkpoint import from_checkpoint
-
     parts = out / "parts"
     info_path = out / "index.json"
     digest = checkpoint_digest(checkpoint)
@@ -165,17 +161,11 @@ def _build_index(
     owned = {"version": INDEX_VERSION, "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": digest, "sources": [src]}
     atomic_write_bytes(parts / "owner.json", json.dumps(owned, indent=1).encode())  # an interrupted build resumes only for its owner
     start = len(list(parts.glob("*.npz")))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="img", desc="indexing", leave=False)
+    bar = tqdm(total=len(todo), unit="img", desc="indexing", leave=False) if progress else None
     t0 = time.perf_counter()
     for c, i in enumerate(range(0, len(todo), CHUNK)):
         chunk = todo[i : i + CHUNK]
         emb, thumbs, word_logp = _encode_images(loaded, [p for p, _ in chunk], batch_size, device)  # (n, F), n, (n, groups) | None
-        import io
-
         atomic_write_bytes(parts / f"{start + c:06d}.thumbs", b"".join(thumbs))  # before the .npz that makes the chunk count
         buf = io.BytesIO()
         extra: dict[str, Any] = {} if word_logp is None else {"word_logp": word_logp.astype(np.float32)}  # the check's image side
@@ -201,8 +191,6 @@ def _build_index(
 
 
 def _read_info(path: Path) -> dict[str, Any]:
-    from ufinebench.limits import read_json
-
     try:
         info = read_json(path, "an index description", limit=16 << 20)
     except UFineBenchError as exc:
@@ -236,7 +224,7 @@ def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
 
 
 def _write_faiss(emb: np.ndarray, kind: str, path: Path) -> None:
-    import faiss
+    import faiss  # heavy (a second OpenMP runtime): loaded when an index is written or read, not by every command
 
     d = emb.shape[1]
     index: Any
@@ -266,9 +254,7 @@ class SearchIndex:
     """A loaded index: encode a description with the checkpoint's text side, search FAISS."""
 
     def __init__(self, folder: str | os.PathLike[str], device: str = "cpu") -> None:
-        import faiss
-
-        from ufinebench.model.checkpoint import from_checkpoint
+        import faiss  # heavy: see _write_faiss
 
         self.folder = Path(folder)
         info_path = self.folder / "index.json"
@@ -294,20 +280,18 @@ class SearchIndex:
             raise IndexError_(f"{self.folder}: index and metadata disagree ({self.index.ntotal} vs {len(self.paths)}); rebuild it")
         if self.info["kind"] == "hnsw":
             faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", 64)
-        # a word-level model's unknown words are replaced by known ones before encoding (data/lexicon.py)
+        # a word-level model's unknown words are replaced by known ones before encoding (search/normalize.py)
         self.normalizer = normalizer_for(self.loaded.tokenizer)
         # the attribute check (evaluate.attribute_check) re-orders the top RERANK_TOPK: the weight val chose for it
         # without the matcher (the service runs no matcher); 0 for models without a word head or older indexes
         self.word_logp: np.ndarray | None = parts["word_logp"] if parts["word_logp"] is not None and len(parts["word_logp"]) == len(
             self.paths) else None
         self.check_weight = check_weight_without_matcher(self.loaded.meta) if self.word_logp is not None else 0.0
-        self._table: Any = None
-        if self.check_weight > 0:
-            from ufinebench.train import AttributeTable
-
-            self._table = AttributeTable.build(self.loaded.tokenizer, self.loaded.tokenizer.vocab_size)
-            if self._table is None:
-                self.check_weight = 0.0
+        vocab = self.loaded.vocabulary
+        self._table = AttributeTable.build(vocab, self.loaded.tokenizer) if self.check_weight > 0 and vocab is not None else None
+        self._pairs = vocab is not None and head_has_pairs(self.loaded.model.cfg.attribute_words, vocab)
+        if self._table is None:
+            self.check_weight = 0.0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -340,12 +324,10 @@ class SearchIndex:
         """(1, outputs) float32: the attribute words [and colour-garment pairs] of an (already read)
         description that the check reads, when search re-orders its top ``RERANK_TOPK`` by them;
         None when it does not (no check, or the description names no colour / garment / shoe / bag / headwear)."""
-        if self.check_weight <= 0 or self.word_logp is None:
+        if self.check_weight <= 0 or self.word_logp is None or self._table is None:
             return None
-        from ufinebench.train import head_has_pairs, named_groups
-
         tokens = self.loaded.tokenizer.encode([text], self.loaded.model.cfg.context_length)
-        named = named_groups(tokens, self._table, head_has_pairs(self.loaded.model)).numpy()  # (1, groups [+ pairs])
+        named = named_groups(tokens, self._table, self._pairs).numpy()  # (1, groups [+ pairs])
         return named.astype(np.float32) if named.any() else None
 
     def search(self, text: str, k: int = 10, normalize: bool = True) -> list[Hit]:
@@ -368,23 +350,11 @@ class SearchIndex:
         named = self.checked(text)
         if named is not None and pairs:
             top = pairs[:RERANK_TOPK]
-            check = attribute_check({"gallery_word_logp": self.word_logp, "query_word_groups": named}, np.asarray([[i for _, i in top]]))
+            check = attribute_check(self.word_logp, named, np.asarray([[i for _, i in top]]))
             assert check is not None
-            scale = _logit_scale(self.loaded.model)
+            scale = logit_scale(self.loaded.model)
             blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check[0], strict=True)]
             order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
             pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
         hits = [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i])) for r, (sc, i) in enumerate(pairs[:k])]
         return hits, named is not None and bool(pairs)
-
-
-def check_weight_without_matcher(meta: dict[str, Any]) -> float:
-    """The attribute check's weight that validation chose with the matcher's weight at 0 (from the
-    checkpoint's ``rerank_val_R1`` / ``rerank_val_mAP`` grid: R1, then mAP, then the smaller weight); 0 if none."""
-    r1s, maps = meta.get("rerank_val_R1") or {}, meta.get("rerank_val_mAP") or {}
-    best: tuple[float, float, float] = (-1.0, -1.0, 0.0)
-    for v in CHECK_WEIGHTS:
-        name = blend_name(0.0, v)  # the names tune_rerank_weight wrote: "0", "0 + check 1", ...
-        if name in r1s and (r1s[name], maps.get(name, 0.0)) > best[:2]:
-            best = (r1s[name], maps.get(name, 0.0), v)
-    return best[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ufinebench.data.lexicon import QueryNormalizer, age_word, inflections, normalizer_for
+from ufinebench.search.normalize import QueryNormalizer, age_word, inflections, normalizer_for
 from ufinebench.data.tokenizer import TrainedBPETokenizer, TrainedWordTokenizer
 
 CAPTIONS = [
@@ -78,7 +78,7 @@ def test_shorten_leaves_out_whole_sentences_and_named_attribute_words_only():
     import random
     import re
 
-    from ufinebench.data.lexicon import ATTRIBUTE_CLASSES, NAMED_CLASSES, shorten
+    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, NAMED_CLASSES, shorten
 
     text = ("A young man with short black hair. He wears a red hoodie and blue jeans. White sneakers on his feet. "
             "He carries a black backpack. He is walking towards the camera.")
