@@ -84,7 +84,7 @@ def _train_one(name: str, seed: int, data: str, run: str, args: dict[str, Any], 
     from ufinebench.data.annotations import load_dataset
     from ufinebench.evaluate import evaluate_checkpoint
     from ufinebench.io import atomic_write_bytes
-    from ufinebench.train import train
+    from ufinebench.training import train
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -198,11 +198,11 @@ def claim_d(run: Path, data: Path, raw: dict[str, dict[str, dict[str, Any]]], ou
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     f = evaluate_checkpoint(str(run), load_dataset(data / "ufine_synth.json", split="test").split("test"), device=device)["_features"]
-    sim = unit_rows(f["query_features"]) @ unit_rows(f["gallery_features"]).T
-    pos = f["query_ids"][:, None] == f["gallery_ids"][None, :]
+    sim = unit_rows(f.query_features) @ unit_rows(f.gallery_features).T
+    pos = f.query_ids[:, None] == f.gallery_ids[None, :]
     squashed = 0.5 + 0.1 * np.tanh(2 * sim)  # monotone: the same ranking
-    a = metrics_from_similarity(sim, f["query_ids"], f["gallery_ids"]).as_dict()
-    b = metrics_from_similarity(squashed, f["query_ids"], f["gallery_ids"]).as_dict()
+    a = metrics_from_similarity(sim, f.query_ids, f.gallery_ids).as_dict()
+    b = metrics_from_similarity(squashed, f.query_ids, f.gallery_ids).as_dict()
     _hist(sim, pos, f"CFAM seed {seed}: R1 {a['R1']:.1f} mAP {a['mAP']:.1f} mSD {a['mSD']:.2f}", out / "D_original.png")
     _hist(squashed, pos, f"squashed scores: R1 {b['R1']:.1f} mAP {b['mAP']:.1f} mSD {b['mSD']:.2f}", out / "D_squashed.png")
     flat = [(f"{k} s{s}", r["test"]) for k in raw for s, r in raw[k].items() if k != "cfam_coarse"]

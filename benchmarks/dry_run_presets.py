@@ -21,7 +21,7 @@ import torch
 
 from ufinebench.config import load_config
 from ufinebench.synth.build import SynthConfig, build
-from ufinebench.train import dry_run
+from ufinebench.training import dry_run
 
 
 def main() -> int:

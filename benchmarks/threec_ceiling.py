@@ -96,25 +96,25 @@ def _model_errors(run: str, threec: Path, attributes: dict[int, dict]) -> dict[s
     loaded = from_checkpoint(run)
     samples = load_dataset(str(threec), None, split="all").samples
     f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=64, device="cpu")
-    q = f["query_features"] / np.linalg.norm(f["query_features"], axis=1, keepdims=True)  # (Q, D)
-    g = f["gallery_features"] / np.linalg.norm(f["gallery_features"], axis=1, keepdims=True)  # (G, D)
+    q = f.query_features / np.linalg.norm(f.query_features, axis=1, keepdims=True)  # (Q, D)
+    g = f.gallery_features / np.linalg.norm(f.gallery_features, axis=1, keepdims=True)  # (G, D)
     sim = q @ g.T  # (Q, G): the model's retrieval score (features carry its granularity weight)
     top10 = np.argsort(-sim, axis=1, kind="stable")[:, :10]  # (Q, 10)
     first = top10[:, 0]  # (Q,)
-    gids = [int(x) for x in f["gallery_ids"]]
+    gids = [int(x) for x in f.gallery_ids]
     # queries, right, wrong, consistent, contradicted, in top 10, right after a perfect re-ranking
     out: dict[str, list] = defaultdict(lambda: [0, 0, 0, 0, Counter(), 0, 0])
-    for i, tags in enumerate(f["query_tags"]):
+    for i, tags in enumerate(f.query_tags):
         row = out[tags.get("granularity", "all")]
         row[0] += 1
-        own = int(f["query_ids"][i])
+        own = int(f.query_ids[i])
         mentions = tags.get("mentions", {})
         top = [int(j) for j in top10[i]]
         row[5] += own in (gids[j] for j in top)
         fits = [all(attributes[gids[j]].get(k) == v for k, v in mentions.items() if k not in UNDRAWN) for j in top]
         row[6] += gids[perfect_rerank_first(top, fits)] == own
-        got = int(f["gallery_ids"][first[i]])
-        if got == int(f["query_ids"][i]):
+        got = int(f.gallery_ids[first[i]])
+        if got == int(f.query_ids[i]):
             row[1] += 1
             continue
         row[2] += 1

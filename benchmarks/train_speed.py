@@ -26,14 +26,14 @@ PRESETS = {
     "vitb16": dict(embed_dim=512, image_size=(384, 128), patch_size=16, vision_width=768, vision_layers=12, vision_heads=12,
                    context_length=168, vocab_size=49408, text_width=512, text_layers=12, text_heads=8, num_queries=16,
                    decoder_layers=2, decoder_heads=8, matcher_layers=2),
-    "synth-cpu-small": None,  # read from configs/synth-cpu-small.yaml
+    "synth-cpu-small": None,  # read from the package preset synth-cpu-small
 }
 
 
 def worker(arch: str, preset: str, device: str, batch: int, steps: int, warmup: int, amp: str) -> dict:
     import torch
 
-    from ufinebench.losses import compute_losses
+    from ufinebench.losses import Targets, compute_losses
     from ufinebench.model.cfam import ModelConfig, RetrievalModel
 
     if PRESETS[preset] is None:
@@ -67,7 +67,7 @@ def worker(arch: str, preset: str, device: str, batch: int, steps: int, warmup: 
     ids = (torch.arange(batch) // 2).to(dev)
     match_text = None
     if max(match_noise) > 0 and model.matcher is not None:  # the trainer's noisy copy, made the trainer's way (id 1 stands for <|unk|>)
-        from ufinebench.train import token_noise
+        from ufinebench.training.augment import token_noise
 
         match_text = token_noise(tokens.cpu(), torch.arange(batch), 0, 0, drop=match_noise[0], unk=match_noise[1], unk_id=1,
                                  specials={eot, 0}, salt=3).to(dev)  # (B, L)
@@ -77,7 +77,7 @@ def worker(arch: str, preset: str, device: str, batch: int, steps: int, warmup: 
     def step() -> None:
         with torch.autocast(device_type=dev.type, dtype=dtype, enabled=use_amp):
             out = model(images, tokens, match_text=match_text)
-            loss = compute_losses(model, out, ids, ids, {})["loss"]
+            loss = compute_losses(model, out, Targets(ids, ids), {})["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -111,7 +111,7 @@ def pipeline(dataset: str, steps: int) -> int:
     import tempfile
 
     from ufinebench.config import load_config
-    from ufinebench.train import train
+    from ufinebench.training import train
 
     print(f"train() pipeline on {dataset}: synth-cpu-small, {steps} steps (one epoch), no validation")
     times = {}

@@ -31,24 +31,23 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((rank[y].sum() - p * (p + 1) / 2) / (p * (len(y) - p)))
 
 
-def _read(loaded, samples) -> dict:
-    """Features with the word head's log-probabilities and each gallery image's named groups (G, outputs)."""
+def _read(loaded, samples) -> tuple:
+    """(features with the word head's log-probabilities, each gallery image's named groups (G, outputs) bool)."""
     from ufinebench.evaluate import extract_features
 
-    f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=64, keep_tokens=True)
-    truth = np.zeros_like(f["gallery_word_logp"])  # (G, outputs)
-    np.maximum.at(truth, f["query_image_index"], f["query_word_groups"].astype(np.float32))
-    f["truth"] = truth > 0
-    return f
+    f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=64, keep_tokens=True,
+                         vocabulary=loaded.vocabulary)
+    truth = np.zeros_like(f.gallery_word_logp)  # (G, outputs)
+    np.maximum.at(truth, f.query_image_index, f.query_word_groups.astype(np.float32))
+    return f, truth > 0
 
 
-def head_accuracy(f: dict) -> str:
+def head_accuracy(f, truth: np.ndarray, vocab) -> str:
     """One line: per class accuracy (majority rate), colour AUC, and per slot colour accuracy with pairs."""
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS
-
-    cls = np.array([c for c, groups in enumerate(ATTRIBUTE_CLASSES.values()) for _ in groups])
-    names = list(ATTRIBUTE_CLASSES)
-    lp, truth = f["gallery_word_logp"], f["truth"]
+    cls = np.array([c for c, groups in enumerate(vocab.classes.values()) for _ in groups])
+    names = list(vocab.classes)
+    slots, n_groups = list(vocab.slots), vocab.n_groups
+    lp = f.gallery_word_logp
     colour = [j for j in np.flatnonzero(cls == 0) if 0 < truth[:, j].sum() < len(truth)]
     parts = [f"colour words AUC {np.mean([_auc(truth[:, j], lp[:, j]) for j in colour]):.3f}"]
     for c in range(1, 6):
@@ -57,50 +56,51 @@ def head_accuracy(f: dict) -> str:
         if one.sum():
             acc = (lp[one][:, cols].argmax(1) == truth[one][:, cols].argmax(1)).mean()
             parts.append(f"{names[c]} {100 * acc:.0f} % ({100 * truth[one][:, cols].sum(0).max() / one.sum():.0f})")
-    if lp.shape[1] > N_ATTRIBUTE_GROUPS:  # colour x slot pairs
-        pl = lp[:, N_ATTRIBUTE_GROUPS:].reshape(len(lp), -1, len(ATTRIBUTE_SLOTS))
-        pt = truth[:, N_ATTRIBUTE_GROUPS:].reshape(len(lp), -1, len(ATTRIBUTE_SLOTS))
-        slots = []
-        for s, name in enumerate(ATTRIBUTE_SLOTS):
+    if lp.shape[1] > n_groups:  # colour x slot pairs
+        pl = lp[:, n_groups:].reshape(len(lp), -1, len(slots))
+        pt = truth[:, n_groups:].reshape(len(lp), -1, len(slots))
+        read = []
+        for s, name in enumerate(slots):
             one = pt[:, :, s].sum(1) == 1
             if one.sum():
-                slots.append(f"{name} {100 * (pl[one, :, s].argmax(1) == pt[one, :, s].argmax(1)).mean():.0f} %")
-        parts.append("colour of: " + ", ".join(slots))
+                read.append(f"{name} {100 * (pl[one, :, s].argmax(1) == pt[one, :, s].argmax(1)).mean():.0f} %")
+        parts.append("colour of: " + ", ".join(read))
     return "; ".join(parts)
 
 
-def perfect_check(loaded, f: dict) -> list[str]:
+def perfect_check(loaded, f, truth: np.ndarray) -> list[str]:
     """3C R1 re-ranked by the model's check and by a perfect one (all classes, then one at a time)."""
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
-    from ufinebench.evaluate import _logit_scale, attribute_check
+    from ufinebench.evaluate import attribute_check, logit_scale
 
-    qn = f["query_features"] / np.linalg.norm(f["query_features"], axis=1, keepdims=True)
-    gn = f["gallery_features"] / np.linalg.norm(f["gallery_features"], axis=1, keepdims=True)
+    vocab = loaded.vocabulary
+    n_groups = vocab.n_groups
+    qn = f.query_features / np.linalg.norm(f.query_features, axis=1, keepdims=True)
+    gn = f.gallery_features / np.linalg.norm(f.gallery_features, axis=1, keepdims=True)
     sim = qn @ gn.T  # (Q, G)
     top = np.argsort(-sim, axis=1, kind="stable")[:, :10]  # (Q, 10)
     cos = np.take_along_axis(sim, top, 1)
-    scale = _logit_scale(loaded.model)
-    qid, gid = np.asarray(f["query_ids"]), np.asarray(f["gallery_ids"])
+    scale = logit_scale(loaded.model)
+    qid, gid = np.asarray(f.query_ids), np.asarray(f.gallery_ids)
 
     def r1(logp: np.ndarray, v: float) -> float:
-        check = attribute_check({"gallery_word_logp": logp, "query_word_groups": f["query_word_groups"]}, top)
+        check = attribute_check(logp, f.query_word_groups, top)
         assert check is not None
         first = top[np.arange(len(top)), np.argmax(scale * cos + v * check, axis=1)]
         return 100.0 * float((gid[first] == qid).mean())
 
-    lp = f["gallery_word_logp"]
-    perfect = np.log(np.where(f["truth"], 0.95, 0.05)).astype(np.float32)
+    lp = f.gallery_word_logp
+    perfect = np.log(np.where(truth, 0.95, 0.05)).astype(np.float32)
     lines = [f"3C R1 {r1(lp, 0.0):.2f}; re-ranked by the model's check (v 1 / 2 / 4 / 8): "
              + " / ".join(f"{r1(lp, v):.2f}" for v in (1, 2, 4, 8)) + f"; by a perfect check (v 4): {r1(perfect, 4.0):.2f}"]
-    cls = np.array([c for c, groups in enumerate(ATTRIBUTE_CLASSES.values()) for _ in groups] + [-1] * (lp.shape[1] - N_ATTRIBUTE_GROUPS))
+    cls = np.array([c for c, groups in enumerate(vocab.classes.values()) for _ in groups] + [-1] * (lp.shape[1] - n_groups))
     singles = []
-    for c, name in enumerate(list(ATTRIBUTE_CLASSES)[:6]):
+    for c, name in enumerate(list(vocab.classes)[:6]):
         mixed = lp.copy()
         mixed[:, cls == c] = perfect[:, cls == c]
         singles.append(f"{name} {r1(mixed, 4.0):.2f}")
-    if lp.shape[1] > N_ATTRIBUTE_GROUPS:
+    if lp.shape[1] > n_groups:
         mixed = lp.copy()
-        mixed[:, N_ATTRIBUTE_GROUPS:] = perfect[:, N_ATTRIBUTE_GROUPS:]
+        mixed[:, n_groups:] = perfect[:, n_groups:]
         singles.append(f"pairs {r1(mixed, 4.0):.2f}")
     lines.append("  the model's check with one class perfect (v 4): " + ", ".join(singles))
     return lines
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, samples in sets:
-        f = _read(loaded, samples)
-        print(f"{name} ({len(f['gallery_ids'])}): {head_accuracy(f)}", flush=True)
-    for line in perfect_check(loaded, f):
+        f, truth = _read(loaded, samples)
+        print(f"{name} ({len(f.gallery_ids)}): {head_accuracy(f, truth, loaded.vocabulary)}", flush=True)
+    for line in perfect_check(loaded, f, truth):
         print(line)
     return 0
 

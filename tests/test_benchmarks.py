@@ -9,7 +9,11 @@ from pathlib import Path
 
 import yaml
 
+from ufinebench.vocab import load_vocabulary
+
 ROOT = Path(__file__).resolve().parents[1]
+
+VOCAB = load_vocabulary("ufine-synth-1")  # the attribute vocabulary of UFine-Synth's captions
 
 
 def _claims(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -205,9 +209,14 @@ def test_word_head_probe_scores_each_class_against_the_captions_truth():
     """word_head_probe.py: a class is right when the head's highest output of the class is the group
     the captions name (images naming exactly one), the majority rate beside it; colour words by AUC;
     with pairs, the colour of each slot."""
+    from types import SimpleNamespace
+
     import numpy as np
 
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    ATTRIBUTE_CLASSES = VOCAB.classes
+    ATTRIBUTE_SLOTS = tuple(VOCAB.slots)
+    N_ATTRIBUTE_GROUPS = VOCAB.n_groups
+    N_ATTRIBUTE_PAIRS = VOCAB.n_pairs
 
     mod = _load_script("word_head_probe")
     assert mod._auc(np.array([True, False, True, False]), np.array([0.9, 0.1, 0.8, 0.2])) == 1.0
@@ -225,7 +234,7 @@ def test_word_head_probe_scores_each_class_against_the_captions_truth():
         logp[i, start["bottom"] + 1] = -0.1  # the head says trousers: bottom wrong in all four
         truth[i, N_ATTRIBUTE_GROUPS + (i % 2) * len(ATTRIBUTE_SLOTS) + 0] = True  # black / white x top
         logp[i, N_ATTRIBUTE_GROUPS + 0] = -0.1  # the head says black x top for all: right for half
-    line = mod.head_accuracy({"gallery_word_logp": logp, "truth": truth})
+    line = mod.head_accuracy(SimpleNamespace(gallery_word_logp=logp), truth, VOCAB)
     assert "colour words AUC 1.000" in line and "top 100 % (50)" in line and "bottom 0 % (100)" in line
     assert "colour of: top 50 %" in line and "shoes" not in line  # a slot no caption gives a colour is left out
 
@@ -237,7 +246,7 @@ def test_word_head_probe_runs_on_a_run_with_a_word_head(tiny_synth, tmp_path):
     import re
 
     from ufinebench.config import load_config
-    from ufinebench.train import train
+    from ufinebench.training import train
 
     run = train(load_config("synth-cpu-small", [
         f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={tmp_path / 'run'}", "model.image_size=64x32", "train.epochs=1",

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from test_train import TINY_MODEL
-from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
+from ufinebench.training import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "formats" / "UFine6926"
 
@@ -109,7 +109,7 @@ def hostile(tmp_path_factory, tiny_synth):
     ck.mkdir()
     (ck / "model.safetensors").write_bytes(b"garbage")
     (ck / "meta.json").write_text("{")
-    run = T.train(load_config("synth-cpu-small", TINY_MODEL + [
+    run = train(load_config("synth-cpu-small", TINY_MODEL + [
         f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={r / 'run'}", "data.workers=0", "data.bpe_vocab_size=300",
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=1", "train.eval_every=0", "train.tensorboard=false"]), progress=False)
     return {"root": r, "run": run, **{k: str(v) for k, v in files.items()}}

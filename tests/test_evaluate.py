@@ -12,11 +12,14 @@ import torch
 
 from reference import reference_metrics
 from test_train import TINY_MODEL
-from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset
 from ufinebench.evaluate import blend_name, evaluate_checkpoint, matcher_topk, rerank, rerank_from_logits, tune_rerank_weight
+from ufinebench.training import train
+from ufinebench.vocab import load_vocabulary
+
+VOCAB = load_vocabulary("ufine-synth-1")  # the attribute vocabulary of UFine-Synth's captions
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def tiny_run(tiny_synth, tmp_path_factory):
         f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={out}", "data.workers=0", "data.bpe_vocab_size=300",
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=4", "train.eval_every=1", "train.tensorboard=false",
     ])
-    return T.train(cfg, progress=False)
+    return train(cfg, progress=False)
 
 
 def test_breakdown_counts_and_figures_recomputed(tiny_synth, tiny_run, tmp_path, capsys):
@@ -72,12 +75,12 @@ def test_granularity_weight_rescores_one_run(tiny_synth, tiny_run):
         res = evaluate_checkpoint(str(tiny_run), samples, granularity_weight=w)
         assert res["granularity_weight"] == w
         f = res["_features"]
-        q = f["query_features"][:2] / np.linalg.norm(f["query_features"][:2], axis=1, keepdims=True)  # (2, F)
-        g = f["gallery_features"][:3] / np.linalg.norm(f["gallery_features"][:3], axis=1, keepdims=True)  # (3, F)
+        q = f.query_features[:2] / np.linalg.norm(f.query_features[:2], axis=1, keepdims=True)  # (2, F)
+        g = f.gallery_features[:3] / np.linalg.norm(f.gallery_features[:3], axis=1, keepdims=True)  # (3, F)
         scores[w] = q @ g.T  # (2, 3)
         with torch.no_grad():
-            t = m.encode_text(loaded.tokenizer.encode(list(f["query_texts"][:2]), loaded.context_length))
-            i = m.encode_image(torch.stack([loaded.transform(load_image(p)) for p in f["gallery_paths"][:3]]))
+            t = m.encode_text(loaded.tokenizer.encode(list(f.query_texts[:2]), loaded.context_length))
+            i = m.encode_image(torch.stack([loaded.transform(load_image(p)) for p in f.gallery_paths[:3]]))
         glob = unit(t["global"].float(), dim=-1) @ unit(i["global"].float(), dim=-1).T  # (2, 3)
         gran = torch.einsum("qkd,gkd->qgk", unit(t["granular"].float(), dim=-1), unit(i["granular"].float(), dim=-1)).mean(-1)  # (2, 3)
         assert np.allclose(scores[w], ((glob + w * gran) / (1 + w)).numpy(), atol=2e-3), w
@@ -92,18 +95,18 @@ def test_rerank_reorders_only_the_top_k(tiny_synth, tiny_run):
 
     model = from_checkpoint(tiny_run).model
     rr, secs, top, order = rerank(model, f, 3)
-    q, g = f["query_features"], f["gallery_features"]
+    q, g = f.query_features, f.gallery_features
     qn, gn = q / np.linalg.norm(q, axis=1, keepdims=True), g / np.linalg.norm(g, axis=1, keepdims=True)
     sim = qn @ gn.T
     assert out["rerank"]["overall"]["queries"] == out["overall"]["queries"] and secs >= 0
     for i in range(len(q)):
         assert sorted(order[i].tolist()) == [0, 1, 2]
         first = rr.per_query.first_hit_rank[i]
-        hits_top = [j for j in top[i] if f["gallery_ids"][j] == f["query_ids"][i]]
+        hits_top = [j for j in top[i] if f.gallery_ids[j] == f.query_ids[i]]
         if hits_top:  # the first positive stays within the top 3
             assert first <= 3
         else:  # nothing in the top 3: ranks beyond it are the dual encoder's
-            assert first == out["_features"]["per_query"].first_hit_rank[i]
+            assert first == out["_features"].per_query.first_hit_rank[i]
     # the dual encoder's own top 3 is what was re-ordered
     assert all(set(top[i].tolist()) == set(np.argsort(-sim[i], kind="stable")[:3].tolist()) for i in range(len(q)))
 
@@ -126,10 +129,14 @@ def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
     _, order_b = rerank_from_logits(f, top, cos, logits, 1.0, 10.0)
     blend = np.take_along_axis(10.0 * cos + logits, order_b, axis=1)
     assert (np.diff(blend, axis=1) <= 1e-5).all()
-    w, v, table, maps = tune_rerank_weight(model, f, 4)  # the preset's model has a word head: the check's weights too
+    best, grid = tune_rerank_weight(model, f, 4)  # the preset's model has a word head: the check's weights too
+    w, v = best.matcher, best.check
+    assert best.topk == 4 and all(s.blend.topk == 4 for s in grid)
+    table = {s.blend.name: s.R1 for s in grid}
+    maps = {s.blend.name: s.mAP for s in grid}
     key = {k: (table[k], maps[k]) for k in table}  # R1, then mAP
     chosen = blend_name(w, v)
-    assert key[chosen] == max(key.values())
+    assert chosen == best.name and key[chosen] == max(key.values())
     plain = {k: x for k, x in key.items() if k != "matcher" and "check" not in k}  # full ties -> smaller
     assert all(x < key[chosen] for k, x in plain.items() if w is not None and v == 0 and float(k) < w)
     for name, w_ in (("0", 0.0), ("1", 1.0)):  # the tables are the re-ranked metrics at each weight
@@ -137,7 +144,7 @@ def test_rerank_blend_weights_and_tuning(tiny_synth, tiny_run):
         assert (table[name], maps[name]) == pytest.approx((m["R1"], m["mAP"]), abs=1e-3)
     # training tuned a weight on val and kept it in the checkpoint; eval uses it by default
     meta = read_meta(resolve_checkpoint(tiny_run, "last"))
-    assert "rerank_weight" in meta and {"0", "0.25", "0.5", "1", "2", "4", "matcher"} <= set(meta["rerank_val_R1"])
+    assert "rerank_weight" in meta and {0.0, 0.25, 0.5, 1.0, 2.0, 4.0, None} <= {e["matcher"] for e in meta["rerank_val"]}
     assert evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4)["rerank"]["weight"] == meta["rerank_weight"]
     # re-ranked R1 per tag value; at weight 0 (order unchanged) the plain breakdown's
     zero = evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4, rerank_weight=0.0, check_weight=0.0)
@@ -189,7 +196,7 @@ def _encode_worker(rank: int, world: int, port: int, run: str, data: str, out: s
     lm = from_checkpoint(run)
     f = extract_features(lm.model, load_dataset(data).split("test"), lm.tokenizer, lm.transform, batch_size=4)
     if rank == 0:
-        np.savez(out, q=f["query_features"], g=f["gallery_features"])
+        np.savez(out, q=f.query_features, g=f.gallery_features)
     dist.destroy_process_group()
 
 
@@ -205,27 +212,29 @@ def test_encoding_shared_by_two_processes_equals_one(tiny_synth, tiny_run, tmp_p
     lm = from_checkpoint(tiny_run)
     one = extract_features(lm.model, load_dataset(data).split("test"), lm.tokenizer, lm.transform, batch_size=4)
     two = np.load(tmp_path / "two.npz")
-    assert two["g"].shape == one["gallery_features"].shape and two["q"].shape == one["query_features"].shape
-    np.testing.assert_allclose(two["g"], one["gallery_features"], atol=1e-5)
-    np.testing.assert_allclose(two["q"], one["query_features"], atol=1e-5)
+    assert two["g"].shape == one.gallery_features.shape and two["q"].shape == one.query_features.shape
+    np.testing.assert_allclose(two["g"], one.gallery_features, atol=1e-5)
+    np.testing.assert_allclose(two["q"], one.query_features, atol=1e-5)
 
 
 def test_attribute_check_is_the_mean_log_probability_of_the_words_the_query_names():
     """The re-ranker's attribute check: per query and top-k image, the mean over the query's named
     attribute groups of the image's log-probability; 0 for a query naming none; None without a word head."""
+    from types import SimpleNamespace
+
     from ufinebench.evaluate import attribute_check
 
     logp = np.log(np.array([[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.5, 0.6], [0.5, 0.5, 0.1, 0.9]], dtype=np.float32))  # (G=3, groups=4)
     named = np.array([[1, 0, 0, 1], [0, 0, 0, 0]], dtype=bool)  # query 0 names groups 0 and 3; query 1 none
     top = np.array([[0, 1, 2], [1, 2, 0]])
-    got = attribute_check({"gallery_word_logp": logp, "query_word_groups": named}, top)
+    got = attribute_check(logp, named, top)
     assert got is not None and got.shape == (2, 3)
     want = [[(logp[j, 0] + logp[j, 3]) / 2 for j in top[0]], [0.0, 0.0, 0.0]]
     assert np.allclose(got, want)
-    assert attribute_check({"gallery_features": logp}, top) is None
+    assert attribute_check(None, None, top) is None
     # the blend adds check_weight * check to scale * cos + w * logit
-    f = {"query_features": np.eye(2, 3, dtype=np.float32), "gallery_features": np.eye(3, dtype=np.float32),
-         "query_ids": np.array([1, 2]), "gallery_ids": np.array([1, 2, 3])}
+    f = SimpleNamespace(query_features=np.eye(2, 3, dtype=np.float32), gallery_features=np.eye(3, dtype=np.float32),
+                        query_ids=np.array([1, 2]), gallery_ids=np.array([1, 2, 3]))
     cos, logits = np.array([[0.9, 0.8, 0.7], [0.9, 0.8, 0.7]]), np.zeros((2, 3))
     _, plain = rerank_from_logits(f, top, cos, logits, 0.0, 10.0, check=got, check_weight=0.0)
     _, checked = rerank_from_logits(f, top, cos, logits, 0.0, 10.0, check=got, check_weight=8.0)
@@ -238,28 +247,31 @@ def test_training_with_a_word_head_tunes_the_attribute_check_on_val_and_eval_use
     """data.attribute_words: validation tunes (matcher weight, check weight) on val's captions and
     their shortened copies; the checkpoint keeps both and ``evaluate_checkpoint`` uses them."""
     from ufinebench.config import load_config
-    from ufinebench.search.normalize import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
     from ufinebench.evaluate import CHECK_WEIGHTS, extract_features
     from ufinebench.model.checkpoint import from_checkpoint, read_meta, resolve_checkpoint
-    from ufinebench.train import train
+    from ufinebench.training import train
 
+    N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS = VOCAB.n_groups, VOCAB.n_pairs
     over = [f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={tmp_path / 'run'}", "train.epochs=1", "train.eval_every=1",
             "train.max_steps_per_epoch=3", "data.attribute_words=true", "data.attribute_pairs=true", "model.word_head_input=map"]
     run = train(load_config("synth-cpu-small", over), progress=False)
     meta = read_meta(resolve_checkpoint(run, "last"))
     assert meta["rerank_check_weight"] in CHECK_WEIGHTS
-    assert {"0", "0 + check 4", "2 + check 8", "matcher"} <= set(meta["rerank_val_R1"])
+    assert meta["rerank_topk"] == 10  # the depth the blend was chosen at
+    tried = {(e["matcher"], e["check"]) for e in meta["rerank_val"]}
+    assert {(0.0, 0.0), (0.0, 4.0), (2.0, 8.0), (None, 0.0)} <= tried and all(e["topk"] == 10 for e in meta["rerank_val"])
     samples = load_dataset(tiny_synth / "ufine_synth_3c.json").split("test")
     out = evaluate_checkpoint(str(run), samples, rerank_topk=4)
     assert out["rerank"]["check_weight"] == meta["rerank_check_weight"]
     assert evaluate_checkpoint(str(run), samples, rerank_topk=4, check_weight=2.0)["rerank"]["check_weight"] == 2.0
     loaded = from_checkpoint(run)
-    f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, keep_tokens=True)
-    assert f["gallery_word_logp"].shape[0] == len(f["gallery_ids"]) and (f["gallery_word_logp"] <= 0).all()
-    assert f["query_word_groups"].shape[0] == len(f["query_ids"]) and f["query_word_groups"].any(1).mean() > 0.5
+    assert loaded.vocabulary == VOCAB  # UFine-Synth's vocabulary.json, kept in the checkpoint
+    f = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, keep_tokens=True, vocabulary=loaded.vocabulary)
+    assert f.gallery_word_logp.shape[0] == len(f.gallery_ids) and (f.gallery_word_logp <= 0).all()
+    assert f.query_word_groups.shape[0] == len(f.query_ids) and f.query_word_groups.any(1).mean() > 0.5
     n = N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS  # data.attribute_pairs: the pairs' outputs follow the words'
-    assert f["gallery_word_logp"].shape[1] == f["query_word_groups"].shape[1] == n
-    assert f["query_word_groups"][:, N_ATTRIBUTE_GROUPS:].any(1).mean() > 0.5  # fine captions give their garments colours
+    assert f.gallery_word_logp.shape[1] == f.query_word_groups.shape[1] == n
+    assert f.query_word_groups[:, N_ATTRIBUTE_GROUPS:].any(1).mean() > 0.5  # fine captions give their garments colours
 
 
 def test_bad_blend_weights_are_one_line_errors_naming_the_flag(tiny_synth, tiny_run, capsys):

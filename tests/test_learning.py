@@ -22,7 +22,7 @@ from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset
 from ufinebench.evaluate import evaluate_checkpoint
 from ufinebench.synth.build import SynthConfig, build
-from ufinebench.train import train
+from ufinebench.training import train
 
 # Measured on this set with this budget (2-core machine with native bf16, 2026-12-02, chance 3.4): the
 # recipe of that day (one-layer text encoder with a 3-word convolution in front, word noise on the matcher's

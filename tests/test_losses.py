@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ufinebench.losses import DistContext, compute_losses, granular_similarity, match_rank_loss, sample_negatives, sdm_loss, swap_losses
+from ufinebench.losses import DistContext, Targets, compute_losses, granular_similarity, match_rank_loss, sample_negatives, sdm_loss, swap_losses
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 
 
@@ -79,7 +79,7 @@ def test_compute_losses_has_every_part_and_id_loss_is_cross_entropy():
     mlm_labels = torch.full_like(txt, -100)
     mlm_labels[:, 2] = txt[:, 2]
     out = model(img, txt, txt)
-    losses = compute_losses(model, out, ids, labels, {"granularity": 0.5, "match": 2.0, "id": 1.0, "mlm": 0.1}, DistContext(), mlm_labels)
+    losses = compute_losses(model, out, Targets(ids, labels, mlm_labels), {"granularity": 0.5, "match": 2.0, "id": 1.0, "mlm": 0.1}, DistContext())
     for k in ("sdm_loss", "granularity_loss", "match_loss", "id_loss", "mlm_loss", "loss"):
         assert torch.isfinite(losses[k]), k
     # IRRA's definition: the mean of the image-side and text-side cross-entropies
@@ -146,8 +146,8 @@ def test_match_rank_loss_is_cross_entropy_over_the_true_image_and_its_nearest_lo
     assert model.matcher.head[0].weight.grad is not None  # it trains the matcher
     weights = {"granularity": 1.0, "match": 1.0, "id": 0.0, "mlm": 0.0}
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    assert "match_rank_loss" not in compute_losses(model, model(img, txt), ids, labels, weights)  # off unless weighted
-    both = compute_losses(model, model(img, txt), ids, labels, {**weights, "match_rank": 0.5}, match_candidates=4)
+    assert "match_rank_loss" not in compute_losses(model, model(img, txt), Targets(ids, labels), weights)  # off unless weighted
+    both = compute_losses(model, model(img, txt), Targets(ids, labels), {**weights, "match_rank": 0.5}, match_candidates=4)
     assert torch.allclose(both["match_rank_loss"], match_rank_loss(model, model(img, txt), ids, ids, DistContext(), 8, 4), atol=1e-5)
     want = both["sdm_loss"] + both["granularity_loss"] + both["match_loss"] + 0.5 * both["match_rank_loss"]
     assert torch.allclose(both["loss"], want, atol=1e-5)
@@ -164,8 +164,7 @@ def test_swap_losses_push_each_image_away_from_its_swapped_caption():
     swap[:, 3] = (swap[:, 3] + 7) % 48 + 1  # one word changed
     ok = torch.tensor([True, True, False, True])
     out = model(img, txt, swap_text=swap)
-    out["swap_ok"] = ok
-    got = swap_losses(model, out, n_total=4)
+    got = swap_losses(model, out, ok, n_total=4)
     i = F.normalize(out["image_global"].float(), dim=-1)
     own = (i * F.normalize(out["text_global"].float(), dim=-1)).sum(-1)
     sw = (i * F.normalize(out["swap_global"].float(), dim=-1)).sum(-1)
@@ -174,18 +173,17 @@ def test_swap_losses_push_each_image_away_from_its_swapped_caption():
     logit = model.match_logits(out["swap_match"], out["swap_match_mask"], out["image_tokens"]).float()
     want_m = sum(math.log1p(math.exp(float(logit[r]))) for r in (0, 1, 3)) / 4
     assert abs(float(got["swap_match_loss"]) - want_m) < 1e-5
-    total = compute_losses(model, out, torch.arange(4), torch.arange(4) % 3, {"swap": 1.0, "swap_match": 1.0}, global_loss="infonce")
+    total = compute_losses(model, out, Targets(torch.arange(4), torch.arange(4) % 3, swap_ok=ok), {"swap": 1.0, "swap_match": 1.0},
+                           global_loss="infonce")
     assert "swap_loss" in total and "swap_match_loss" in total
     for key in ("swap_loss", "swap_match_loss"):  # a small step on either lowers it
         model = _tiny_matcher_model(num_classes=3)
         out = model(img, txt, swap_text=swap)
-        out["swap_ok"] = ok
-        before = swap_losses(model, out, n_total=4)[key]
+        before = swap_losses(model, out, ok, n_total=4)[key]
         before.backward()
         torch.optim.SGD(model.parameters(), lr=0.02).step()
         after = model(img, txt, swap_text=swap)
-        after["swap_ok"] = ok
-        assert float(swap_losses(model, after, n_total=4)[key]) < float(before), key
+        assert float(swap_losses(model, after, ok, n_total=4)[key]) < float(before), key
 
 
 def test_words_loss_is_the_mean_bce_over_the_groups_of_named_classes():
@@ -197,11 +195,12 @@ def test_words_loss_is_the_mean_bce_over_the_groups_of_named_classes():
     txt[:, 9] = 49
     out = model(img, txt)
     assert out["image_word_logits"].shape == (2, 6)
-    out["word_target"] = torch.tensor([[1.0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]])
-    out["word_known"] = torch.tensor([[True, True, True, True, False, False], [True, True, False, False, False, False]])
-    got = compute_losses(model, out, torch.arange(2), torch.arange(2), {"words": 1.0}, global_loss="infonce")["words_loss"]
+    target = torch.tensor([[1.0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]])
+    known = torch.tensor([[True, True, True, True, False, False], [True, True, False, False, False, False]])
+    got = compute_losses(model, out, Targets(torch.arange(2), torch.arange(2), word_target=target, word_known=known), {"words": 1.0},
+                         global_loss="infonce")["words_loss"]
     z = out["image_word_logits"].float()
-    bce = F.binary_cross_entropy_with_logits(z, out["word_target"], reduction="none")
+    bce = F.binary_cross_entropy_with_logits(z, target, reduction="none")
     want = (bce[0, :4].mean() + bce[1, :2].mean()) / 2
     assert abs(float(got) - float(want)) < 1e-6
 
@@ -209,7 +208,7 @@ def test_words_loss_is_the_mean_bce_over_the_groups_of_named_classes():
 def test_contradicting_negatives_exclude_look_alikes_that_fit_a_shortened_view(monkeypatch):
     """train.match_negatives: contradicting: a caption's negative image must be one whose caption lacks
     a named word the caption's view names (and an image's negative caption one whose view names a
-    word the image's caption lacks); without the groups in ``out`` only the identity rules."""
+    word the image's caption lacks); without the groups only the identity rules."""
     import ufinebench.losses as L
 
     model = _tiny_matcher_model(num_classes=4)
@@ -226,7 +225,7 @@ def test_contradicting_negatives_exclude_look_alikes_that_fit_a_shortened_view(m
     L._match_loss(model, out, ids, ids, DistContext(), 5)
     assert torch.equal(masks[0], ids[:, None] == ids[None, :]) and torch.equal(masks[1], masks[0])  # identity only
     masks.clear()
-    L._match_loss(model, {**out, "match_view_groups": view, "caption_groups": cap}, ids, ids, DistContext(), 5)
+    L._match_loss(model, out, ids, ids, DistContext(), 5, view, cap)
     for i in range(5):
         for j in range(5):
             fits = all(cap[j, g] or not view[i, g] for g in range(3))  # image j's caption has every word text i's view names

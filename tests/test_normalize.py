@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ufinebench.search.normalize import QueryNormalizer, age_word, inflections, normalizer_for
 from ufinebench.data.tokenizer import TrainedBPETokenizer, TrainedWordTokenizer
+from ufinebench.search.normalize import QueryNormalizer, age_word, inflections, normalizer_for
+from ufinebench.vocab import load_vocabulary
 
 CAPTIONS = [
     "the young woman wears a blue jacket with horizontal stripes , black jeans and white sneakers .",
@@ -14,6 +15,8 @@ CAPTIONS = [
     "a heavy man in a coloured t - shirt with long sleeves holds a phone , his backpack is black .",
     "a woman in sandals with a bag .",
 ] * 2
+
+VOCAB = load_vocabulary("ufine-synth-1")  # the attribute vocabulary of UFine-Synth's captions
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,9 @@ def test_shorten_leaves_out_whole_sentences_and_named_attribute_words_only():
     import random
     import re
 
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, NAMED_CLASSES, shorten
+    from ufinebench.vocab.tokens import shorten
+    ATTRIBUTE_CLASSES = VOCAB.classes
+    NAMED_CLASSES = VOCAB.named_classes
 
     text = ("A young man with short black hair. He wears a red hoodie and blue jeans. White sneakers on his feet. "
             "He carries a black backpack. He is walking towards the camera.")
@@ -90,8 +95,8 @@ def test_shorten_leaves_out_whole_sentences_and_named_attribute_words_only():
     given = sentences(text)
     shorter = 0
     for seed in range(40):
-        out = shorten(text, random.Random(seed))
-        assert out and out == shorten(text, random.Random(seed))
+        out = shorten(text, random.Random(seed), VOCAB)
+        assert out and out == shorten(text, random.Random(seed), VOCAB)
         at = 0
         for sent in sentences(out):  # each: a sentence of the text, in order, less some named words
             while at < len(given) and [w for w in given[at] if w not in named] != [w for w in sent if w not in named]:
@@ -102,5 +107,5 @@ def test_shorten_leaves_out_whole_sentences_and_named_attribute_words_only():
             at += 1
         shorter += len(out) < len(text)
     assert shorter > 30
-    assert shorten(text, random.Random(0), sentence_p=0.0, word_p=0.0) == text
-    assert shorten("One sentence.", random.Random(0), sentence_p=0.99) == "One sentence."  # never all
+    assert shorten(text, random.Random(0), VOCAB, sentence_p=0.0, word_p=0.0) == text
+    assert shorten("One sentence.", random.Random(0), VOCAB, sentence_p=0.99) == "One sentence."  # never all

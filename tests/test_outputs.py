@@ -223,7 +223,7 @@ def test_lock_is_refused_across_processes(tmp_path):
 
 def test_train_and_index_and_report_guard_their_folders(tiny_synth, tmp_path, capsys):
     from ufinebench.config import load_config
-    from ufinebench.train import train
+    from ufinebench.training import train
 
     common = ["data.workers=0", "data.bpe_vocab_size=300", "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2",
               "train.eval_every=0", "train.tensorboard=false", "model.embed_dim=32", "model.vision_width=32", "model.text_width=32",

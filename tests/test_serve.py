@@ -14,15 +14,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from test_train import TINY_MODEL
-from ufinebench import train as T
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.model.checkpoint import resolve_checkpoint
-from ufinebench.serve import index as I
-from ufinebench.serve.app import LOOPBACK_HOSTS, GuardMiddleware, create_app
 from ufinebench.search.index import SearchIndex, build_index
+from ufinebench.search import index as I
+from ufinebench.serve.app import LOOPBACK_HOSTS, GuardMiddleware, create_app
+from ufinebench.training import train
+from ufinebench.vocab import load_vocabulary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+VOCAB = load_vocabulary("ufine-synth-1")  # the attribute vocabulary of UFine-Synth's captions
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def run(tiny_synth, tmp_path_factory):
     cfg = load_config("synth-cpu-small", TINY_MODEL + [
         f"data.dataset={tiny_synth / 'ufine_synth.json'}", f"train.out_dir={out}", "data.workers=0", "data.bpe_vocab_size=300",
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.eval_every=0", "train.tensorboard=false"])
-    return T.train(cfg, progress=False)
+    return train(cfg, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -278,8 +281,9 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     """A model with a word head (the preset's): the index keeps each image's word log-probabilities,
     and search re-orders the top 10 by cos / T + v x the mean log-probability of the query's
     attribute words, v = the check's weight val chose with the matcher at 0; scores stay cosines."""
-    from ufinebench.search.normalize import N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
-    from ufinebench.train import AttributeTable, named_groups
+    N_ATTRIBUTE_GROUPS = VOCAB.n_groups
+    N_ATTRIBUTE_PAIRS = VOCAB.n_pairs
+    from ufinebench.vocab.tokens import AttributeTable, named_groups
 
     plain = SearchIndex(index_dir)
     assert plain.word_logp is not None and plain.word_logp.shape[0] == len(plain) and (plain.word_logp <= 0).all()
@@ -292,7 +296,7 @@ def test_search_reorders_its_top_10_by_the_attribute_check(index_dir, monkeypatc
     assert [h.id for h in after[10:]] == [h.id for h in before[10:]]  # only the top 10 move
     assert sorted(h.id for h in after[:10]) == sorted(h.id for h in before[:10])
     lm = checked.loaded
-    table = AttributeTable.build(lm.tokenizer, lm.tokenizer.vocab_size)
+    table = AttributeTable.build(VOCAB, lm.tokenizer)
     named = named_groups(lm.tokenizer.encode([text], lm.model.cfg.context_length), table, pairs=True)[0].numpy().astype(np.float32)
     assert named.any() and checked.word_logp.shape[1] == named.shape[0] == N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS  # the preset's pairs
     assert named[N_ATTRIBUTE_GROUPS:].sum() == 4  # red x top, black x bottom, white x shoes, black x bag
@@ -315,3 +319,7 @@ def test_check_weight_without_matcher_reads_the_val_grid():
             "rerank_val_mAP": {"0": 80.0, "0 + check 1": 85.0, "0 + check 4": 84.0, "0.5 + check 2": 90.0, "matcher": 88.0}}
     assert I.check_weight_without_matcher(meta) == 1.0  # R1 ties broken by mAP; rows with the matcher are not the service's
     assert I.check_weight_without_matcher({}) == 0.0
+    grid = [{"matcher": 0.0, "check": 0.0, "topk": 10, "R1": 90.0, "mAP": 80.0}, {"matcher": 0.0, "check": 1.0, "topk": 10, "R1": 91.0, "mAP": 85.0},
+            {"matcher": 0.0, "check": 4.0, "topk": 10, "R1": 91.0, "mAP": 84.0}, {"matcher": 0.5, "check": 2.0, "topk": 10, "R1": 99.0, "mAP": 90.0},
+            {"matcher": None, "check": 0.0, "topk": 10, "R1": 95.0, "mAP": 88.0}]
+    assert I.check_weight_without_matcher({"rerank_val": grid}) == 1.0  # the grid as checkpoints keep it now: the same choice

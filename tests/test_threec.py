@@ -20,7 +20,7 @@ from ufinebench.data.annotations import read_annotations
 from ufinebench.data.datasets import eval_sets
 from ufinebench.data.tokenizer import ClipTokenizer
 from ufinebench.data.transforms import ImageTransform
-from ufinebench.evaluate import breakdown
+from ufinebench.evaluate import Features, breakdown
 from ufinebench.threec.build import build_3c
 from ufinebench.threec.rewriters import LLMRewriter
 
@@ -61,8 +61,8 @@ def test_offline_build_is_valid_distinct_and_invents_nothing(two_sources, tmp_pa
     # the evaluation breakdown reads the tags
     gallery, queries = eval_sets(ann.samples, ClipTokenizer(), ImageTransform(size=(32, 16)), 20)
     rng = np.random.default_rng(0)
-    feats = {"query_features": rng.standard_normal((len(queries), 8)), "gallery_features": rng.standard_normal((len(gallery), 8)),
-             "query_ids": queries.person_ids, "gallery_ids": gallery.person_ids, "query_tags": [q.tags for q in queries.queries]}
+    feats = Features.of_split(ann.samples, rng.standard_normal((len(queries), 8)), rng.standard_normal((len(gallery), 8)))
+    assert feats.query_tags == [q.tags for q in queries.queries] and (feats.gallery_ids == gallery.person_ids).all()
     bd = breakdown(feats)
     assert set(bd["source"]) == set(by_source) and {"medium", "coarse"} <= set(bd["granularity"]) and "witness" in bd["style"]
 

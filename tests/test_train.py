@@ -13,16 +13,24 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from ufinebench import train as T
+import ufinebench.training.step as step_mod
 from ufinebench.config import load_config
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 from ufinebench.model.checkpoint import from_checkpoint, resolve_checkpoint
+from ufinebench.training import NonFiniteLossError, train
+from ufinebench.training.augment import attribute_drop, attribute_swap, modifier_order, position_offsets, token_noise
+from ufinebench.training.data import held_out_identities
+from ufinebench.training.optim import cpu_amp_dtype, deterministic_cpu
+from ufinebench.vocab import load_vocabulary
+from ufinebench.vocab.tokens import AttributeTable, PhraseWords, attribute_pairs, attribute_targets, named_groups
 
 TINY_MODEL = [
     "model.embed_dim=32", "model.image_size=64x32", "model.patch_size=16", "model.vision_width=32", "model.vision_layers=1",
     "model.vision_heads=2", "model.context_length=112", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
     "model.num_queries=4", "model.decoder_layers=1", "model.decoder_heads=2", "model.matcher_layers=1",
 ]
+
+VOCAB = load_vocabulary("ufine-synth-1")  # the attribute vocabulary of UFine-Synth's captions
 
 
 def _cfg(ds, out, *extra):
@@ -38,7 +46,7 @@ def _weights(run):
 
 
 def test_train_writes_checkpoints_and_rebuilds_from_them(tiny_synth, tmp_path):
-    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.tensorboard=true"), progress=False)
+    run = train(_cfg(tiny_synth, tmp_path / "run", "train.tensorboard=true"), progress=False)
     ck = run / "checkpoints"
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (ck / "last").read_text() == "epoch_0002" and (ck / "best" / "model.safetensors").is_file()
@@ -49,25 +57,25 @@ def test_train_writes_checkpoints_and_rebuilds_from_them(tiny_synth, tmp_path):
     with torch.no_grad():
         assert loaded.model.retrieval_features(loaded.model.encode_text(toks)).shape[0] == 1
     with pytest.raises(Exception, match="already holds a run"):
-        T.train(_cfg(tiny_synth, tmp_path / "run"), progress=False)
+        train(_cfg(tiny_synth, tmp_path / "run"), progress=False)
 
 
 def test_kill_and_resume_gives_identical_weights(tiny_synth, tmp_path, monkeypatch):
-    full = T.train(_cfg(tiny_synth, tmp_path / "full"), progress=False)
-    real = T.compute_losses
+    full = train(_cfg(tiny_synth, tmp_path / "full"), progress=False)
+    real = step_mod.compute_losses
 
     def dying(*args, **kwargs):
-        ctx = args[5] if len(args) > 5 else kwargs.get("ctx")
+        ctx = args[4] if len(args) > 4 else kwargs.get("ctx")
         if ctx is not None and ctx.step == 4:  # the second step of epoch 2
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(T, "compute_losses", dying)
+    monkeypatch.setattr(step_mod, "compute_losses", dying)
     with pytest.raises(KeyboardInterrupt):
-        T.train(_cfg(tiny_synth, tmp_path / "killed"), progress=False)
-    monkeypatch.setattr(T, "compute_losses", real)
+        train(_cfg(tiny_synth, tmp_path / "killed"), progress=False)
+    monkeypatch.setattr(step_mod, "compute_losses", real)
     assert (tmp_path / "killed" / "checkpoints" / "last").read_text() == "epoch_0001"
-    T.train(resume=tmp_path / "killed", progress=False)
+    train(resume=tmp_path / "killed", progress=False)
     a, b = _weights(full), _weights(tmp_path / "killed")
     assert a.keys() == b.keys()
     for k in a:
@@ -84,7 +92,7 @@ def test_same_seed_same_threads_gives_bit_identical_weights(tiny_synth, tmp_path
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        runs = [T.train(_cfg(tiny_synth, tmp_path / f"r{i}", "train.eval_every=0", "data.workers=1", "model.vision=conv",
+        runs = [train(_cfg(tiny_synth, tmp_path / f"r{i}", "train.eval_every=0", "data.workers=1", "model.vision=conv",
                              "data.tokenizer=word", "data.hflip=true"), progress=False) for i in range(2)]
     finally:
         torch.set_num_threads(before)
@@ -98,7 +106,7 @@ def test_same_seed_same_threads_gives_bit_identical_weights(tiny_synth, tmp_path
 
 def _demo_size_grads(steps: int) -> list[dict[str, torch.Tensor]]:
     """Gradients of ``steps`` identical backward passes of the demo's model on one batch of 64 pairs."""
-    from ufinebench.losses import DistContext, compute_losses
+    from ufinebench.losses import DistContext, Targets, compute_losses
 
     cfg = load_config("synth-cpu-small", ["model.image_size=128x48"])
     m = dataclasses.replace(cfg.model, num_classes=40, vocab_size=300, eot_id=2)  # as the trainer completes it
@@ -117,7 +125,7 @@ def _demo_size_grads(steps: int) -> list[dict[str, torch.Tensor]]:
     for _ in range(steps):
         model.zero_grad(set_to_none=True)
         o = model(images, tokens, mlm_tokens)
-        compute_losses(model, o, labels, labels, cfg.train.loss_weights, DistContext(seed=0, step=0), mlm_labels)["loss"].backward()
+        compute_losses(model, o, Targets(labels, labels, mlm_labels), cfg.train.loss_weights, DistContext(seed=0, step=0))["loss"].backward()
         out.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     return out
 
@@ -131,7 +139,7 @@ def test_demo_size_backward_repeats_bit_for_bit_under_two_threads():
     torch.set_num_threads(2)
     try:
         assert not torch.are_deterministic_algorithms_enabled()
-        with T.deterministic_cpu():
+        with deterministic_cpu():
             grads = _demo_size_grads(4)
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
@@ -152,7 +160,7 @@ def _ddp_worker(rank: int, world: int, port: int, ds: str, out: str, arch: str) 
     torch.set_num_threads(1)
     from pathlib import Path
 
-    T.train(_cfg(Path(ds), out, f"model.arch={arch}", "train.eval_every=0", "train.optimizer=sgd", "train.amp=none"), progress=False)
+    train(_cfg(Path(ds), out, f"model.arch={arch}", "train.eval_every=0", "train.optimizer=sgd", "train.amp=none"), progress=False)
     import torch.distributed as dist
 
     dist.destroy_process_group()
@@ -166,7 +174,7 @@ def test_two_processes_reach_the_weights_of_one(tiny_synth, tmp_path, arch):
     torch.set_num_threads(1)
     # float32: under bf16 autocast a shard and the whole batch round differently (2e-6 apart)
     extra = (f"model.arch={arch}", "train.eval_every=0", "train.optimizer=sgd", "train.amp=none")
-    single = T.train(_cfg(tiny_synth, tmp_path / "one", *extra), progress=False)
+    single = train(_cfg(tiny_synth, tmp_path / "one", *extra), progress=False)
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_synth), str(tmp_path / "two"), arch), nprocs=2, join=True)
     a, b = _weights(single), _weights(tmp_path / "two")
     torch.manual_seed(0)  # the trainer's seed: the weights every run starts from
@@ -179,7 +187,7 @@ def test_two_processes_reach_the_weights_of_one(tiny_synth, tmp_path, arch):
 
 
 def test_non_finite_loss_stops_before_the_weights_see_it(tiny_synth, tmp_path, monkeypatch):
-    real = T.compute_losses
+    real = step_mod.compute_losses
     calls = {"n": 0}
 
     def nan_at_fifth(*args, **kwargs):  # epoch 2, step 2 (3 steps per epoch)
@@ -189,10 +197,10 @@ def test_non_finite_loss_stops_before_the_weights_see_it(tiny_synth, tmp_path, m
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(T, "compute_losses", nan_at_fifth)
+    monkeypatch.setattr(step_mod, "compute_losses", nan_at_fifth)
     run = tmp_path / "run"
-    with pytest.raises(T.NonFiniteLossError, match=r"loss became nan at epoch 2, step 5.*last good checkpoint is epoch 1"):
-        T.train(_cfg(tiny_synth, run), progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 5.*last good checkpoint is epoch 1"):
+        train(_cfg(tiny_synth, run), progress=False)
     last = resolve_checkpoint(run, "last")
     assert last.name == "epoch_0001"  # the epoch before the bad step, complete and finite
     weights = load_file(str(last / "model.safetensors"))
@@ -217,9 +225,9 @@ def test_held_out_identities_validate_and_final_eval_on_test(tiny_synth, tmp_pat
 
     cfg = _cfg(tiny_synth, tmp_path / "run", "data.val_split=null", "data.val_identities=3", "train.final_eval=test")
     train_ann = load_dataset(tiny_synth / "ufine_synth.json", split="train").split("train")
-    held = T.held_out_identities(train_ann, 3)
-    assert len(held) == 3 and held == T.held_out_identities(list(reversed(train_ann)), 3)  # the same people every time
-    run = T.train(cfg, progress=False)
+    held = held_out_identities(train_ann, 3)
+    assert len(held) == 3 and held == held_out_identities(list(reversed(train_ann)), 3)  # the same people every time
+    run = train(cfg, progress=False)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     start = next(x for x in log if x["kind"] == "start")
     trained_ids = {s.person_id for s in train_ann} - held
@@ -232,7 +240,7 @@ def test_held_out_identities_validate_and_final_eval_on_test(tiny_synth, tmp_pat
     test = load_dataset(tiny_synth / "ufine_synth.json", split="test").split("test")
     assert final["overall"]["queries"] == sum(len(s.captions) for s in test)
     with pytest.raises(Exception, match="only"):
-        T.train(_cfg(tiny_synth, tmp_path / "too_many", "data.val_split=null", "data.val_identities=1000"), progress=False)
+        train(_cfg(tiny_synth, tmp_path / "too_many", "data.val_split=null", "data.val_identities=1000"), progress=False)
 
 
 def test_dry_run_goes_through_validation_and_final_eval_and_keeps_nothing(tiny_synth, tmp_path, capsys, monkeypatch):
@@ -249,12 +257,12 @@ def test_dry_run_goes_through_validation_and_final_eval_and_keeps_nothing(tiny_s
 def test_cpu_bf16_autocast_only_where_the_cpu_has_it(tiny_synth, tmp_path, monkeypatch):
     """``train.amp: bf16`` on the CPU autocasts to bf16 when the CPU computes bf16 natively and falls
     back to float32 (said in the log's start record) when it does not; fp16 stays CUDA-only."""
-    assert T.cpu_amp_dtype("none") is None and T.cpu_amp_dtype("fp16") is None
+    assert cpu_amp_dtype("none") is None and cpu_amp_dtype("fp16") is None
     starts = {}
     for native in (True, False):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
-        assert T.cpu_amp_dtype("bf16") == (torch.bfloat16 if native else None)
-        run = T.train(_cfg(tiny_synth, tmp_path / f"r{native}", "train.eval_every=0", "train.amp=bf16", "model.vision=conv",
+        assert cpu_amp_dtype("bf16") == (torch.bfloat16 if native else None)
+        run = train(_cfg(tiny_synth, tmp_path / f"r{native}", "train.eval_every=0", "train.amp=bf16", "model.vision=conv",
                            "data.tokenizer=word", "train.epochs=1"), progress=False)
         log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
         starts[native] = log[0]["autocast"]
@@ -283,14 +291,14 @@ def test_attention_under_cpu_bf16_autocast_matches_float32():
 
 def test_position_offsets_are_a_function_of_the_pair_and_epoch_only():
     index = torch.arange(4000)
-    off = T.position_offsets(index, epoch=3, seed=0, jitter=16)  # (B,)
+    off = position_offsets(index, epoch=3, seed=0, jitter=16)  # (B,)
     assert int(off.min()) == 0 and int(off.max()) == 16
     counts = torch.bincount(off, minlength=17).float()
     assert counts.min() > 0.7 * counts.mean()  # every offset drawn, none favoured much
     perm = torch.randperm(4000, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(T.position_offsets(index[perm], 3, 0, 16), off[perm])  # batch order and company do not matter
-    assert (T.position_offsets(index, 4, 0, 16) != off).float().mean() > 0.8  # a new epoch, new offsets
-    assert (T.position_offsets(index, 3, 1, 16) != off).float().mean() > 0.8  # a new seed, too
+    assert torch.equal(position_offsets(index[perm], 3, 0, 16), off[perm])  # batch order and company do not matter
+    assert (position_offsets(index, 4, 0, 16) != off).float().mean() > 0.8  # a new epoch, new offsets
+    assert (position_offsets(index, 3, 1, 16) != off).float().mean() > 0.8  # a new seed, too
 
 
 def test_token_noise_drops_and_hides_words_but_never_the_special_tokens():
@@ -298,7 +306,7 @@ def test_token_noise_drops_and_hides_words_but_never_the_special_tokens():
     words = torch.arange(10, 60).repeat(400, 1)  # (400, 50) distinct words in order
     tokens = torch.cat([torch.full((400, 1), sot), words, torch.full((400, 1), eot), torch.full((400, 4), pad)], 1)  # (400, 56)
     index = torch.arange(400)
-    out = T.token_noise(tokens, index, 0, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad})
+    out = token_noise(tokens, index, 0, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad})
     assert out.shape == tokens.shape
     assert bool((out[:, 0] == sot).all()) and bool(((out == eot).sum(1) == 1).all())
     eot_at = (out == eot).int().argmax(1)  # (400,)
@@ -313,10 +321,10 @@ def test_token_noise_drops_and_hides_words_but_never_the_special_tokens():
         assert bool((real[1:] > real[:-1]).all())
         assert bool((out[r, int(eot_at[r]) + 1 :] == pad).all())
     assert kept.numel() > 0
-    again = T.token_noise(tokens[[5, 2]], index[[5, 2]], 0, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad})
+    again = token_noise(tokens[[5, 2]], index[[5, 2]], 0, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad})
     assert torch.equal(again, out[[5, 2]])  # a pair is noised alike in any batch
-    assert not torch.equal(T.token_noise(tokens, index, 1, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad}), out)
-    assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=unk, specials={sot, eot, pad}), tokens)
+    assert not torch.equal(token_noise(tokens, index, 1, 0, drop=0.2, unk=0.1, unk_id=unk, specials={sot, eot, pad}), out)
+    assert torch.equal(token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=unk, specials={sot, eot, pad}), tokens)
 
 
 def test_token_noise_local_shuffle_moves_each_word_at_most_k_places():
@@ -325,16 +333,16 @@ def test_token_noise_local_shuffle_moves_each_word_at_most_k_places():
     tokens = torch.cat([torch.full((300, 1), sot), words, torch.full((300, 1), eot), torch.full((300, 4), pad)], 1)  # (300, 56)
     index = torch.arange(300)
     for k in (1, 3):
-        out = T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=k)
+        out = token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=k)
         assert torch.equal(out[:, [0, 51, 52, 53, 54, 55]], tokens[:, [0, 51, 52, 53, 54, 55]])  # start, end, padding stay
         assert torch.equal(out.sort(1).values, tokens.sort(1).values)  # the same words, reordered
         place = out[:, 1:51] - 10  # (300, 50) each position's word's original place
         moved = (place - torch.arange(50)).abs()
         assert int(moved.max()) <= k  # no word moves more than k places
         assert float((moved > 0).float().mean()) > 0.15  # and many do move (k = 1: adjacent swaps, ~1 word in 4)
-        again = T.token_noise(tokens[[7, 1]], index[[7, 1]], 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=k)
+        again = token_noise(tokens[[7, 1]], index[[7, 1]], 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=k)
         assert torch.equal(again, out[[7, 1]])  # a pair is shuffled alike in any batch
-    assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=0), tokens)
+    assert torch.equal(token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, shuffle=0), tokens)
 
 
 def test_token_noise_sentence_drop_removes_whole_sentences_but_never_all():
@@ -344,7 +352,7 @@ def test_token_noise_sentence_drop_removes_whole_sentences_but_never_all():
     one = torch.cat([torch.tensor([sot]), *[torch.cat([s_, torch.tensor([stop])]) for s_ in sentences], torch.tensor([eot])])  # (32,)
     tokens = torch.cat([one.repeat(n, 1), torch.full((n, 3), pad)], 1)  # (n, 35)
     index = torch.arange(n)
-    out = T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, sentence_drop=0.4, sentence_end=stop)
+    out = token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad}, sentence_drop=0.4, sentence_end=stop)
     assert out.shape == tokens.shape and bool((out[:, 0] == sot).all())
     kept = torch.zeros(n, 5, dtype=torch.bool)
     for r in range(n):
@@ -364,12 +372,12 @@ def test_token_noise_sentence_drop_removes_whole_sentences_but_never_all():
     assert abs(float(kept[:, 0].float().mean()) - (0.6 + 0.4**5)) < 0.03  # the first too (it alone comes back when all went)
     both = float((kept[:, 1] & kept[:, 2]).float().mean())
     assert abs(both - 0.36) < 0.04  # independent draws per sentence, not one per caption
-    again = T.token_noise(tokens[[9, 4]], index[[9, 4]], 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
+    again = token_noise(tokens[[9, 4]], index[[9, 4]], 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
                           sentence_drop=0.4, sentence_end=stop)
     assert torch.equal(again, out[[9, 4]])  # a pair is cut alike in any batch
-    assert not torch.equal(T.token_noise(tokens, index, 1, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
+    assert not torch.equal(token_noise(tokens, index, 1, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
                                          sentence_drop=0.4, sentence_end=stop), out)  # a new epoch, new cuts
-    assert torch.equal(T.token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
+    assert torch.equal(token_noise(tokens, index, 0, 0, drop=0.0, unk=0.0, unk_id=None, specials={sot, eot, pad},
                                      sentence_drop=0.4, sentence_end=None), tokens)  # no sentence end known: unchanged
 
 
@@ -394,7 +402,7 @@ def test_the_matchers_second_text_pass_gets_the_captions_with_words_dropped_and_
     hidden and dropped (that only the matcher reads it: tests/test_losses.py; that the draws do not
     depend on the process: the DDP test, whose preset turns the noise on)."""
     seen = _spy_text_views(monkeypatch)
-    T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_token_drop=0.3", "data.match_token_unk=0.2"), progress=False)
+    train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_token_drop=0.3", "data.match_token_unk=0.2"), progress=False)
     assert len(seen) == 6
     for text, match_text in seen:
         assert match_text is not None and match_text.shape == text.shape
@@ -406,7 +414,7 @@ def test_the_matchers_view_drops_whole_sentences_of_the_real_captions(tiny_synth
     """data.match_sentence_drop: the matcher's copy of a caption is the caption with some whole
     sentences (up to and including their ".") left out."""
     seen = _spy_text_views(monkeypatch)
-    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_sentence_drop=0.5",
+    run = train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_sentence_drop=0.5",
                        "data.match_token_drop=0", "data.match_token_unk=0"), progress=False)  # sentence cuts alone
     tok = from_checkpoint(run).tokenizer
     stop = tok.text_ids(".")[0]
@@ -427,11 +435,11 @@ def test_the_matchers_view_drops_whole_sentences_of_the_real_captions(tiny_synth
 def test_attribute_swap_changes_one_attribute_word_for_one_that_means_something_else(tiny_synth, tmp_path, monkeypatch):
     """data.attribute_swap: the model gets each caption once more with exactly one attribute word
     swapped within its class, never for a synonym ("grey" -> "gray"), a hash of (seed, epoch, pair)."""
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES
+    ATTRIBUTE_CLASSES = VOCAB.classes
 
     swaps: list = []
     seen = _spy_text_views(monkeypatch, swaps)
-    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.attribute_swap=true"), progress=False)
+    run = train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.attribute_swap=true"), progress=False)
     tok = from_checkpoint(run).tokenizer
     where = {w: (c, g) for c, groups in ATTRIBUTE_CLASSES.items() for g, words in enumerate(groups) for w in words}
     changed = 0
@@ -445,25 +453,26 @@ def test_attribute_swap_changes_one_attribute_word_for_one_that_means_something_
                 assert where[old][0] == where[new][0] and where[old][1] != where[new][1], (old, new)
                 changed += 1
     assert changed == sum(len(t) for t, _ in seen)  # every synth caption has an attribute word
-    table = T.AttributeTable.build(tok, tok.vocab_size)
+    table = AttributeTable.build(VOCAB, tok)
     assert table is not None
     tokens, index = seen[0][0], torch.arange(len(seen[0][0]))
-    a, _ = T.attribute_swap(tokens, index, 0, 0, table)
-    assert torch.equal(a, T.attribute_swap(tokens, index, 0, 0, table)[0])
-    assert not torch.equal(a, T.attribute_swap(tokens, index, 1, 0, table)[0])  # another epoch, other swaps
+    a, _ = attribute_swap(tokens, index, 0, 0, table)
+    assert torch.equal(a, attribute_swap(tokens, index, 0, 0, table)[0])
+    assert not torch.equal(a, attribute_swap(tokens, index, 1, 0, table)[0])  # another epoch, other swaps
 
 
 def test_attribute_targets_name_the_groups_of_the_caption_and_only_the_classes_it_mentions():
     """data.attribute_words: the word head's targets come from the caption alone: 1 for each group
     named (synonyms one group), 0 for the other groups of a class the caption names, unknown otherwise."""
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, N_ATTRIBUTE_GROUPS
+    ATTRIBUTE_CLASSES = VOCAB.classes
+    N_ATTRIBUTE_GROUPS = VOCAB.n_groups
     from ufinebench.data.tokenizer import TrainedWordTokenizer
 
     caps = ["a man in grey jeans and black trainers .", "a woman in a gray skirt with a red backpack and sneakers ."]
     tok = TrainedWordTokenizer.train(caps + ["boots sandals shorts handbag white"], vocab_size=100, min_frequency=1)
-    table = T.AttributeTable.build(tok, tok.vocab_size)
+    table = AttributeTable.build(VOCAB, tok)
     assert table is not None
-    target, known = T.attribute_targets(tok.encode(caps, 16), table)
+    target, known = attribute_targets(tok.encode(caps, 16), table)
     names = [(c, words) for c, groups in ATTRIBUTE_CLASSES.items() for words in groups]
     assert target.shape == known.shape == (2, N_ATTRIBUTE_GROUPS)
     named = [{names[i][1][0] for i in row.nonzero().flatten().tolist()} for row in target]
@@ -477,13 +486,16 @@ def test_attribute_pairs_bind_each_colour_to_the_garment_of_its_phrase():
     """data.attribute_pairs: "grey hoodie, black jeans" and "black hoodie, grey jeans" name the same
     words (``named_groups`` cannot tell them apart) but other pairs; a colour pairs only with the
     garment of its own noun phrase ("with red soles" is no shoe colour); "navy" reads as blue."""
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, ATTRIBUTE_SLOTS, N_ATTRIBUTE_GROUPS, N_ATTRIBUTE_PAIRS
+    ATTRIBUTE_CLASSES = VOCAB.classes
+    ATTRIBUTE_SLOTS = tuple(VOCAB.slots)
+    N_ATTRIBUTE_GROUPS = VOCAB.n_groups
+    N_ATTRIBUTE_PAIRS = VOCAB.n_pairs
     from ufinebench.data.tokenizer import TrainedWordTokenizer
 
     caps = ["a grey hoodie , black jeans .", "a black hoodie , grey jeans .",
             "a grey long - sleeved hooded sweatshirt and white sneakers with red soles , a navy knit hat ."]
     tok = TrainedWordTokenizer.train(caps, vocab_size=100, min_frequency=1)
-    table = T.AttributeTable.build(tok, tok.vocab_size)
+    table = AttributeTable.build(VOCAB, tok)
     assert table is not None
     x = tok.encode(caps, 24)
     colours = [words[0] for words in ATTRIBUTE_CLASSES["colour"]]
@@ -491,15 +503,15 @@ def test_attribute_pairs_bind_each_colour_to_the_garment_of_its_phrase():
     def read(row: torch.Tensor) -> set[tuple[str, str]]:
         return {(colours[i // len(ATTRIBUTE_SLOTS)], ATTRIBUTE_SLOTS[i % len(ATTRIBUTE_SLOTS)]) for i in row.nonzero().flatten().tolist()}
 
-    pairs = T.attribute_pairs(x, table)
+    pairs = attribute_pairs(x, table)
     assert pairs.shape == (3, N_ATTRIBUTE_PAIRS)
     assert [read(r) for r in pairs] == [{("grey", "top"), ("black", "bottom")}, {("black", "top"), ("grey", "bottom")},
                                         {("grey", "top"), ("white", "shoes"), ("blue", "headwear")}]
-    words = T.named_groups(x, table)
+    words = named_groups(x, table)
     assert words.shape == (3, N_ATTRIBUTE_GROUPS) and torch.equal(words[0], words[1])  # the words alone: the same person
-    both = T.named_groups(x, table, pairs=True)
+    both = named_groups(x, table, pairs=True)
     assert torch.equal(both, torch.cat([words, pairs], 1)) and not torch.equal(both[0], both[1])
-    target, known = T.attribute_targets(x, table, pairs=True)
+    target, known = attribute_targets(x, table, pairs=True)
     assert target.shape == known.shape == (3, N_ATTRIBUTE_GROUPS + N_ATTRIBUTE_PAIRS)
     assert torch.equal(target[:, N_ATTRIBUTE_GROUPS:], pairs.float())
     slots = [{ATTRIBUTE_SLOTS[i % len(ATTRIBUTE_SLOTS)] for i in r.nonzero().flatten().tolist()} for r in known[:, N_ATTRIBUTE_GROUPS:]]
@@ -514,19 +526,19 @@ def test_modifier_order_moves_a_colour_across_its_shape_words_and_keeps_every_wo
 
     caps = ["her knee - length beige skirt and black t - shirt .", "a grey long - sleeved sweater and dark blue cropped jeans ."]
     tok = TrainedWordTokenizer.train(caps, vocab_size=100, min_frequency=1)
-    words = T.PhraseWords.build(tok)
+    words = PhraseWords.build(VOCAB, tok)
     x = tok.encode(caps, 24)
     index = torch.arange(2)
-    y = T.modifier_order(x, index, 0, 0, words, 1.0)
+    y = modifier_order(x, index, 0, 0, words, 1.0)
     assert [tok.decode(r.tolist()) for r in y] == ["her beige knee - length skirt and black t - shirt.",
                                                    "a long - sleeved grey sweater and cropped dark blue jeans."]
-    assert torch.equal(T.modifier_order(y, index, 0, 0, words, 1.0), x)  # and back
+    assert torch.equal(modifier_order(y, index, 0, 0, words, 1.0), x)  # and back
     assert torch.equal(y.sort(dim=1).values, x.sort(dim=1).values)  # the same words
-    assert torch.equal(T.modifier_order(x, index, 0, 0, words, 0.0), x)
+    assert torch.equal(modifier_order(x, index, 0, 0, words, 0.0), x)
     many = tok.encode(caps * 50, 24)
-    a = T.modifier_order(many, torch.arange(100), 0, 0, words, 0.5)
-    assert torch.equal(a, T.modifier_order(many, torch.arange(100), 0, 0, words, 0.5))
-    assert not torch.equal(a, T.modifier_order(many, torch.arange(100), 1, 0, words, 0.5))  # another epoch, other draws
+    a = modifier_order(many, torch.arange(100), 0, 0, words, 0.5)
+    assert torch.equal(a, modifier_order(many, torch.arange(100), 0, 0, words, 0.5))
+    assert not torch.equal(a, modifier_order(many, torch.arange(100), 1, 0, words, 0.5))  # another epoch, other draws
     moved = (a != many).any(dim=1).float().mean()
     assert 0.5 < float(moved) < 0.95  # two phrases per caption, each moved with p 0.5: 75 % of captions expected
 
@@ -535,19 +547,20 @@ def test_attribute_drop_removes_only_named_attribute_words_and_named_groups_read
     """data.match_attribute_drop: each colour / garment / shoe / bag / headwear word dropped with
     probability p (the rest close up, in order), a hash of (seed, epoch, pair); ``named_groups``
     gives the groups of those classes a caption names (synonyms one group; "left", "short" none)."""
-    from ufinebench.search.normalize import ATTRIBUTE_CLASSES, NAMED_CLASSES
+    ATTRIBUTE_CLASSES = VOCAB.classes
+    NAMED_CLASSES = VOCAB.named_classes
     from ufinebench.data.tokenizer import TrainedWordTokenizer
 
     caps = ["a man in grey jeans and black trainers , bag on the left .", "a woman with short hair , a gray skirt and sneakers ."] * 8
     tok = TrainedWordTokenizer.train(caps + ["boots sandals shorts handbag white"], vocab_size=100, min_frequency=1)
-    table = T.AttributeTable.build(tok, tok.vocab_size)
+    table = AttributeTable.build(VOCAB, tok)
     assert table is not None
     tokens, index = tok.encode(caps, 20), torch.arange(len(caps))
     named = {w for c in NAMED_CLASSES for group in ATTRIBUTE_CLASSES[c] for w in group}
-    assert torch.equal(T.attribute_drop(tokens, index, 0, 0, table, 0.0, pad_id=tok.pad_id), tokens)
-    out = T.attribute_drop(tokens, index, 0, 0, table, 0.5, pad_id=tok.pad_id)
-    assert torch.equal(out, T.attribute_drop(tokens, index, 0, 0, table, 0.5, pad_id=tok.pad_id))
-    assert not torch.equal(out, T.attribute_drop(tokens, index, 1, 0, table, 0.5, pad_id=tok.pad_id))  # another epoch
+    assert torch.equal(attribute_drop(tokens, index, 0, 0, table, 0.0, pad_id=tok.pad_id), tokens)
+    out = attribute_drop(tokens, index, 0, 0, table, 0.5, pad_id=tok.pad_id)
+    assert torch.equal(out, attribute_drop(tokens, index, 0, 0, table, 0.5, pad_id=tok.pad_id))
+    assert not torch.equal(out, attribute_drop(tokens, index, 1, 0, table, 0.5, pad_id=tok.pad_id))  # another epoch
     dropped = 0
     for row, new in zip(tokens.tolist(), out.tolist(), strict=True):
         words = [tok.decode([i]).strip() for i in row if i != tok.pad_id]
@@ -562,7 +575,7 @@ def test_attribute_drop_removes_only_named_attribute_words_and_named_groups_read
         assert [w for w in words if w not in named] == [w for w in kept if w not in named]  # the rest stay, in order
         dropped += len(words) - len(kept)
     assert 0 < dropped < sum(sum(w in named for w in c.split()) for c in caps)
-    groups = T.named_groups(tok.encode(caps[:2], 20), table)  # (2, G)
+    groups = named_groups(tok.encode(caps[:2], 20), table)  # (2, G)
     names = [words for c, gs in ATTRIBUTE_CLASSES.items() for words in gs]
     got = [{names[g][0] for g in range(len(names)) if row[g]} for row in groups.tolist()]
     assert got == [{"grey", "jeans", "black", "sneakers"}, {"grey", "skirt", "sneakers"}]
@@ -572,20 +585,19 @@ def test_contradicting_negatives_reach_the_matchers_loss_with_the_groups_of_its_
     """train.match_negatives: contradicting with data.match_attribute_drop: the trainer hands the loss
     the named groups of the matcher's (shortened) view and of the clean caption; the view's are a
     subset of the caption's and smaller for some captions."""
-    import ufinebench.train as train_mod
 
     seen = _spy_text_views(monkeypatch)
     got: list = []
-    real = train_mod.compute_losses
-    monkeypatch.setattr(train_mod, "compute_losses", lambda model, out, *a, **k: (got.append(dict(out)), real(model, out, *a, **k))[1])
-    run = T.train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_attribute_drop=0.5", "data.match_token_drop=0",
+    real = step_mod.compute_losses
+    monkeypatch.setattr(step_mod, "compute_losses", lambda model, out, targets, *a, **k: (got.append(targets), real(model, out, targets, *a, **k))[1])
+    run = train(_cfg(tiny_synth, tmp_path / "run", "train.eval_every=0", "data.match_attribute_drop=0.5", "data.match_token_drop=0",
                        "data.match_token_unk=0", "train.match_negatives=contradicting"), progress=False)
-    table = T.AttributeTable.build(from_checkpoint(run).tokenizer, from_checkpoint(run).tokenizer.vocab_size)
+    table = AttributeTable.build(VOCAB, from_checkpoint(run).tokenizer)
     assert table is not None and len(got) == len(seen) > 0
     fewer = 0
-    for out, (text, match_text) in zip(got, seen, strict=True):
-        view, cap = out["match_view_groups"], out["caption_groups"]
-        assert torch.equal(view, T.named_groups(match_text, table)) and torch.equal(cap, T.named_groups(text, table))
+    for targets, (text, match_text) in zip(got, seen, strict=True):
+        view, cap = targets.match_view_groups, targets.caption_groups
+        assert torch.equal(view, named_groups(match_text, table)) and torch.equal(cap, named_groups(text, table))
         assert not (view & ~cap).any()  # a view names nothing its caption does not
         fewer += int((view.sum(1) < cap.sum(1)).sum())
     assert fewer > 0

@@ -13,16 +13,18 @@ of its word head never changes under it.
 The file (``format``: ``ufinebench-attribute-vocabulary/1``)::
 
     {"format": "ufinebench-attribute-vocabulary/1", "name": "my-captions",
-     "classes": {"colour": [["black"], ["grey", "gray"], ...], "top": [["hoodie", "sweatshirt"], ...], ...},
+     "classes": [{"name": "colour", "groups": [["black"], ["grey", "gray"], ...]},
+                 {"name": "top", "groups": [["hoodie", "sweatshirt"], ...]}, ...],
      "named_classes": ["colour", "top", ...],
      "colour_class": "colour",
      "colour_aliases": {"navy": "blue"},
-     "slots": {"top": ["hoodie", "sweatshirt", ..., "tee"], "bottom": [...], ...},
+     "slots": [{"name": "top", "nouns": ["hoodie", "sweatshirt", ..., "tee"]}, {"name": "bottom", "nouns": [...]}, ...],
      "phrase": {"tones": ["dark", "light"], "garments": [...], "modifiers": ["long", "sleeved", "-", ...], "extra": ["t"]}}
 
-* ``classes``: ordered classes of words whose members contradict each other; each inner list is
-  a synonym group (never swapped for each other). The word head has one output per group, in
-  file order: ``n_groups`` outputs.
+* ``classes``: classes of words whose members contradict each other; each inner list of
+  ``groups`` is a synonym group (never swapped for each other). The word head has one output per
+  group, in file order: ``n_groups`` outputs. (Classes and slots are lists, not JSON objects, so
+  that their order survives any tool that sorts keys.)
 * ``named_classes``: classes a full caption always names when the person has one (a caption
   without "red" describes nobody in red); the attribute check and shortening read these.
 * ``colour_class`` and ``slots``: colour-garment pairs. A pair is a group of the colour class and
@@ -110,31 +112,26 @@ class AttributeVocabulary:
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON object."""
         return {"format": FORMAT, "name": self.name, "description": self.description,
-                "classes": {c: [list(g) for g in groups] for c, groups in self.classes.items()},
+                "classes": [{"name": c, "groups": [list(g) for g in groups]} for c, groups in self.classes.items()],
                 "named_classes": list(self.named_classes), "colour_class": self.colour_class, "colour_aliases": dict(self.colour_aliases),
-                "slots": {s: list(nouns) for s, nouns in self.slots.items()},
+                "slots": [{"name": s, "nouns": list(nouns)} for s, nouns in self.slots.items()],
                 "phrase": {"tones": list(self.tones), "garments": list(self.garments), "modifiers": list(self.modifiers),
                            "extra": list(self.phrase_extra)}}
 
     def to_json(self) -> str:
-        """The file's text: one synonym group or word list per line, so a person can read and edit it."""
+        """The file's text: one class, slot or word list per line, so a person can read and edit it."""
         d = self.to_dict()
-        lines = ["{", f' "format": {json.dumps(FORMAT)},', f' "name": {json.dumps(self.name)},',
-                 f' "description": {json.dumps(self.description)},', ' "classes": {']
-        items = list(d["classes"].items())
-        for i, (c, groups) in enumerate(items):
-            lines.append(f"  {json.dumps(c)}: {json.dumps(groups)}" + ("," if i < len(items) - 1 else ""))
-        lines.append(" },")
-        for key in ("named_classes", "colour_class", "colour_aliases"):
-            lines.append(f" {json.dumps(key)}: {json.dumps(d[key])},")
-        for key in ("slots", "phrase"):
-            lines.append(f" {json.dumps(key)}: {{")
-            entries = list(d[key].items())
-            for i, (k, v) in enumerate(entries):
-                lines.append(f"  {json.dumps(k)}: {json.dumps(v)}" + ("," if i < len(entries) - 1 else ""))
-            lines.append(" }" + ("," if key == "slots" else ""))
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+
+        def block(key: str, items: list[str], opening: str, closing: str, last: bool = False) -> list[str]:
+            body = [f"  {e}" + ("," if i < len(items) - 1 else "") for i, e in enumerate(items)]
+            return [f" {json.dumps(key)}: {opening}", *body, f" {closing}" + ("" if last else ",")]
+
+        lines = ["{"] + [f" {json.dumps(k)}: {json.dumps(d[k])}," for k in ("format", "name", "description")]
+        lines += block("classes", [json.dumps(e) for e in d["classes"]], "[", "]")
+        lines += [f" {json.dumps(k)}: {json.dumps(d[k])}," for k in ("named_classes", "colour_class", "colour_aliases")]
+        lines += block("slots", [json.dumps(e) for e in d["slots"]], "[", "]")
+        lines += block("phrase", [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in d["phrase"].items()], "{", "}", last=True)
+        return "\n".join([*lines, "}"]) + "\n"
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "vocabulary") -> AttributeVocabulary:
@@ -147,9 +144,8 @@ class AttributeVocabulary:
         unknown = sorted(set(d) - known)
         if unknown:
             raise VocabularyError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        classes_raw = _mapping(d.get("classes"), f"{where}.classes")
         classes: dict[str, tuple[tuple[str, ...], ...]] = {}
-        for c, groups in classes_raw.items():
+        for c, groups in _named_list(d.get("classes"), "groups", f"{where}.classes"):
             if not isinstance(groups, list) or not groups:
                 raise VocabularyError(f"{where}.classes.{c}: expected a non-empty list of synonym groups")
             classes[c] = tuple(_words(g, f"{where}.classes.{c}[{i}]") for i, g in enumerate(groups))
@@ -168,7 +164,7 @@ class AttributeVocabulary:
         for a, target in aliases.items():
             if target not in colour_words:
                 raise VocabularyError(f"{where}.colour_aliases.{a}: {target!r} is not a word of the colour class")
-        slots = {s: _words(nouns, f"{where}.slots.{s}") for s, nouns in _mapping(d.get("slots"), f"{where}.slots").items()}
+        slots = {s: _words(nouns, f"{where}.slots.{s}") for s, nouns in _named_list(d.get("slots"), "nouns", f"{where}.slots")}
         if not slots:
             raise VocabularyError(f"{where}.slots: no slot")
         phrase = _mapping(d.get("phrase", {}), f"{where}.phrase")
@@ -181,6 +177,20 @@ class AttributeVocabulary:
             raise VocabularyError(f"{where}: name and description must be strings")
         return cls(name, classes, named, str(colour_class), {str(k): str(v) for k, v in aliases.items()}, slots,
                    parts["tones"], parts["garments"], parts["modifiers"], parts["extra"], description)
+
+
+def _named_list(value: Any, field: str, where: str) -> list[tuple[str, Any]]:
+    """[{"name": N, field: V}, ...] -> [(N, V), ...], names unique."""
+    if not isinstance(value, list):
+        raise VocabularyError(f"{where}: expected a list of {{\"name\": ..., \"{field}\": ...}} objects")
+    out: list[tuple[str, Any]] = []
+    for i, e in enumerate(value):
+        if not isinstance(e, dict) or set(e) != {"name", field} or not isinstance(e["name"], str) or not e["name"]:
+            raise VocabularyError(f"{where}[{i}]: expected {{\"name\": ..., \"{field}\": ...}}")
+        if any(n == e["name"] for n, _ in out):
+            raise VocabularyError(f"{where}: {e['name']!r} appears twice")
+        out.append((e["name"], e[field]))
+    return out
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
