@@ -17,8 +17,8 @@ from test_train import TINY_MODEL
 from ufinebench.cli import main
 from ufinebench.config import load_config
 from ufinebench.model.checkpoint import resolve_checkpoint
-from ufinebench.search.index import SearchIndex, build_index
 from ufinebench.search import index as I
+from ufinebench.search.index import SearchIndex, build_index
 from ufinebench.serve.app import LOOPBACK_HOSTS, GuardMiddleware, create_app
 from ufinebench.training import train
 from ufinebench.vocab import load_vocabulary

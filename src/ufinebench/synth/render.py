@@ -141,30 +141,65 @@ def _background(img: Image.Image, dom: Domain, rng: np.random.Generator) -> int:
     return horizon
 
 
-def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.random.Generator) -> None:
-    """Paint the figure of ``r`` as seen from ``view`` onto ``img``."""
-    v = visible(r, view)
-    P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng)
-    cx = 64.0
-    bw = {"slim": 0.85, "average": 1.0, "heavy": 1.22}[r["build"]]
-    side = view == "side"
-    half = (17 if side else 27) * bw  # shoulder half-width
-    waist = (15 if side else 22) * bw
-    skin = SKIN_RGB[r["skin"]]
-    walking = pose == "walking"
-    top_y, waist_y, hip_y, knee_y, ankle_y, foot_y = 78.0, 188.0, 204.0, 268.0, 342.0, 358.0
-    inner = _c(r["upper_color"])
-    outer = r["outer"] if r["outer"] != "none" else None
-    outer_c = _c(r["outer_color"])
-    lower_c = _c(r["lower_color"])
-    # legs: (x of hip, x of foot) for the two legs
-    stride = 10 if walking else 2
-    if side:
-        legs = [(cx - 2, cx - 2 - stride * 1.4), (cx + 2, cx + 2 + stride * 1.4)]
-    else:
-        legs = [(cx - 9 * bw, cx - 9 * bw - (3 if walking else 1)), (cx + 9 * bw, cx + 9 * bw + (3 if walking else 1))]
-    leg_w = 8.5 * bw
+TOP_Y, WAIST_Y, HIP_Y, KNEE_Y, ANKLE_Y, FOOT_Y = 78.0, 188.0, 204.0, 268.0, 342.0, 358.0  # body heights on the 128 x 384 canvas
 
+
+@dataclass(frozen=True)
+class _Figure:
+    """One figure's record, what its view shows, and its geometry on the 128 x 384 canvas."""
+
+    r: Record
+    v: Record  # visible(r, view)
+    view: str
+    side: bool
+    walking: bool
+    cx: float
+    bw: float  # build width factor
+    half: float  # shoulder half-width
+    waist: float
+    skin: tuple[int, int, int]
+    inner: tuple[int, int, int]
+    outer: str | None
+    outer_c: tuple[int, int, int]
+    lower_c: tuple[int, int, int]
+    legs: list[tuple[float, float]]  # (x of hip, x of foot) of the two legs
+    leg_w: float
+
+    @classmethod
+    def of(cls, r: Record, view: str, pose: str) -> _Figure:
+        cx = 64.0
+        bw = {"slim": 0.85, "average": 1.0, "heavy": 1.22}[r["build"]]
+        side = view == "side"
+        walking = pose == "walking"
+        stride = 10 if walking else 2
+        if side:
+            legs = [(cx - 2, cx - 2 - stride * 1.4), (cx + 2, cx + 2 + stride * 1.4)]
+        else:
+            legs = [(cx - 9 * bw, cx - 9 * bw - (3 if walking else 1)), (cx + 9 * bw, cx + 9 * bw + (3 if walking else 1))]
+        return cls(r, visible(r, view), view, side, walking, cx, bw, (17 if side else 27) * bw, (15 if side else 22) * bw,
+                   SKIN_RGB[r["skin"]], _c(r["upper_color"]), r["outer"] if r["outer"] != "none" else None, _c(r["outer_color"]),
+                   _c(r["lower_color"]), legs, 8.5 * bw)
+
+
+def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.random.Generator) -> None:
+    """Paint the figure of ``r`` as seen from ``view`` onto ``img``: legs and lower garment, hair
+    behind the body, torso and its layers, arms, bag, carried object, head (back to front)."""
+    P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng)
+    f = _Figure.of(r, view, pose)
+    _draw_legs(P, f)
+    _draw_back_hair(P, f)
+    _draw_torso(P, f)
+    _draw_outer(P, f)
+    hands = _draw_arms(P, f)
+    _draw_bag(P, f, hands, rng)
+    _draw_carried(P, f, hands)
+    _draw_head(P, f)
+
+
+def _draw_legs(P: _Painter, f: _Figure) -> None:
+    """Legs, the lower garment, shoes and their soles."""
+    r, side, cx, waist, skin, lower_c, legs, leg_w = f.r, f.side, f.cx, f.waist, f.skin, f.lower_c, f.legs, f.leg_w
+    waist_y, hip_y, knee_y, ankle_y, foot_y = WAIST_Y, HIP_Y, KNEE_Y, ANKLE_Y, FOOT_Y
     # --- legs and lower garment -------------------------------------------------------------
     lt, ll = r["lower_type"], r["lower_length"]
     cover_to = {"ankle-length": ankle_y, "cropped": ankle_y - 22, "knee-length": knee_y, "above-knee": knee_y - 26}[ll]
@@ -201,11 +236,20 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
     else:  # seat of the trousers/shorts
         P.poly([(cx - waist, waist_y), (cx + waist, waist_y), (cx + waist + 2, hip_y + 10), (cx - waist - 2, hip_y + 10)], lower_c)
 
+
+def _draw_back_hair(P: _Painter, f: _Figure) -> None:
+    """Long hair hanging behind the body (front view: drawn before the torso covers it)."""
+    r, view, cx = f.r, f.view, f.cx
     # --- hair hanging behind the body (front view: drawn first, so the torso covers it) --------
     if view == "front" and r["hair_length"] in ("shoulder-length", "long") and r["hair_style"] not in ("ponytail", "bun"):
         down = 42 if r["hair_length"] == "shoulder-length" else 82
         P.poly([(cx - 17, 44), (cx + 17, 44), (cx + 19, 50 + down), (cx - 19, 50 + down)], HAIR_RGB[r["hair_color"]])
 
+
+def _draw_torso(P: _Painter, f: _Figure) -> None:
+    """The inner top with its pattern, hood, buttons, logo, and the belt."""
+    r, v, view, cx, half, waist, inner, outer = f.r, f.v, f.view, f.cx, f.half, f.waist, f.inner, f.outer
+    top_y, waist_y = TOP_Y, WAIST_Y
     # --- torso ------------------------------------------------------------------------------
     torso = [(cx - half, top_y + 4), (cx + half, top_y + 4), (cx + waist + 1, waist_y + 2), (cx - waist - 1, waist_y + 2)]
     P.poly(torso, inner)
@@ -239,6 +283,12 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
         P.rect(cx - waist - 1, waist_y - 6, cx + waist + 1, waist_y, bc)
         if view == "front":
             P.rect(cx - 3, waist_y - 7, cx + 3, waist_y + 1, (180, 180, 170))
+
+
+def _draw_outer(P: _Painter, f: _Figure) -> None:
+    """A jacket, vest or coat over the top."""
+    view, cx, half, waist, outer, outer_c = f.view, f.cx, f.half, f.waist, f.outer, f.outer_c
+    top_y, waist_y, knee_y = TOP_Y, WAIST_Y, KNEE_Y
     if outer:
         bottom = {"jacket": waist_y + 12, "vest": waist_y + 4, "coat": knee_y - 6}[outer]
         flare = 6 if outer == "coat" else 2
@@ -254,6 +304,11 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
             if view == "back":
                 P.line([(cx, top_y + 10), (cx, bottom)], _shade(outer_c, 0.75), 1)
 
+
+def _draw_arms(P: _Painter, f: _Figure) -> list[tuple[float, float]]:
+    """Arms and sleeves; returns the hands' positions, left of the image first."""
+    r, side, walking, cx, bw, half, skin, inner, outer, outer_c = f.r, f.side, f.walking, f.cx, f.bw, f.half, f.skin, f.inner, f.outer, f.outer_c
+    top_y = TOP_Y
     # --- arms ---------------------------------------------------------------------------------
     sleeve_c = outer_c if outer in ("jacket", "coat") else inner
     long_sleeve = outer in ("jacket", "coat") or r["upper_sleeve"] == "long"
@@ -270,6 +325,13 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
         P.ellipse(wrist[0], wrist[1] + 4, 4.2, 5, skin)
         hands.append((wrist[0], wrist[1] + 6))
 
+    return hands
+
+
+def _draw_bag(P: _Painter, f: _Figure, hands: list[tuple[float, float]], rng: np.random.Generator) -> None:
+    """The bag (backpack, shoulder bag or handbag) with its label."""
+    r, v, view, side, cx, half = f.r, f.v, f.view, f.side, f.cx, f.half
+    top_y, waist_y, hip_y = TOP_Y, WAIST_Y, HIP_Y
     # --- bag ------------------------------------------------------------------------------------
     if "bag_type" in v:
         bc = _c(r["bag_color"])
@@ -309,6 +371,10 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
                 P.rect(hx - 6, hy + 9, hx + 6, hy + 17, _c(v["bag_label_color"]))
                 P.text(hx, hy + 13, v["bag_label_text"], (0, 0, 0))
 
+
+def _draw_carried(P: _Painter, f: _Figure, hands: list[tuple[float, float]]) -> None:
+    """The object in one hand (front and side views)."""
+    r, v, view = f.r, f.v, f.view
     # --- carried object (front / side views) -------------------------------------------------
     if "carried" in v:
         hand = len(hands) - 1
@@ -326,42 +392,18 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
         else:  # book
             P.rect(hx - 6, hy - 6, hx + 6, hy + 10, (150, 40, 40))
 
+
+def _draw_head(P: _Painter, f: _Figure) -> None:
+    """Neck, head, hair, eyes, headwear and glasses."""
+    v, view, side, cx, skin = f.v, f.view, f.side, f.cx, f.skin
+    top_y = TOP_Y
     # --- head, hair, headwear, glasses --------------------------------------------------------
     hcx, hcy = cx + (3 if side else 0), 50.0
     P.rect(cx - 5, 62, cx + 5, top_y + 6, skin)  # neck
     P.ellipse(hcx, hcy, 12.5 if side else 13, 16, skin)
     if side:
         P.poly([(hcx + 11, hcy - 2), (hcx + 15, hcy + 4), (hcx + 11, hcy + 6)], skin)
-    hl = r["hair_length"]
-    if hl != "bald":
-        hc = HAIR_RGB[r["hair_color"]]
-        style = r["hair_style"]
-        down = {"short": 0, "shoulder-length": 42, "long": 82}[hl]
-        if style in ("ponytail", "bun"):
-            down = 0
-        if view == "back":
-            P.ellipse(hcx, hcy - 1, 14, 17, hc)
-        else:
-            P.poly([(hcx - 14, hcy + 2), (hcx - 12, hcy - 12), (hcx, hcy - 19), (hcx + 12, hcy - 12), (hcx + 14, hcy + 2),
-                    (hcx + 10, hcy - 8), (hcx - 10, hcy - 8)], hc)
-            if side:
-                P.ellipse(hcx - 6, hcy - 2, 8, 14, hc)
-        if down and view == "front":  # strands over the shoulders, clear of the chest's centre
-            for sgn in (-1, 1):
-                P.poly([(hcx + sgn * 10, hcy), (hcx + sgn * 15, hcy - 4), (hcx + sgn * 20, hcy + down),
-                        (hcx + sgn * 13, hcy + down)], hc)
-        if down and view != "front":  # from behind or the side, hanging hair covers the back
-            back_x = hcx - 6 if side else hcx
-            P.poly([(back_x - 15, hcy - 6), (back_x + 15 if not side else back_x + 2, hcy - 6),
-                    (back_x + 16 if not side else back_x + 3, hcy + down), (back_x - 16, hcy + down)], hc)
-        if style == "curly":
-            for ang in np.linspace(0, np.pi, 9):
-                P.ellipse(hcx - 14 * np.cos(ang), hcy - 8 - 10 * np.sin(ang), 4, 4, _shade(hc, 1.15))
-        if style == "ponytail" and view != "front":
-            tx = hcx - 14 if side else hcx
-            P.poly([(tx - 4, hcy - 4), (tx + 4, hcy - 4), (tx + 3, hcy + 40), (tx - 3, hcy + 40)], hc)
-        if style == "bun" and view != "front":
-            P.ellipse(hcx - (12 if side else 0), hcy - 16, 7, 6, _shade(hc, 0.9))
+    _draw_hair(P, f, hcx, hcy)
     if view != "back":
         eye = (30, 24, 24)
         if side:
@@ -397,6 +439,41 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
                 P.ellipse(ex, hcy - 1, 4.2, 3.3, gc)
                 P.ellipse(ex, hcy - 1, 3.0, 2.2, lens)
             P.line([(hcx - 1.5, hcy - 1), (hcx + 1.5, hcy - 1)], gc, 1)
+
+
+def _draw_hair(P: _Painter, f: _Figure, hcx: float, hcy: float) -> None:
+    """Hair by length and style, as the view shows it."""
+    r, view, side = f.r, f.view, f.side
+    hl = r["hair_length"]
+    if hl != "bald":
+        hc = HAIR_RGB[r["hair_color"]]
+        style = r["hair_style"]
+        down = {"short": 0, "shoulder-length": 42, "long": 82}[hl]
+        if style in ("ponytail", "bun"):
+            down = 0
+        if view == "back":
+            P.ellipse(hcx, hcy - 1, 14, 17, hc)
+        else:
+            P.poly([(hcx - 14, hcy + 2), (hcx - 12, hcy - 12), (hcx, hcy - 19), (hcx + 12, hcy - 12), (hcx + 14, hcy + 2),
+                    (hcx + 10, hcy - 8), (hcx - 10, hcy - 8)], hc)
+            if side:
+                P.ellipse(hcx - 6, hcy - 2, 8, 14, hc)
+        if down and view == "front":  # strands over the shoulders, clear of the chest's centre
+            for sgn in (-1, 1):
+                P.poly([(hcx + sgn * 10, hcy), (hcx + sgn * 15, hcy - 4), (hcx + sgn * 20, hcy + down),
+                        (hcx + sgn * 13, hcy + down)], hc)
+        if down and view != "front":  # from behind or the side, hanging hair covers the back
+            back_x = hcx - 6 if side else hcx
+            P.poly([(back_x - 15, hcy - 6), (back_x + 15 if not side else back_x + 2, hcy - 6),
+                    (back_x + 16 if not side else back_x + 3, hcy + down), (back_x - 16, hcy + down)], hc)
+        if style == "curly":
+            for ang in np.linspace(0, np.pi, 9):
+                P.ellipse(hcx - 14 * np.cos(ang), hcy - 8 - 10 * np.sin(ang), 4, 4, _shade(hc, 1.15))
+        if style == "ponytail" and view != "front":
+            tx = hcx - 14 if side else hcx
+            P.poly([(tx - 4, hcy - 4), (tx + 4, hcy - 4), (tx + 3, hcy + 40), (tx - 3, hcy + 40)], hc)
+        if style == "bun" and view != "front":
+            P.ellipse(hcx - (12 if side else 0), hcy - 16, 7, 6, _shade(hc, 0.9))
 
 
 def _occlude(img: Image.Image, dom: Domain, rng: np.random.Generator) -> None:

@@ -154,11 +154,15 @@ class AttributeVocabulary:
                 raise VocabularyError(f"{where}.classes.{c}: a word stands in two groups of one class")
         if not classes:
             raise VocabularyError(f"{where}.classes: no class")
-        named = _words(d.get("named_classes", []), f"{where}.named_classes", allow_empty=True)
+        named_raw = d.get("named_classes", [])
+        if not isinstance(named_raw, list) or not all(isinstance(c, str) for c in named_raw):
+            raise VocabularyError(f"{where}.named_classes: expected a list of class names")
+        named = tuple(named_raw)
         colour_class = d.get("colour_class")
         for c in (*named, colour_class):
-            if c not in classes:
+            if not isinstance(c, str) or c not in classes:
                 raise VocabularyError(f"{where}: {c!r} is not a class of the vocabulary")
+        assert isinstance(colour_class, str)
         aliases = _mapping(d.get("colour_aliases", {}), f"{where}.colour_aliases")
         colour_words = {w for g in classes[str(colour_class)] for w in g}
         for a, target in aliases.items():
