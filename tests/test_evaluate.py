@@ -280,3 +280,19 @@ def test_bad_blend_weights_are_one_line_errors_naming_the_flag(tiny_synth, tiny_
         assert main(["eval", "--checkpoint", str(tiny_run), "--data", data, "--rerank-topk", "4", flag, value]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err, err
+
+
+def test_rerank_at_another_depth_than_the_tuned_one_says_so(tiny_synth, tiny_run, capsys):
+    """The checkpoint keeps the depth its blend was chosen at (10); re-ranking another top K with that
+    blend carries a note (and ``eval`` prints it); the tuned depth, or weights given by hand, do not."""
+    from ufinebench.evaluate import RerankBlend
+    from ufinebench.model.checkpoint import read_meta, resolve_checkpoint
+
+    meta = read_meta(resolve_checkpoint(tiny_run))
+    assert RerankBlend.from_meta(meta).topk == 10 and RerankBlend.from_meta({}) == RerankBlend(None, 0.0, 10)
+    samples = load_dataset(tiny_synth / "ufine_synth_3c.json").split("test")
+    assert "note" not in evaluate_checkpoint(str(tiny_run), samples, rerank_topk=10)["rerank"]
+    assert "chosen on val at top 10; re-ranking top 4" in evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4)["rerank"]["note"]
+    assert "note" not in evaluate_checkpoint(str(tiny_run), samples, rerank_topk=4, rerank_weight=1.0, check_weight=0.0)["rerank"]
+    assert main(["eval", "--checkpoint", str(tiny_run), "--data", str(tiny_synth / "ufine_synth_3c.json"), "--rerank-topk", "4"]) == 0
+    assert "re-ranking top 4 uses it unchanged" in capsys.readouterr().err

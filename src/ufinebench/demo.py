@@ -29,6 +29,7 @@ from ufinebench.report import write_report
 from ufinebench.synth.build import SynthConfig, build
 from ufinebench.tables import format_table
 from ufinebench.training import train
+from ufinebench.vocab import VOCAB_FILE
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,23 @@ def _weight_text(weight: float | None, check: float = 0.0) -> str:
     return "cos/T + " + " + ".join(parts) + ", chosen on val"
 
 
+def _make_data(out: Path, data: Path, plan: DemoPlan, progress: bool) -> bool:
+    """Generate the plan's UFine-Synth into ``data`` unless it is there already; whether it was (re)generated."""
+    h, w = (int(x) for x in plan.size.split("x"))
+    stamp = out / "data.options.json"
+    wanted = json.dumps({"identities": plan.identities, "size": plan.size, "seed": 0})
+    if (data / "ufine_synth.json").is_file() and (data / VOCAB_FILE).is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        _say(f"[1/4] data: reusing {data}")
+        return False
+    _say(f"[1/4] data: generating UFine-Synth, {plan.identities} identities at {plan.size} ...")
+    synth_cfg = SynthConfig(identities=plan.identities, images_per_id=(2, 5), size=(h, w), seed=0)
+    s = build(data, synth_cfg, workers=os.cpu_count() or 1, overwrite=True, progress=progress)
+    stamp.write_text(wanted)
+    amb = ", ".join(f"{g} {v:.2f}" for g, v in sorted(s["ambiguity_test_identities"].items(), key=lambda gv: subset_sort_key(gv[0])))
+    _say(f"      {s['images']} images in {s['seconds']:.1f} s; test identities fitting a caption: {amb}")
+    return True
+
+
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     plan = QUICK if quick else FULL
     claim_dir(out, "demo", force=force, legacy=(("data.options.json",), DEMO_ENTRIES))
@@ -88,18 +106,8 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     progress = sys.stderr.isatty()
 
     # 1. data ----------------------------------------------------------------------------------
-    h, w = (int(x) for x in plan.size.split("x"))
-    synth_cfg = SynthConfig(identities=plan.identities, images_per_id=(2, 5), size=(h, w), seed=0)
-    stamp = out / "data.options.json"
-    wanted = json.dumps({"identities": plan.identities, "size": plan.size, "seed": 0})
-    if (data / "ufine_synth.json").is_file() and stamp.is_file() and stamp.read_text() == wanted:
-        _say(f"[1/4] data: reusing {data}")
-    else:
-        _say(f"[1/4] data: generating UFine-Synth, {plan.identities} identities at {plan.size} ...")
-        s = build(data, synth_cfg, workers=os.cpu_count() or 1, overwrite=True, progress=progress)
-        stamp.write_text(wanted)
-        amb = ", ".join(f"{g} {v:.2f}" for g, v in sorted(s["ambiguity_test_identities"].items(), key=lambda gv: subset_sort_key(gv[0])))
-        _say(f"      {s['images']} images in {s['seconds']:.1f} s; test identities fitting a caption: {amb}")
+    if _make_data(out, data, plan, progress):
+        remove_owned(run, "train")  # a run trained on other data (another plan, an older generator) starts over
 
     # 2. training -------------------------------------------------------------------------------
     overrides = [f"data.dataset={data / 'ufine_synth.json'}", f"train.out_dir={run}", f"train.epochs={plan.epochs}",
