@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,9 +48,6 @@ from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from ufinebench.errors import UFineBenchError
-
-if TYPE_CHECKING:  # torch is imported lazily: the numpy path does not need it
-    import torch
 
 MsdVariant = Literal["paper", "official"]
 Direction = Literal["t2i", "i2t"]
@@ -423,7 +420,7 @@ def _num_workers() -> int:
 def _numba_chunk(
     block: np.ndarray, pos: np.ndarray, npos: np.ndarray, ql: np.ndarray, glab: np.ndarray, width: int, official: bool
 ) -> tuple:
-    from ufinebench._rank_kernels import positive_ranks
+    from ufinebench._rank_kernels import positive_ranks  # numba: its import and JIT cost seconds, paid only on this path
 
     n = block.shape[0]
     rank = np.full((n, width), np.iinfo(np.int64).max, dtype=np.int64)

@@ -30,7 +30,7 @@ THUMB = (40, 120)  # (W, H) of example thumbnails
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (about a second): loaded only when a report is drawn
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -52,6 +52,7 @@ def _thumb(path: str) -> str:
 
 
 def _plt() -> Any:
+    """matplotlib's pyplot on the Agg back-end (heavy: imported only when a report is drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")

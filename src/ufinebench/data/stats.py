@@ -100,12 +100,11 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 def plot_word_histogram(stats: dict[str, Any], out: str | Path) -> None:
     """Bar chart of captions per word-count bin, one series per split (PNG, written atomically)."""
-
-    import matplotlib
+    import matplotlib  # heavy (about a second): loaded only when a plot is asked for
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     groups = stats["splits"] or {"all": stats["all"]}
@@ -117,8 +116,6 @@ def plot_word_histogram(stats: dict[str, Any], out: str | Path) -> None:
         ax.bar([b + j * width for b in bins], [h.get(b, 0) for b in bins], width=width, align="edge", label=name)
     ax.set_xlabel(f"words per caption (bins of {HIST_BIN_WIDTH})")
     ax.set_ylabel("captions")
-    from matplotlib.ticker import MaxNLocator
-
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     mean = stats["all"]["words_per_caption"]["mean"]
     ax.set_title(f"{Path(stats['dataset']).name}: {stats['all']['captions']:,} captions, mean {mean:.1f} words")

@@ -90,7 +90,7 @@ class GuardMiddleware:
 
 def server_config(app: Any, host: str, port: int, log_level: str = "warning") -> Any:
     """The uvicorn settings `serve` runs with: short keep-alive, bounded concurrency and header size."""
-    import uvicorn
+    import uvicorn  # the web stack is heavy: loaded by the service only
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=64,
                           h11_max_incomplete_event_size=16_384)
@@ -161,6 +161,7 @@ def create_app(
     allowed_hosts: Sequence[str] = LOOPBACK_HOSTS, body_timeout: float = BODY_TIMEOUT_S, request_timeout: float = REQUEST_TIMEOUT_S,
 ) -> Any:
     """The ASGI application over a loaded (or to-be-loaded) index: FastAPI behind the host and body guards."""
+    # the web stack is heavy and only the service needs it: imported here, not when the package loads
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response

@@ -112,10 +112,12 @@ def _tokenizer(d: DataConfig, train_samples: list[Sample]) -> Any:
     return learnt.train((c for s in train_samples for c in s.captions), vocab_size=d.bpe_vocab_size)
 
 
-def setup_data(cfg: Config, tokenizer: Any, vocabulary: AttributeVocabulary | None, rank: int, world: int, progress: bool) -> TrainData:
+def setup_data(cfg: Config, tokenizer: Any, vocabulary: AttributeVocabulary | None, rank: int, world: int, progress: bool, *,
+               resumed: bool = False) -> TrainData:
     """Parse the annotations, train (or reuse) the tokenizer, find the vocabulary, build the pairs and the sampler.
 
-    ``tokenizer`` / ``vocabulary``: a resumed run's own (None for a new run: learnt, or found).
+    ``tokenizer`` / ``vocabulary``: a ``resumed`` run's own (kept as they are, a vocabulary of None
+    too); for a new run the tokenizer is learnt and the vocabulary found (:func:`resolve_vocabulary`).
     Training pairs live in memory (decoded once) when they fit ``data.in_memory_mb``; else they
     are decoded per item by DataLoader workers, as for large real datasets.
     """
@@ -124,8 +126,8 @@ def setup_data(cfg: Config, tokenizer: Any, vocabulary: AttributeVocabulary | No
     split_samples = ann.split(d.train_split)
     held = held_out_identities(split_samples, d.val_identities)
     train_samples = [s for s in split_samples if s.person_id not in held]  # validation people never reach training (nor the tokenizer)
-    tokenizer = tokenizer if tokenizer is not None else _tokenizer(d, train_samples)
-    vocabulary = vocabulary if vocabulary is not None else resolve_vocabulary(d, ann.path)
+    tokenizer = tokenizer if resumed else _tokenizer(d, train_samples)
+    vocabulary = vocabulary if resumed else resolve_vocabulary(d, ann.path)
     transform = ImageTransform(size=(m.image_size[0], m.image_size[1]), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter,
                                erase_prob=d.erase_prob)
     n_images = len({s.image_path for s in train_samples})

@@ -28,7 +28,7 @@ from ufinebench.training.log import RunLogger
 from ufinebench.training.optim import deterministic_cpu
 from ufinebench.training.state import TrainState, setup_model
 from ufinebench.training.step import train_step
-from ufinebench.vocab import AttributeVocabulary, legacy_vocabulary
+from ufinebench.vocab import AttributeVocabulary, stored_vocabulary
 
 TRAIN_ENTRIES = ("checkpoints", "log.jsonl", "tensorboard", "config.yaml")
 
@@ -87,10 +87,9 @@ def _start(cfg: Config | None, resume: str | os.PathLike[str] | None, rank: int)
     ck = resolve_checkpoint(run_dir, "last")
     meta = read_meta(ck)
     saved_best = meta.get("best_value")
-    raw_vocab = meta.get("vocabulary") if "vocabulary" in meta else legacy_vocabulary().to_dict()  # older runs read the legacy one
     return _Start(load_config(meta["config"]), run_dir, ck, int(meta["epoch"]) + 1, int(meta["global_step"]),
                   float(saved_best) if saved_best is not None else -math.inf, tokenizer_from_state(meta["tokenizer"]),
-                  AttributeVocabulary.from_dict(raw_vocab, f"{ck}/meta.json vocabulary") if raw_vocab is not None else None)
+                  stored_vocabulary(meta))
 
 
 def _model_config(cfg: Config, data: TrainData) -> Config:
@@ -109,7 +108,7 @@ def _train_run(cfg: Config | None, *, resume: str | os.PathLike[str] | None, pro
     run_dir = start.run_dir
     if procs.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-    data = setup_data(start.cfg, start.tokenizer, start.vocabulary, procs.rank, procs.world, progress)
+    data = setup_data(start.cfg, start.tokenizer, start.vocabulary, procs.rank, procs.world, progress, resumed=start.resume_ck is not None)
     cfg = _model_config(start.cfg, data)
     st = setup_model(cfg, data.steps_per_epoch, start.resume_ck, procs)
     st.global_step, st.best_value = start.global_step, start.best_value

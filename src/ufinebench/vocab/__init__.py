@@ -239,25 +239,32 @@ def legacy_vocabulary() -> AttributeVocabulary:
     return load_vocabulary(LEGACY_NAME)
 
 
+def stored_vocabulary(meta: dict[str, Any]) -> AttributeVocabulary | None:
+    """The vocabulary a checkpoint's run was trained with: ``meta["vocabulary"]`` (None: the run had
+    none), or the legacy one for checkpoints written before vocabularies were stored (every such run
+    read the legacy lexicon)."""
+    if "vocabulary" not in meta:
+        return legacy_vocabulary()
+    raw = meta["vocabulary"]
+    return None if raw is None else AttributeVocabulary.from_dict(raw, "checkpoint meta.json vocabulary")
+
+
 def checkpoint_vocabulary(meta: dict[str, Any], head_outputs: int) -> AttributeVocabulary | None:
-    """The vocabulary a checkpoint was trained with (``meta["vocabulary"]``; the legacy one for older
-    checkpoints with a word head), or None for a run without one.
+    """:func:`stored_vocabulary`, checked against the checkpoint's word head (``head_outputs``, 0: none).
 
     A head whose size fits neither the words nor words + pairs of the vocabulary is an error: its
     outputs would be read as other words.
     """
-    if "vocabulary" not in meta:  # written before vocabularies were stored: every such run read the legacy one
-        return legacy_vocabulary() if head_outputs > 0 else None
-    if meta["vocabulary"] is None:
-        if head_outputs > 0:
-            raise VocabularyError("the checkpoint has a word head but no vocabulary")
-        return None
-    vocab = AttributeVocabulary.from_dict(meta["vocabulary"], "checkpoint meta.json vocabulary")
-    if head_outputs > 0 and head_outputs not in (vocab.n_groups, vocab.n_groups + vocab.n_pairs):
+    vocab = stored_vocabulary(meta)
+    if head_outputs <= 0:
+        return vocab
+    if vocab is None:
+        raise VocabularyError("the checkpoint has a word head but no vocabulary")
+    if head_outputs not in (vocab.n_groups, vocab.n_groups + vocab.n_pairs):
         raise VocabularyError(f"the checkpoint's word head has {head_outputs} outputs; its vocabulary {vocab.name!r} gives "
                               f"{vocab.n_groups} words (+ {vocab.n_pairs} pairs)")
     return vocab
 
 
 __all__ = ["FORMAT", "VOCAB_FILE", "AttributeVocabulary", "VocabularyError", "checkpoint_vocabulary", "dataset_vocabulary",
-           "legacy_vocabulary", "load_vocabulary"]
+           "legacy_vocabulary", "load_vocabulary", "stored_vocabulary"]
