@@ -93,7 +93,7 @@ def test_build_3c_stats_metrics_never_write_onto_their_input(tmp_path, capsys):
     _fails_in_one_line(["stats", str(tmp_path / "u"), "--json", str(u_file)], capsys, "is also an input")
     assert u_file.read_bytes() == u_raw
     _fails_in_one_line(["build-3c", "--from", str(fine), "--out", str(tmp_path / "x.json"), "--cache", str(ds)], capsys,
-                       "holds the input")
+                       "is also an input")  # the dataset's folder (its images) is an input too
     _fails_in_one_line(["stats", str(fine), "--json", str(fine)], capsys, "is also an input")
     _fails_in_one_line(["stats", str(fine), "--plot", str(fine)], capsys, "is also an input")
     assert _tree(ds) == before
@@ -242,7 +242,7 @@ def test_train_and_index_and_report_guard_their_folders(tiny_synth, tmp_path, ca
     assert read_marker(run)["written_by"] == "train"
 
     # index: not into the dataset or the checkpoint; resume and --add still work in its own folder
-    _fails_in_one_line(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(tiny_synth)], capsys, "holds the input")
+    _fails_in_one_line(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(tiny_synth)], capsys, "is also an input")
     _fails_in_one_line(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(run)], capsys, "is also an input")
     _fails_in_one_line(["index", "--checkpoint", str(run), "--images", str(data), "--out", str(foreign)], capsys, "--force")
     idx = tmp_path / "idx"
@@ -255,7 +255,7 @@ def test_train_and_index_and_report_guard_their_folders(tiny_synth, tmp_path, ca
     # eval: outputs never onto the data or the checkpoint; the report folder is its own
     ev = ["eval", "--checkpoint", str(run), "--data", str(data)]
     _fails_in_one_line([*ev, "--json", str(data)], capsys, "is also an input")
-    _fails_in_one_line([*ev, "--report", str(tiny_synth)], capsys, "holds the input")
+    _fails_in_one_line([*ev, "--report", str(tiny_synth)], capsys, "is also an input")
     _fails_in_one_line([*ev, "--json", str(tmp_path / "a.json"), "--save-features", str(tmp_path / "a.json")], capsys, "same path")
     (foreign / "index.html").write_text("my page")
     _fails_in_one_line([*ev, "--report", str(foreign)], capsys, "--force")
@@ -269,7 +269,8 @@ def test_check_outputs_and_publish_rules(tmp_path):
     a = tmp_path / "a.json"
     a.write_text("1")
     check_outputs({"--json": tmp_path / "b.json"}, [a])
-    check_outputs({"--json": tmp_path / "sub" / "b.json"}, [tmp_path])  # a file written inside an input folder is fine
+    with pytest.raises(OutputError, match="lies inside the input folder"):  # a checkpoint's files, a dataset's images
+        check_outputs({"--json": tmp_path / "sub" / "b.json"}, [tmp_path])
     with pytest.raises(OutputError, match="is also an input"):
         check_outputs({"--json": tmp_path / "." / "a.json"}, [a])  # the same file by another spelling
     with pytest.raises(OutputError, match="holds the input"):
@@ -284,3 +285,118 @@ def test_check_outputs_and_publish_rules(tmp_path):
     (tmp / "y").write_text("2")
     publish_dir(tmp, out, "synth")
     assert sorted(os.listdir(out)) == [MARKER, "y"]  # the old entry "x" was the command's own
+
+
+@pytest.fixture(scope="module")
+def small_run(tiny_synth, tmp_path_factory) -> Path:
+    """A one-epoch run of the preset on the tiny dataset (checkpoint files to protect)."""
+    from test_train import _cfg
+    from ufinebench.training import train
+
+    return train(_cfg(tiny_synth, tmp_path_factory.mktemp("protect") / "run", "train.epochs=1", "train.eval_every=0"), progress=False)
+
+
+def test_no_output_lands_inside_an_input_folder_or_on_a_derived_name(tiny_synth, small_run, tmp_path, capsys):
+    """eval's --json / --save-features into a checkpoint's own files or onto a dataset image, and the
+    names derived for several models (f_1.npz, f_2.npz) meeting an input or another output: refused,
+    and every file of the dataset and the run unchanged."""
+    data = tiny_synth / "ufine_synth.json"
+    best = small_run / "checkpoints" / "best"
+    image = sorted((tiny_synth / "images").glob("*.jpg"))[0]
+    before = {**_tree(tiny_synth), **{f"run/{k}": v for k, v in _tree(small_run).items()}}
+    ev = ["eval", "--checkpoint", str(small_run), "--data", str(data)]
+    _fails_in_one_line([*ev, "--json", str(best / "meta.json")], capsys, "lies inside the input folder")
+    _fails_in_one_line([*ev, "--save-features", str(best / "model.safetensors"), "--force"], capsys, "lies inside the input folder")
+    _fails_in_one_line([*ev, "--save-features", str(image), "--force"], capsys, "lies inside the input folder")  # --force changes nothing
+    two = [*ev, "--checkpoint", str(best)]
+    scores = tmp_path / "f_1.npz"
+    np.savez(scores, similarity=np.zeros((2, 2)))
+    _fails_in_one_line([*two, "--scores", str(scores), "--save-features", str(tmp_path / "f.npz")], capsys, "is also an input")
+    _fails_in_one_line([*two, "--save-features", str(tmp_path / "g.npz"), "--json", str(tmp_path / "g_2.npz")], capsys, "same path")
+    assert {**_tree(tiny_synth), **{f"run/{k}": v for k, v in _tree(small_run).items()}} == before
+
+
+def test_special_files_and_existing_files_are_not_replaced(tmp_path, capsys):
+    """A FIFO or a device given as an output is refused (never replaced by a regular file, even with
+    --force); an existing file is replaced only with --force."""
+    npz = tmp_path / "m.npz"
+    np.savez(npz, similarity=np.eye(3), query_ids=np.arange(3), gallery_ids=np.arange(3))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    _fails_in_one_line(["metrics", str(npz), "--json", str(fifo), "--force"], capsys, "special file")
+    assert fifo.is_fifo()
+    _fails_in_one_line(["metrics", str(npz), "--json", "/dev/null", "--force"], capsys, "special file")
+    assert Path("/dev/null").is_char_device()
+    mine = tmp_path / "mine.json"
+    mine.write_text("my results")
+    _fails_in_one_line(["metrics", str(npz), "--json", str(mine)], capsys, "pass --force")
+    assert mine.read_text() == "my results"
+    _fails_in_one_line(["stats", str(Path(__file__).parent / "fixtures" / "formats" / "UFine6926"), "--json", str(mine)], capsys, "--force")
+    assert main(["metrics", str(npz), "--json", str(mine), "--force"]) == 0
+    assert json.loads(mine.read_text())["R1"] == 100.0
+    _fails_in_one_line(["metrics", str(npz), "--json", str(tmp_path)], capsys, "is a folder")
+    capsys.readouterr()
+
+
+def test_a_folder_is_adopted_only_by_its_marker(small_run, clip_weights, tmp_path, capsys, monkeypatch):
+    """Files named like a command's outputs do not make a folder its own: import-clip into a trained
+    checkpoint folder is refused, with --force too (its files have the checkpoint's names), and the
+    demo never deletes a user's data/ and report/ beside a data.options.json; a failed import claims nothing."""
+    ck = small_run / "checkpoints" / "best"
+    before = _tree(ck)
+    args = ["import-clip", str(clip_weights), "--image-size", "32x32", "--text-length", "16", "--activation", "quick_gelu"]
+    _fails_in_one_line([*args, "-o", str(ck)], capsys, "not written by ufinebench")
+    _fails_in_one_line([*args, "-o", str(ck), "--force"], capsys, "move it away")
+    assert _tree(ck) == before and not (ck / MARKER).exists()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    out = tmp_path / "new"
+    assert main([*args[:1], str(broken), *args[2:], "-o", str(out)]) == 2
+    assert "cannot read CLIP weights" in capsys.readouterr().err
+    assert not (out / MARKER).exists() and not (out / "model.safetensors").exists()
+    import ufinebench.model.pretrained as P
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(P, "save_checkpoint", disk_full)  # the conversion succeeds, writing fails
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("n")
+    assert main([*args, "-o", str(mine), "--force"]) == 1
+    assert "No space left" in capsys.readouterr().err and sorted(os.listdir(mine)) == ["notes.txt"]  # no marker claims it
+    monkeypatch.undo()
+    d = tmp_path / "d"
+    for name in ("data", "report"):
+        (d / name).mkdir(parents=True)
+        (d / name / "mine.txt").write_text(name)
+    (d / "data.options.json").write_text("{}")
+    _fails_in_one_line(["demo", "--quick", "--fresh", "--out", str(d)], capsys, "not written by ufinebench")
+    assert (d / "data" / "mine.txt").read_text() == "data" and (d / "report" / "mine.txt").read_text() == "report"
+    capsys.readouterr()
+
+
+def test_marker_entries_are_plain_names_inside_their_folder(tmp_path):
+    """A hand-edited marker naming "../victim", ".." or "a/b" deletes nothing outside its folder."""
+    from ufinebench.outputs import remove_owned
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    (out / "run").mkdir(parents=True)
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    (out / MARKER).write_text(json.dumps({"written_by": "demo", "entries": ["../victim", "..", ".", "run/x", "/etc", "run"]}))
+    assert read_marker(out)["entries"] == ["run"]
+    assert remove_owned(out, "demo") == ["run"]
+    assert (victim / "keep.txt").read_text() == "keep" and out.is_dir() and not (out / "run").exists()
+
+
+def test_a_killed_runs_partial_folder_is_removed_by_the_next_run(tmp_path, capsys):
+    """synth builds under .OUT.partial-PID; one left by a killed process is removed when synth runs
+    again on OUT (never one of a live process)."""
+    stale = tmp_path / ".ds.partial-999999999"  # no such process
+    (stale / "images").mkdir(parents=True)
+    live = tmp_path / f".ds.partial-{os.getppid()}"  # a live process (our parent)
+    live.mkdir()
+    assert main(["synth", str(tmp_path / "ds"), *SYNTH]) == 0
+    assert not stale.exists() and live.is_dir()
+    capsys.readouterr()

@@ -97,7 +97,7 @@ def _make_data(out: Path, data: Path, plan: DemoPlan, progress: bool) -> bool:
 
 def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     plan = QUICK if quick else FULL
-    claim_dir(out, "demo", force=force, legacy=(("data.options.json",), DEMO_ENTRIES))
+    claim_dir(out, "demo", force=force)
     if fresh:
         remove_owned(out, "demo")
     add_entries(out, "demo", DEMO_ENTRIES)

@@ -147,7 +147,6 @@ def metrics_from_similarity(
     outside = [False]  # any score outside [-1, 1]: not cosines, so no mSD
 
     if use_torch:
-
         t = _to_torch(sim)
         chunk = chunk_size or _default_chunk(num_g, t.is_cuda)
         if not t.is_floating_point():
@@ -236,7 +235,6 @@ def metrics_from_features(
     use_torch = _use_torch(backend, qf, gf)
 
     if use_torch:
-
         qt, gt = _to_torch(qf), _to_torch(gf)
         if qt.device != gt.device:
             raise MetricsInputError(f"query and gallery features are on different devices ({qt.device}, {gt.device})")
@@ -404,7 +402,6 @@ def _blas_controller() -> Any:
     """A cached threadpoolctl controller (building one scans the loaded libraries: ~10 ms)."""
     global _CONTROLLER
     if _CONTROLLER is None:
-
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER
 
@@ -573,7 +570,6 @@ def _as_array(x: Any, name: str) -> Any:
 
 def _to_numpy(x: Any) -> np.ndarray:
     if _is_torch(x):
-
         t = x.detach().cpu()
         if t.dtype == torch.bfloat16:
             t = t.float()

@@ -2,17 +2,24 @@
 
 Rules every writing command follows (and the tests check):
 
-* **An output is never an input.** An output path that resolves to an input, or an output folder
-  that holds an input, is refused with a one-line error (:func:`check_outputs`).
+* **An output is never an input.** An output path that resolves to an input, lies inside an input
+  folder (a checkpoint's files, a dataset's images), or is a folder that holds an input, is refused
+  with a one-line error; so is an output named twice (derived names such as ``f_1.npz`` included),
+  one that exists as anything but a regular file or folder (a FIFO, ``/dev/null``), and an existing
+  file without ``force`` (:func:`check_outputs`).
 * **Every output folder carries a marker**, ``.ufinebench.json``: which command wrote it and the
   top-level entries it created there (its manifest). A folder written by the same command may be
   resumed, extended or replaced by that command as before; a foreign or unmarked non-empty folder
-  is refused unless the user passes ``--force`` (:func:`claim_dir`).
+  is refused unless the user passes ``--force`` (:func:`claim_dir`). A folder is adopted only by its
+  marker, never by the names of the files in it; a marker's entries are plain names inside the
+  folder (anything else in a marker is ignored when it is read).
 * **Removing only removes what the toolkit wrote**: ``--overwrite`` / ``--fresh`` / ``--force``
   delete the manifest's entries and nothing else (:func:`remove_owned`), and a new tree replaces
   an old one in one rename when the folder holds nothing foreign (:func:`publish_dir`).
 * **One writer per output**: :func:`output_lock` takes an exclusive ``flock`` on a lock file
-  beside the output and refuses a second process at once.
+  beside the output and refuses a second process at once; while it holds the lock, the temporary
+  siblings a killed earlier run left (``.NAME.partial-PID``, ``.NAME.tmp-PID``, ``.NAME.old-PID``)
+  are removed (:func:`remove_stale_siblings`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -49,11 +58,15 @@ def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_outputs(outputs: dict[str, PathLike | None], inputs: Iterable[PathLike | None], *, folders: Iterable[str] = ()) -> None:
-    """Refuse outputs that are inputs, folders holding inputs, or the same path twice.
+def check_outputs(outputs: dict[str, PathLike | None], inputs: Iterable[PathLike | None], *, folders: Iterable[str] = (),
+                  force: bool = False) -> None:
+    """Refuse outputs that are inputs, lie inside an input folder, hold an input, name one path twice,
+    exist as a special file, or (file outputs, without ``force``) exist already.
 
     ``outputs`` maps a label (the option's name, shown in the error) to a path; ``folders`` names
-    the labels whose output is a folder (a folder may not hold an input either).
+    the labels whose output is a folder (a folder may not hold an input either; its own contents
+    are guarded by :func:`claim_dir`). A file output that exists is replaced only with ``force``,
+    and only when it is a regular file.
     """
     ins = [(str(p), _resolved(p)) for p in inputs if p is not None and str(p) != ""]
     dirs = set(folders)
@@ -65,21 +78,44 @@ def check_outputs(outputs: dict[str, PathLike | None], inputs: Iterable[PathLike
         for raw, i in ins:
             if o == i:
                 raise OutputError(f"{label} {out} is also an input ({raw}); choose another output path")
+        for raw, i in ins:
             if label in dirs and _is_within(i, o):
                 raise OutputError(f"{label} {out} holds the input {raw}; choose an output folder outside the inputs")
+            if _is_within(o, i) and i.is_dir():
+                raise OutputError(f"{label} {out} lies inside the input folder {raw}; choose an output outside the inputs")
         if o in seen:
             raise OutputError(f"{label} and {seen[o]} name the same path {out}")
         seen[o] = label
+        _check_existing(label, out, o, folder=label in dirs, force=force)
+
+
+def _check_existing(label: str, raw: PathLike, o: Path, *, folder: bool, force: bool) -> None:
+    """An existing output must be a regular file (or, for a folder output, a folder); a file only with ``force``."""
+    try:
+        mode = os.stat(o).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{label} {raw}: {exc.strerror or exc}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OutputError(f"{label} {raw} is a special file (device, pipe or socket); write to a regular file")
+    if folder:
+        return
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{label} {raw} is a folder; give a file path")
+    if not force:
+        raise OutputError(f"{label} {raw} exists; pass --force to replace it, or choose another path")
 
 
 def dataset_inputs(path: PathLike | None, fmt: str | None = None) -> list[Path]:
-    """A dataset argument as inputs to protect: the path itself and the annotation file it names."""
+    """A dataset argument as inputs to protect: the path itself, the annotation file it names and
+    the folder its images live in (so no output lands on an image)."""
     if path is None or str(path) == "":
         return []
     found = [Path(path)]
     try:
-
-        found.append(resolve_dataset(path, fmt)[0])
+        ann, _, root = resolve_dataset(path, fmt)
+        found += [ann, root]
     except UFineBenchError:
         pass
     return found
@@ -94,14 +130,19 @@ def read_marker(folder: PathLike) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("written_by"), str):
         return None
     entries = data.get("entries")
-    data["entries"] = [e for e in entries if isinstance(e, str)] if isinstance(entries, list) else []
+    data["entries"] = [e for e in entries if _plain_name(e)] if isinstance(entries, list) else []
     return data
+
+
+def _plain_name(entry: object) -> bool:
+    """A marker entry may only name something directly inside its folder (never "..", "x/y" or "/x")."""
+    return isinstance(entry, str) and entry not in ("", ".", "..", MARKER) and "/" not in entry and "\0" not in entry
 
 
 def write_marker(folder: PathLike, command: str, entries: Iterable[str]) -> None:
     """Write (atomically) the marker saying ``command`` wrote ``entries`` in ``folder``."""
 
-    names = sorted({e for e in entries if e and e != MARKER and "/" not in e})
+    names = sorted({e for e in entries if _plain_name(e)})
     old = read_marker(folder)
     created = old["created"] if old and old.get("written_by") == command and "created" in old else time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = {"written_by": command, "version": __version__, "created": created, "entries": names}
@@ -112,17 +153,13 @@ def _foreign_entries(folder: Path, owned: set[str]) -> list[str]:
     return sorted(e for e in os.listdir(folder) if e != MARKER and e not in owned)
 
 
-def claim_dir(
-    folder: PathLike, command: str, *, force: bool = False, accept: Iterable[str] = (),
-    legacy: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
-) -> dict[str, Any] | None:
+def claim_dir(folder: PathLike, command: str, *, force: bool = False, accept: Iterable[str] = ()) -> dict[str, Any] | None:
     """Check that ``command`` may write into ``folder``; return its marker (None when new).
 
     Absent or empty folders are free. A folder marked by ``command`` (or by one of ``accept``)
     is its own output. A non-empty folder marked by another command, or not marked at all, is
     refused unless ``force``: then the command writes beside what is there and removes nothing.
-    ``legacy = (signature, known)`` adopts an unmarked folder written before markers existed: when
-    every name of ``signature`` is there, the ``known`` entries present are recorded as its own.
+    Files that look like this command's outputs do not make a folder its own: only a marker does.
     """
     p = Path(folder)
     if not p.exists():
@@ -130,9 +167,6 @@ def claim_dir(
     if not p.is_dir():
         raise OutputError(f"{p} exists and is not a folder")
     marker = read_marker(p)
-    if marker is None and legacy and legacy[0] and all((p / n).exists() for n in legacy[0]):
-        write_marker(p, command, [n for n in legacy[1] if (p / n).exists()])
-        marker = read_marker(p)
     if marker is not None and marker["written_by"] in {command, *accept}:
         return marker
     if not any(e != MARKER for e in os.listdir(p)):
@@ -144,21 +178,38 @@ def claim_dir(
     raise OutputError(f"{p} is not empty and {who}; {hint}")
 
 
-def add_entries(folder: PathLike, command: str, names: Iterable[str]) -> None:
-    """Record that ``command`` created ``names`` in ``folder`` (creating the marker as needed).
-
-    A name already present in the folder but not in the manifest belongs to someone else: refused.
-    """
+def check_free(folder: PathLike, command: str, names: Iterable[str]) -> list[str]:
+    """The ``names`` that ``command`` does not own yet in ``folder``; refused if one of them exists
+    (it belongs to someone else)."""
     p = Path(folder)
-    p.mkdir(parents=True, exist_ok=True)
-    marker = read_marker(p)
+    marker = read_marker(p) if p.is_dir() else None
     owned = set(marker["entries"]) if marker and marker["written_by"] == command else set()
     new = [n for n in names if n not in owned]
     for n in new:
         if (p / n).exists() or (p / n).is_symlink():
             raise OutputError(f"{p / n} exists and was not written by ufinebench {command}; move it away first")
-    if new or marker is None or marker["written_by"] != command:
-        write_marker(p, command, owned | set(new))
+    return new
+
+
+def record_entries(folder: PathLike, command: str, names: Iterable[str]) -> None:
+    """Add ``names`` to the manifest of ``command`` in ``folder`` (creating the marker as needed),
+    without the check of :func:`check_free`: for outputs recorded after they were written."""
+    p = Path(folder)
+    p.mkdir(parents=True, exist_ok=True)
+    marker = read_marker(p)
+    owned = set(marker["entries"]) if marker and marker["written_by"] == command else set()
+    if not set(names) <= owned or marker is None or marker["written_by"] != command:
+        write_marker(p, command, owned | set(names))
+
+
+def add_entries(folder: PathLike, command: str, names: Iterable[str]) -> None:
+    """Record that ``command`` creates ``names`` in ``folder`` (creating the marker as needed).
+
+    A name already present in the folder but not in the manifest belongs to someone else: refused.
+    """
+    names = list(names)
+    check_free(folder, command, names)
+    record_entries(folder, command, names)
 
 
 def owned_entries(folder: PathLike, command: str) -> list[str]:
@@ -225,6 +276,31 @@ def _lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
+def remove_stale_siblings(target: PathLike) -> list[str]:
+    """Remove the temporary siblings of ``target`` that a killed run left (``.NAME.partial-PID``,
+    ``.NAME.tmp-PID``, ``.NAME.old-PID``: the only names the toolkit builds outputs under), when
+    their process is gone; return their names. Call it holding :func:`output_lock` on ``target``."""
+    target = _resolved(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(partial|tmp|old)-(\d+)$")
+    gone = []
+    for p in target.parent.iterdir() if target.parent.is_dir() else []:
+        m = pattern.match(p.name)
+        if m and int(m.group(2)) != os.getpid() and not _alive(int(m.group(2))):
+            _remove(p)
+            gone.append(p.name)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def output_lock(target: PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``target`` (file or folder); a second writer is refused at once.
@@ -252,6 +328,7 @@ def output_lock(target: PathLike) -> Iterator[None]:
         os.close(fd)
     try:
         os.write(fd, f"{os.getpid()}\n".encode())
+        remove_stale_siblings(target)
         yield
     finally:
         try:

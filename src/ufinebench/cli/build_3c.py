@@ -34,11 +34,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--retries", type=int, default=3, help="LLM retries before the offline fallback (default 3)")
     p.add_argument("--prompt-version", default="v1")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing --out file and its provenance file (never an input)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs({"--out": args.out, "--cache": args.cache}, [p for src in args.sources for p in dataset_inputs(src)],
+    check_outputs({"--out": args.out, "--cache": args.cache}, [p for src in args.sources for p in dataset_inputs(src)], force=args.force,
                   folders=["--cache"])
     if args.rewriter == "llm":
         if not (args.llm_url and args.llm_model):
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         rw = OfflineRewriter(args.prompt_version)
     prov = build_3c(args.sources, args.out, rewriter=rw, granularities=[g.strip() for g in args.granularities.split(",")],
                     styles=[s.strip() for s in args.styles.split(",")], per_caption=args.per_caption, seed=args.seed,
-                    progress=sys.stderr.isatty())
+                    progress=sys.stderr.isatty(), force=args.force)
     print(f"{args.out}: {prov['images']} images, {prov['identities']} identities, {prov['queries']} queries "
           f"({prov['rewrites']} rewrites by {prov['rewriter']}) from {', '.join(prov['sources'])}")
     for g, v in prov["words_per_granularity"].items():

@@ -53,10 +53,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", metavar="OUT", help="write all figures as JSON (input of `ufinebench compare`)")
     p.add_argument("--report", metavar="DIR", help="write DIR/index.html")
     p.add_argument("--save-features", metavar="OUT.npz", help="write features and ids (input of `ufinebench metrics`)")
-    p.add_argument("--force", action="store_true", help="write the report into DIR although it holds other files (they are kept)")
+    p.add_argument("--force", action="store_true", help="replace existing --json / --save-features / --write-order files, and write the "
+                   "report into DIR although it holds other files (they are kept)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch-size", type=positive, default=64)
     p.set_defaults(func=run)
+
+
+def feature_paths(save_features: str | None, n: int) -> list[str]:
+    """Where --save-features writes n checkpoints' features: the path itself for one, PATH_1.npz, PATH_2.npz, ... for several."""
+    if not save_features:
+        return []
+    return [save_features] if n == 1 else [str(Path(save_features).with_suffix("")) + f"_{i}.npz" for i in range(1, n + 1)]
 
 
 def _request(args: argparse.Namespace) -> EvalRequest:
@@ -85,8 +93,9 @@ def _request(args: argparse.Namespace) -> EvalRequest:
 
 def run(args: argparse.Namespace) -> int:
     req = _request(args)
-    check_outputs({"--json": args.json, "--save-features": args.save_features, "--report": args.report, "--write-order": args.write_order},
-                  [*dataset_inputs(args.data, args.format), *args.checkpoint, *args.scores], folders=["--report"])
+    outputs = {"--json": args.json, "--report": args.report, "--write-order": args.write_order,
+               **{f"--save-features ({p})": p for p in feature_paths(args.save_features, len(args.checkpoint))}}
+    check_outputs(outputs, [*dataset_inputs(args.data, args.format), *args.checkpoint, *args.scores], folders=["--report"], force=args.force)
     if args.write_order:
         ann = load_dataset(args.data, args.format, split=args.split, check_files=False)
         qk, gk = evaluation_keys(ann.split(args.split))
@@ -127,9 +136,8 @@ def _write_outputs(res: EvalRun, args: argparse.Namespace) -> None:
         print(f"\nwrote {args.json}")
     if args.save_features:
         ours = [r for r in res.results if r["arch"] != "scores"]  # features computed here (--scores files exist already)
-        for i, r in enumerate(ours, 1):
+        for r, target in zip(ours, feature_paths(args.save_features, len(ours)), strict=True):
             f = r["_features"]
-            target = args.save_features if len(ours) == 1 else str(Path(args.save_features).with_suffix("")) + f"_{i}.npz"
             save_metrics_npz(target, query_features=f.query_features, gallery_features=f.gallery_features, query_ids=f.query_ids,
                              gallery_ids=f.gallery_ids)
             print(f"wrote {target}")

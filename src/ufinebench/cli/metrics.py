@@ -29,11 +29,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--msd", choices=["paper", "official"], default="paper",
                    help="paper: mSD as defined in the paper (default); official: reproduce the released script's numbers")
     p.add_argument("--json", metavar="OUT", help="also write R1 R5 R10 mAP mINP mSD queries queries_without_positive as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file (a regular file; never the input)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs({"--json": args.json}, [args.file])
+    check_outputs({"--json": args.json}, [args.file], force=args.force)
     arrays = load_metrics_npz(args.file)
     common = dict(msd=args.msd, direction=args.direction, progress=sys.stderr.isatty())
     if "similarity" in arrays:

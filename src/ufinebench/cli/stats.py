@@ -24,11 +24,12 @@ def add_parser(sub: Any) -> None:
     add_dataset_args(p)
     p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="also draw the word-count histogram")
+    p.add_argument("--force", action="store_true", help="replace existing --json / --plot files (regular files; never an input)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs({"--json": args.json, "--plot": args.plot}, dataset_inputs(args.dataset, args.format))
+    check_outputs({"--json": args.json, "--plot": args.plot}, dataset_inputs(args.dataset, args.format), force=args.force)
     ann = read_annotations(args.dataset, args.format)
     if ann.errors:
         print(f"note: {len(ann.errors)} invalid records left out of the figures (see `ufinebench validate {args.dataset}`)", file=sys.stderr)

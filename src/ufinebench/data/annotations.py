@@ -365,7 +365,6 @@ def check_images(samples: Sequence[Sample], *, workers: int = 4, progress: bool 
     out: list[Problem] = []
     bar = None
     if progress:
-
         bar = tqdm(total=len(unique), unit="img", desc="checking images", leave=False)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for res in pool.map(check, unique):

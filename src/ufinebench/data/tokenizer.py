@@ -92,7 +92,6 @@ def find_clip_vocab(vocab_path: str | os.PathLike[str] | None = None) -> Path:
         candidates.append(Path(os.environ["UFINEBENCH_CLIP_BPE"]))
     else:
         try:
-
             for f in md.files("clip-anytorch") or []:
                 if f.name == "bpe_simple_vocab_16e6.txt.gz":
                     candidates.append(Path(str(f.locate())))
@@ -286,7 +285,6 @@ def tokenizer_from_state(state: dict[str, Any]) -> TextTokenizer:
     if kind == "clip":
         return ClipTokenizer(state.get("vocab_path"))
     if kind in ("bpe", "word"):
-
         cls = TrainedBPETokenizer if kind == "bpe" else TrainedWordTokenizer
         try:
             return cls(Tokenizer.from_str(state["json"]))

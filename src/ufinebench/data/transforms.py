@@ -236,7 +236,6 @@ def decode_images(paths: list[Any], size: tuple[int, int], *, workers: int = 1, 
     out = torch.empty((len(paths), 3, h, w), dtype=torch.uint8)
     bar = None
     if progress:
-
         bar = tqdm(total=len(paths), unit="img", desc="decoding images", leave=False)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, arr in enumerate(pool.map(one, paths)):

@@ -31,7 +31,7 @@ from ufinebench.data.transforms import ImageTransform
 from ufinebench.errors import UFineBenchError
 from ufinebench.limits import read_json
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
-from ufinebench.outputs import MARKER
+from ufinebench.outputs import MARKER, remove_stale_siblings
 from ufinebench.vocab import AttributeVocabulary, VocabularyError, checkpoint_vocabulary
 
 
@@ -66,6 +66,7 @@ def save_checkpoint(folder: str | os.PathLike[str], model: torch.nn.Module, meta
     the user's) keeps them: the checkpoint files are then replaced one by one, each atomically.
     """
     folder = Path(folder)
+    remove_stale_siblings(folder)  # temporary folders of a killed earlier writer
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -38,7 +38,7 @@ from ufinebench.errors import UFineBenchError
 from ufinebench.limits import read_json
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 from ufinebench.model.checkpoint import CHECKPOINT_FILES, save_checkpoint
-from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
+from ufinebench.outputs import check_free, check_outputs, claim_dir, output_lock, record_entries
 
 TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
 
@@ -170,7 +170,6 @@ def read_hf_clip(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor
     weights = next(p / f for f in HF_WEIGHT_FILES if (p / f).is_file())
     try:
         if weights.suffix == ".safetensors":
-
             hf = load_file(str(weights))
         else:
             hf = torch.load(weights, map_location="cpu", weights_only=True)
@@ -369,10 +368,12 @@ def import_clip(
     if text_positions not in TEXT_POSITION_MODES:
         raise ImportError_(f"unknown --text-positions {text_positions!r} (choose from {', '.join(TEXT_POSITION_MODES)})")
     with output_lock(out):
-        claim_dir(out, "import-clip", force=force, legacy=(("model.safetensors", "meta.json"), CHECKPOINT_FILES))
+        claim_dir(out, "import-clip", force=force)
+        check_free(out, "import-clip", CHECKPOINT_FILES)  # a file of the user's with a checkpoint's name is never replaced
         model, meta = _convert_clip(weights, image_size, context_length, text_positions, activation, model_name)
-        add_entries(out, "import-clip", ("model.safetensors", "meta.json"))
-        return save_checkpoint(out, model, meta)
+        path = save_checkpoint(out, model, meta)
+        record_entries(out, "import-clip", ("model.safetensors", "meta.json"))  # marked only once written: a failed import claims nothing
+        return path
 
 
 def _convert_clip(

@@ -121,7 +121,7 @@ def build_index(
     """
     check_outputs({"--out": out}, [checkpoint, *dataset_inputs(source, fmt)], folders=["--out"])
     with output_lock(out):
-        claim_dir(out, "index", force=force, legacy=(INDEX_ENTRIES, INDEX_ENTRIES))
+        claim_dir(out, "index", force=force)
         add_entries(out, "index", INDEX_ENTRIES)
         return _build_index(checkpoint, source, Path(out), fmt=fmt, add=add, kind=kind, batch_size=batch_size, device=device,
                             progress=progress, hnsw_threshold=hnsw_threshold)

@@ -181,7 +181,7 @@ def build(
     cfg.check()
     out = Path(out)
     with output_lock(out):
-        claim_dir(out, "synth", force=force, legacy=(("ufine_synth.json", "CARD.md", "images"), SYNTH_ENTRIES))
+        claim_dir(out, "synth", force=force)
         if owned_entries(out, "synth") and not overwrite:
             raise UFineBenchError(f"{out} holds a UFine-Synth dataset; pass --overwrite to replace it")
         t0 = time.perf_counter()

@@ -41,9 +41,10 @@ def _source_name(ann: Any, used: set[str]) -> str:
 
 def build_3c(
     sources: Sequence[str], out: str | os.PathLike[str], *, rewriter: Any, granularities: Sequence[str] = ("fine", "medium", "coarse"),
-    styles: Sequence[str] = STYLES, per_caption: int = 2, seed: int = 0, split: str = "test", progress: bool = False,
+    styles: Sequence[str] = STYLES, per_caption: int = 2, seed: int = 0, split: str = "test", progress: bool = False, force: bool = False,
 ) -> dict[str, Any]:
-    """Write the 3C-style set to ``out``; returns the provenance record (also written beside it)."""
+    """Write the 3C-style set to ``out``; returns the provenance record (also written beside it).
+    An existing ``out`` (or its provenance file) is replaced only with ``force``."""
     for g in granularities:
         if g not in WORDS:
             raise UFineBenchError(f"unknown granularity {g!r} (fine, medium, coarse)")
@@ -56,7 +57,7 @@ def build_3c(
 
     out = Path(out)
     check_outputs({"--out": out, "its provenance file": out.with_name(out.name + ".provenance.json")},
-                  [p for src in sources for p in dataset_inputs(src)])
+                  [p for src in sources for p in dataset_inputs(src)], force=force)
     if out.is_dir():
         raise UFineBenchError(f"--out {out} is a folder; give the path of the JSON file to write")
     with output_lock(out):
@@ -93,7 +94,6 @@ def _build_3c(sources: Sequence[str], out: Path, rewriter: Any, grid: list[tuple
             items.append(item)
     bar = None
     if progress:
-
         bar = tqdm(total=len(jobs), unit="caption", desc="rewriting", leave=False)
     if isinstance(rewriter, LLMRewriter):
         results: list[Rewrite] = asyncio.run(rewriter.rewrite_many(jobs, bar))

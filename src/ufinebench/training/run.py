@@ -48,7 +48,7 @@ def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = 
         assert cfg is not None
         check_outputs({"train.out_dir": run_dir}, [cfg.data.dataset, cfg.train.init_from or None], folders=["train.out_dir"])
     with output_lock(run_dir):
-        claim_dir(run_dir, "train", legacy=(("checkpoints/last", "log.jsonl", "config.yaml"), TRAIN_ENTRIES))
+        claim_dir(run_dir, "train")
         if resume is None and not (run_dir / "checkpoints").exists():
             add_entries(run_dir, "train", TRAIN_ENTRIES)
         return _train(cfg, resume=resume, progress=progress)
