@@ -323,3 +323,48 @@ def test_check_weight_without_matcher_reads_the_val_grid():
             {"matcher": 0.0, "check": 4.0, "topk": 10, "R1": 91.0, "mAP": 84.0}, {"matcher": 0.5, "check": 2.0, "topk": 10, "R1": 99.0, "mAP": 90.0},
             {"matcher": None, "check": 0.0, "topk": 10, "R1": 95.0, "mAP": 88.0}]
     assert I.check_weight_without_matcher({"rerank_val": grid}) == 1.0  # the grid as checkpoints keep it now: the same choice
+
+
+def test_idle_connections_and_slow_headers_cannot_stall_the_service(index_dir):
+    """Seventy sockets that connect and send nothing, and one that sends its headers a byte at a time,
+    do not make a searching client wait or get 503; the server closes them after the header deadline;
+    request headers over the documented 16 KB are refused (431); a long 'word' costs the normaliser
+    nothing (no one-letter-typo candidates for it)."""
+    import httpx
+    import uvicorn
+
+    from ufinebench.search.normalize import QueryNormalizer
+    from ufinebench.serve.app import MAX_HEADERS, server_config
+
+    port = _free_port()
+    server = uvicorn.Server(server_config(create_app(str(index_dir)), "127.0.0.1", port, header_timeout=1.0))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
+    slow = socket.create_connection(("127.0.0.1", port))
+    try:
+        slow.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+            for _ in range(5):  # a client keeps searching while the idle sockets are open
+                t0 = time.perf_counter()
+                r = client.post("/search", json={"text": "a man in a black jacket", "k": 3})
+                assert r.status_code == 200 and len(r.json()["results"]) == 3 and time.perf_counter() - t0 < 2.0
+            big = client.get("/healthz", headers={"x-filler": "a" * (MAX_HEADERS + 100)})
+            assert big.status_code in (400, 431)  # over the limit: refused (h11 itself, or the guard)
+            assert client.get("/healthz").status_code == 200
+        for s in [*idle, slow]:  # closed by the server once the 1-second deadline passed
+            s.settimeout(5.0)
+            assert s.recv(1) == b""
+    finally:
+        for s in [*idle, slow]:
+            s.close()
+        server.should_exit = True
+        t.join(timeout=5)
+    words = {"black", "jacket", "woman"}
+    t0 = time.perf_counter()
+    assert QueryNormalizer(words)("a woman in a " + "x" * 2000 + " jaket").text.endswith("jacket")
+    assert time.perf_counter() - t0 < 0.5  # was 0.3-0.9 s and hundreds of MB for the 2,000 letters alone

@@ -11,7 +11,8 @@ replaces each *unknown* word, and only unknown words, by the nearest thing the v
    names, garments, shoes, bags, patterns, glasses), written from general usage for this purpose;
    a few filler words map to nothing;
 3. inflections: plural / singular, -ed / -ing / -ish forms ("carrying" -> "carry", "striped" -> "stripes");
-4. one-letter typos of words of five or more letters ("jaket" -> "jacket", "blond" -> "blonde").
+4. one-letter typos of words of five to twenty letters ("jaket" -> "jacket", "blond" -> "blonde"; a
+   longer string is no word, and its candidates would cost memory: left as it is).
 
 A word with no known replacement stays as it was (the tokenizer reads it as ``<|unk|>``). Every
 replacement is reported, so the search page can show how the query was read. Only queries are
@@ -151,6 +152,7 @@ _ALIASES["tee"] = ("t - shirt",)
 _ALIASES["trousers"] = ("pants",)
 _ALIASES["pants"] = ("trousers",)
 
+MAX_TYPO_LETTERS = 20  # words longer than this are not looked up as one-letter typos (no clothing word is longer)
 _NUMBER_WORDS = {"teen": 15, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _PUNCT = {";": ".", ":": ",", "!": ".", "?": ".", "(": ",", ")": ",", "[": ",", "]": ",", "&": "and", "+": "and", "/": "and",
           "…": ".", '"': "", "“": "", "”": "", "*": "", "#": "", "~": ""}
@@ -253,7 +255,7 @@ class QueryNormalizer:
             for target in ((cand,) if cand != w else ()) + _ALIASES.get(cand, ()):
                 if target == "" or (target in self.vocab if " " not in target else self._known(target)):
                     return target
-        if len(w) >= 5 and w.isalpha():
+        if 5 <= len(w) <= MAX_TYPO_LETTERS and w.isalpha():  # a longer "word" is no typo: its ~54 x len candidates cost memory and time
             near = sorted(self._long & _edits1(w))
             if near:
                 return near[0]

@@ -19,6 +19,8 @@ from ufinebench.search.index import SearchIndex
 MAX_TEXT = 2000
 MAX_K = 100
 MAX_BODY = 16_384
+MAX_HEADERS = 16_384  # bytes of request headers (names and values); more is refused (431)
+HEADER_TIMEOUT_S = 10.0  # a connection that has not sent a whole request head by then is closed (idle or slow headers)
 BODY_TIMEOUT_S = 10.0  # a client that sends its body slower than this is cut off (408)
 REQUEST_TIMEOUT_S = 30.0  # a request not answered by then gets 503
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -42,7 +44,11 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        if sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADERS:
+            await _answer(send, 431, f"request headers larger than {MAX_HEADERS} bytes")
+            return
+        headers = dict(raw_headers)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await _answer(send, 413, f"request body larger than {self.max_body} bytes")
@@ -88,12 +94,67 @@ class GuardMiddleware:
                 await _answer(send, 503, "request took too long")
 
 
-def server_config(app: Any, host: str, port: int, log_level: str = "warning") -> Any:
-    """The uvicorn settings `serve` runs with: short keep-alive, bounded concurrency and header size."""
+def server_config(app: Any, host: str, port: int, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT_S) -> Any:
+    """The uvicorn settings `serve` runs with: short keep-alive, bounded concurrency and header size,
+    and connections that must send a whole request head within ``header_timeout`` seconds
+    (:func:`guarded_protocol`)."""
     import uvicorn  # the web stack is heavy: loaded by the service only
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=64,
-                          h11_max_incomplete_event_size=16_384)
+                          h11_max_incomplete_event_size=MAX_HEADERS, http=guarded_protocol(header_timeout))
+
+
+def guarded_protocol(header_timeout: float) -> type:
+    """uvicorn's HTTP/1.1 protocol with a deadline for every request head.
+
+    uvicorn times out a connection only after a response (keep-alive); one that connects and sends
+    nothing, or sends its headers a byte at a time, stays forever and counts toward the concurrency
+    limit, so 64 idle sockets made every other client wait for a 503. Here a connection counts
+    toward the limit only once a request head has arrived, and one that has not sent a whole head
+    within ``header_timeout`` seconds (after connecting, or after its last response) is closed.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol  # the web stack: see server_config
+
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.connections.discard(self)  # counted toward limit_concurrency once it sends a request
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            scope = self.scope
+            super().data_received(data)
+            if self.scope is not scope:  # a request head arrived whole
+                self._disarm()
+                if not self.transport.is_closing():
+                    self.connections.add(self)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's head gets the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()
+
+    return GuardedH11Protocol
 
 
 async def _answer(send: Any, status: int, detail: str) -> None:
