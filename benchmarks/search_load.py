@@ -1,6 +1,6 @@
 """Search latency over a 100,000-image index, and a bounded loopback load on the HTTP service.
 
-    python benchmarks/search_load.py [--checkpoint RUN] [--images 100000] [--requests 2000] [--concurrency 8]
+    python benchmarks/search_load.py [--checkpoint RUN] [--images 100000] [--requests 2000] [--concurrency 8] [--idle 70]
 
 The index holds random unit embeddings of the model's feature size (only the index size matters
 for latency) and the text side is the ``synth-cpu-small`` model: a trained checkpoint if given,
@@ -8,6 +8,9 @@ else the preset with random weights. Prints, for the exact (flat) and the HNSW i
 of a description-to-top-10 search (text encoding + index search); then starts the service on
 127.0.0.1 and sends ``--requests`` POST /search at ``--concurrency`` in flight: p50/p95 latency,
 throughput and errors. Target (issue 9): p50 <= 50 ms over 100,000 images on 2 cores, no errors.
+While the load runs, ``--idle`` sockets connect and send nothing, and as many again send their
+headers a byte a second (slowloris); a search with a 2,000-letter word is among the hostile
+requests. The process's resident memory before and after the load is printed (the server runs in it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import socket
 import tempfile
 import threading
@@ -80,6 +84,12 @@ def _index(tmp: Path, checkpoint: str, n: int, dim: int, kind: str) -> Path:
     return out
 
 
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux), in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _pct(xs: list[float]) -> str:
     a = np.asarray(xs) * 1000
     return f"p50 {np.percentile(a, 50):6.1f} ms, p95 {np.percentile(a, 95):6.1f} ms"
@@ -93,6 +103,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--queries", type=int, default=200, help="timed searches per index kind")
     ap.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--idle", type=int, default=70, help="idle sockets, and as many slow-header ones, held open during the load")
     args = ap.parse_args()
     if args.torch_threads:
         import torch
@@ -145,7 +156,48 @@ def main() -> int:
                    ("malformed JSON", "POST", "/search", {"content": b"{not json", "headers": {"content-type": "application/json"}}, (422,)),
                    ("k out of range", "POST", "/search", {"json": {"text": "x", "k": 100000}}, (422,)),
                    ("no such image", "GET", "/images/99999999", {}, (404,)),
-                   ("path in image id", "GET", "/images/..%2F..%2Fetc%2Fpasswd", {}, (404, 422))]
+                   ("path in image id", "GET", "/images/..%2F..%2Fetc%2Fpasswd", {}, (404, 422)),
+                   ("a 1,900-letter word", "POST", "/search", {"json": {"text": "a man in " + "x" * 1900, "k": 10}}, (200,))]
+
+        async def stall(stop: asyncio.Event) -> int:
+            """Idle and slow-header sockets, reopened when the server closes them; returns how many it closed."""
+            closed = 0
+
+            async def idle() -> None:
+                nonlocal closed
+                while not stop.is_set():
+                    rd, w = await asyncio.open_connection("127.0.0.1", port)
+                    try:
+                        closed += await asyncio.wait_for(rd.read(1), 60) == b""  # the server hung up on it
+                    except (TimeoutError, ConnectionError):
+                        pass
+                    w.close()
+
+            async def slow() -> None:
+                nonlocal closed
+                while not stop.is_set():
+                    rd, w = await asyncio.open_connection("127.0.0.1", port)
+                    try:
+                        for ch in b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000:
+                            if stop.is_set():
+                                break
+                            if rd.at_eof():
+                                closed += 1
+                                break
+                            w.write(bytes([ch]))
+                            await w.drain()
+                            await asyncio.sleep(1.0)
+                    except OSError:  # reset by the server
+                        closed += 1
+                    w.close()
+
+            tasks = [asyncio.create_task(idle()) for _ in range(args.idle)] + [asyncio.create_task(slow()) for _ in range(args.idle)]
+            await stop.wait()
+            print(f"  stalling sockets closed by the server during the load: {closed}")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return closed
 
         async def load() -> tuple[list[float], list[float], dict[str, int], int, float]:
             lat: list[float] = []
@@ -178,18 +230,27 @@ def main() -> int:
                             ok = False
                         errors += 0 if ok else 1
 
+                stop = asyncio.Event()
+                stalling = asyncio.create_task(stall(stop))
+                await asyncio.sleep(0.5)  # the idle sockets are in before the first search
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(i) for i in range(args.requests)))
-                return lat, img_lat, refused, errors, time.perf_counter() - t0
+                wall = time.perf_counter() - t0
+                stop.set()
+                await stalling
+                return lat, img_lat, refused, errors, wall
 
+        rss0 = _rss_mb()
         lat, img_lat, refused, errors, wall = asyncio.run(load())
+        rss1 = _rss_mb()
         server.should_exit = True
         th.join(timeout=5)
         total = args.requests + len(img_lat)
         print(f"HTTP load (hnsw index, serve's settings): {total} requests at concurrency {args.concurrency} in {wall:.1f} s "
               f"({total / wall:.0f} requests/s): search {_pct(lat)}, image {_pct(img_lat) if img_lat else '-'}; "
               f"hostile requests refused as expected: {sum(refused.values())} ({', '.join(f'{k} {v}' for k, v in refused.items())}); "
-              f"{errors} errors")
+              f"{errors} errors; with {args.idle} idle and {args.idle} slow-header sockets open throughout; "
+              f"resident memory {rss0:.0f} MB before, {rss1:.0f} MB after")
     return 0
 
 

@@ -248,6 +248,42 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: li
     return cfg
 
 
+SEED_MAX = 2**31 - 1  # seeds enter int64 hash arithmetic (training's per-pair streams) and numpy generators
+# inclusive ranges of the numeric keys whose values the code can run with (None: no bound on that side)
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "model.embed_dim": (1, None), "model.patch_size": (1, None), "model.vision_width": (1, None), "model.vision_layers": (1, 256),
+    "model.vision_heads": (1, None), "model.context_length": (4, 8192), "model.vocab_size": (1, None), "model.text_width": (1, None),
+    "model.text_layers": (1, 256), "model.text_heads": (1, None), "model.num_queries": (1, 4096), "model.decoder_layers": (1, 256),
+    "model.decoder_heads": (1, None), "model.matcher_layers": (1, 256), "model.num_classes": (0, None), "model.attribute_words": (0, None),
+    "model.granularity_weight": (0, None), "model.text_position_jitter": (0, 8192),
+    "data.bpe_vocab_size": (8, 10_000_000), "data.pad": (0, 4096), "data.color_jitter": (0, 1), "data.erase_prob": (0, 1),
+    "data.num_instances": (1, None), "data.workers": (0, 256), "data.val_identities": (0, None), "data.in_memory_mb": (0, None),
+    "train.epochs": (1, 1_000_000), "train.batch_size": (2, None), "train.adam_eps": (1e-30, 1), "train.weight_decay": (0, None),
+    "train.warmup_epochs": (0, None), "train.min_lr_ratio": (0, 1), "train.grad_clip": (0, None), "train.seed": (0, SEED_MAX),
+    "train.eval_every": (0, None), "train.log_every": (1, None), "train.max_steps_per_epoch": (0, None), "train.match_candidates": (2, None),
+    "train.eval_limit": (0, None),
+}
+
+
+def _num(x: float | None) -> str:
+    """A bound as people write it: 10,000,000 and 2,147,483,647, 1e-30."""
+    return f"{int(x):,}" if x is not None and float(x).is_integer() else f"{x:g}"
+
+
+def _check_bounds(cfg: Config) -> None:
+    """Every key of :data:`BOUNDS` within its range, and loss weights / lr multipliers not negative."""
+    for key, (lo, hi) in BOUNDS.items():
+        section, name = key.split(".")
+        v = getattr(getattr(cfg, section), name)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f"at least {_num(lo)}" if hi is None else f"between {_num(lo)} and {_num(hi)}" if lo is not None else f"at most {_num(hi)}"
+            raise ConfigError(f"{key}: must be {rng}, got {v}")
+    for group in ("loss_weights", "lr_multipliers"):
+        for k, w in getattr(cfg.train, group).items():
+            if w < 0:
+                raise ConfigError(f"train.{group}.{k}: must be at least 0, got {w}")
+
+
 def check_config(cfg: Config) -> None:
     """Values that parse but cannot work."""
     m, d, t = cfg.model, cfg.data, cfg.train
@@ -261,6 +297,7 @@ def check_config(cfg: Config) -> None:
                     raise ConfigError(f"{name}: must be a finite number, got {v}")
     if m.arch not in ARCHS:
         raise ConfigError(f"model.arch: must be one of {', '.join(ARCHS)}")
+    _check_bounds(cfg)
     h, w = m.image_size
     if m.vision not in ("vit", "conv"):
         raise ConfigError("model.vision: must be vit or conv")

@@ -116,6 +116,11 @@ def _check_arrays(p: Path, arrays: dict[str, np.ndarray]) -> None:
             raise UFineBenchError(f"{p}: {key} must hold integer person ids, has dtype {ids.dtype}")
         if ids.dtype.kind == "f" and (not np.isfinite(ids).all() or not np.all(ids == np.round(ids))):
             raise UFineBenchError(f"{p}: {key} must hold integer person ids, found non-integral values")
+        if ids.dtype.kind == "f" and np.abs(ids).max() > 2 ** (np.finfo(ids.dtype).nmant + 1):
+            raise UFineBenchError(f"{p}: {key} holds ids too large to be exact as {ids.dtype} (different ids may have become one); "
+                                  "store them as integers")
+        if ids.dtype.kind == "u" and ids.max() > np.iinfo(np.int64).max:
+            raise UFineBenchError(f"{p}: {key} holds ids beyond the 64-bit integer range")
     nq, ng = len(arrays["query_ids"]), len(arrays["gallery_ids"])
     mats = ["similarity"] if "similarity" in arrays else ["query_features", "gallery_features"]
     for key in mats:

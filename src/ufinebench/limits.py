@@ -64,13 +64,30 @@ def _check_size(path: Path, limit: int, what: str) -> None:
         raise UFineBenchError(f"{path}: {size / 2**20:.1f} MB is more than the {limit / 2**20:.0f} MB allowed for {what}")
 
 
+MAX_INT_DIGITS = 40  # integers in JSON / YAML inputs: ids, counts, seeds never need more digits
+
+
+class _LongInteger(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    """JSON's integer hook: refuses integers of more than ``MAX_INT_DIGITS`` digits (Python would
+    refuse past 4,300 with a traceback, and parsing a huge one is quadratic)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _LongInteger(f"an integer of {len(text.lstrip('-')):,} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def read_json(path: str | os.PathLike[str], what: str = "a JSON file", limit: int | None = None) -> Any:
     """Parse a JSON file of at most ``limit`` bytes (default ``max_json_bytes()``); one-line errors."""
     p = Path(path)
     _check_size(p, max_json_bytes() if limit is None else limit, what)
     try:
         with open(p, "rb") as fh:
-            return json.load(fh)
+            return json.load(fh, parse_int=_parse_int)
+    except _LongInteger as exc:
+        raise UFineBenchError(f"{p}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise UFineBenchError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError as exc:
@@ -152,6 +169,8 @@ def load_yaml(text: str, where: str = "YAML") -> Any:
         raise YamlSyntaxError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise UFineBenchError(f"{where}: YAML nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit limit
+        raise UFineBenchError(f"{where}: {str(exc).split(';')[0]}") from None
     if _count_nodes(value, MAX_YAML_NODES) > MAX_YAML_NODES:
         raise UFineBenchError(f"{where}: expands to more than {MAX_YAML_NODES:,} values (aliases)")
     return value

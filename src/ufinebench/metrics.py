@@ -600,6 +600,11 @@ def _default_chunk(num_g: int, cuda: bool) -> int:
     return max(1, min(_CPU_CHUNK_MAX_ROWS, _CPU_CHUNK_ELEMENTS // max(num_g, 1)))
 
 
+def exact_float_limit(dtype: Any) -> float:
+    """The largest integer up to which every integer is exact in a float ``dtype`` (2^53 for float64, 2^24 for float32)."""
+    return float(2 ** (np.finfo(dtype).nmant + 1))
+
+
 def _as_ids(x: Any, name: str) -> np.ndarray:
     """Person ids as a 1-D int64 array; integral floats are accepted, anything else is refused."""
     arr = _to_numpy(_as_array(x, name))
@@ -612,6 +617,9 @@ def _as_ids(x: Any, name: str) -> np.ndarray:
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
             raise MetricsInputError(f"{name} must be integers, found non-integral values")
+        if arr.size and np.abs(arr).max() > exact_float_limit(arr.dtype):
+            raise MetricsInputError(f"{name}: ids above {exact_float_limit(arr.dtype):.0f} are not exact in {arr.dtype} (different ids "
+                                    "may have become one); store them as integers")
         return arr.astype(np.int64)
     raise MetricsInputError(f"{name} must be integers, got dtype {arr.dtype}")
 
@@ -623,12 +631,30 @@ def _contiguous_labels(qids: np.ndarray, gids: np.ndarray) -> tuple[np.ndarray, 
     return inv[: len(qids)], inv[len(qids):]
 
 
+# Rows whose largest entry lies outside this range are divided by it before the L2 norm: squaring
+# 1e-35 underflows and 1e30 overflows float32, which turned such rows into zeros (ties) or "inf".
+# Rows inside the range are left bit-for-bit as they were, so ordinary figures do not move.
+_SAFE_SCALE = (1e-15, 1e15)
+
+
+def _rescaled_np(x: np.ndarray) -> np.ndarray:
+    """(n, D) as float32, with rows of extreme scale divided by their largest absolute entry (cosines are scale-free)."""
+    if x.dtype.kind != "f" or x.size == 0:
+        return x.astype(np.float32, copy=False)
+    m = np.abs(x).max(axis=1)  # (n,) in the input's precision
+    odd = (m > 0) & np.isfinite(m) & ((m < _SAFE_SCALE[0]) | (m > _SAFE_SCALE[1]))
+    if odd.any():
+        x = x.copy()
+        x[odd] = x[odd] / m[odd, None]
+    return x.astype(np.float32, copy=False)
+
+
 def _normalise_np(x: np.ndarray, name: str, transpose: bool = False) -> np.ndarray:
     """(n, D) -> float32 rows of unit L2 norm (zero rows stay zero); (D, n) with ``transpose``.
 
     The transposed form is written in the same pass, saving a separate copy for BLAS.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = _rescaled_np(np.asarray(x))
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # (n,)
     if not np.isfinite(norms).all():
         raise MetricsInputError(f"{name} contains NaN or inf")
@@ -648,6 +674,11 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def _normalise_torch(x: torch.Tensor, name: str) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise MetricsInputError(f"{name} contains NaN or inf")
+    if x.is_floating_point() and x.numel():
+        m = x.abs().amax(dim=1, keepdim=True)  # (n, 1)
+        odd = (m > 0) & ((m < _SAFE_SCALE[0]) | (m > _SAFE_SCALE[1]))
+        if bool(odd.any()):
+            x = torch.where(odd, x / torch.where(odd, m, torch.ones_like(m)), x)
     return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
 
 

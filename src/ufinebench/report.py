@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ufinebench.data.annotations import subset_sort_key
+from ufinebench.data.transforms import load_image
+from ufinebench.errors import UFineBenchError
 from ufinebench.evaluate import score_rows
 from ufinebench.io import atomic_write_bytes
-from ufinebench.limits import max_pixels
 from ufinebench.outputs import add_entries, claim_dir
 from ufinebench.tables import METRIC_COLUMNS
 
@@ -39,15 +39,13 @@ def _png(fig: Any) -> str:
 
 
 def _thumb(path: str) -> str:
+    """A small JPEG of an example image as a data URI, through the guarded loader; "" when it cannot be shown."""
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > max_pixels():
-                return ""
-            small = im.convert("RGB").resize(THUMB)
-            buf = io.BytesIO()
-            small.save(buf, format="JPEG", quality=80)
-    except OSError:
+        small = load_image(path).resize(THUMB)
+    except (UFineBenchError, OSError):  # missing, not a regular file, too many pixels, broken
         return ""
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

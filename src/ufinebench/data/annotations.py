@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from tqdm.auto import tqdm
 
 from ufinebench.errors import UFineBenchError
 from ufinebench.limits import check_pixels, read_json
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # person ids are stored as int64
 
 
 class DataError(UFineBenchError):
@@ -269,6 +272,8 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
     pid = rec.get("id")
     if "id" in rec and (isinstance(pid, bool) or not isinstance(pid, int)):
         bad("id", f"person ids must be integers, found {json.dumps(pid)}")
+    elif isinstance(pid, int) and not INT64_MIN <= pid <= INT64_MAX:
+        bad("id", f"person id {pid} is outside the 64-bit integer range")
     split = rec.get("split")
     if "split" in rec:
         if not isinstance(split, str):
@@ -379,12 +384,13 @@ def check_images(samples: Sequence[Sample], *, workers: int = 4, progress: bool 
 
 def image_problem(path: Path) -> str | None:
     """Why an image file cannot be used, or None when it decodes completely."""
-
-
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         return f"cannot read {path} ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader forever
+        return f"not a regular file: {path}"
+    size = st.st_size
     if size == 0:
         return f"zero-size file {path}"
     try:

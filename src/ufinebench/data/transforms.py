@@ -7,7 +7,9 @@ of loader workers or processes.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Decode an image as RGB with its EXIF orientation applied."""
-
+    """Decode an image as RGB with its EXIF orientation applied: the one guarded loader (a regular
+    file only, so a FIFO cannot hang it; the header's pixel count checked before decoding)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UFineBenchError(f"{path}: not a regular file")
         with Image.open(path) as raw:
             check_pixels(raw.size, path)  # the header's claim, before decoding
             im = ImageOps.exif_transpose(raw)

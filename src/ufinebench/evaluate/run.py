@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ def _align(given: Sequence[str] | None, canonical: list[str], n: int, what: str)
         raise UFineBenchError(f"{len(given)} {what}_keys for {n} {what} rows")
     pos = {k: i for i, k in enumerate(given)}
     if len(pos) != len(given):
-        dup = sorted({k for k in given if given.count(k) > 1})[:3]
+        dup = sorted(k for k, n in Counter(given).items() if n > 1)[:3]  # one pass (count() per key was quadratic)
         raise UFineBenchError(f"{what}_keys repeat: {', '.join(dup)}")
     missing = [k for k in canonical if k not in pos]
     extra = sorted(set(given) - set(canonical))

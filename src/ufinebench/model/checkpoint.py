@@ -148,8 +148,11 @@ def from_checkpoint(path: str | os.PathLike[str], *, device: str | torch.device 
         vocabulary = checkpoint_vocabulary(meta, mcfg.attribute_words)
     except VocabularyError as exc:
         raise CheckpointError(f"{folder}: {exc}") from None
-    model = RetrievalModel(mcfg)
-    missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
+    try:
+        model = RetrievalModel(mcfg)
+        missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
+    except (RuntimeError, ValueError) as exc:  # tensors of other shapes than the saved config says, or a config that builds nothing
+        raise CheckpointError(f"{folder}: weights do not fit the model its meta.json describes ({str(exc).splitlines()[-1].strip()[:200]})") from None
     missing = [k for k in missing if k != "text.mask_embedding"]  # only training's MLM reads it (older checkpoints lack it)
     if missing or unexpected:
         raise CheckpointError(f"{folder}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")

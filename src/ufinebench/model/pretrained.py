@@ -371,6 +371,9 @@ def import_clip(
         claim_dir(out, "import-clip", force=force)
         check_free(out, "import-clip", CHECKPOINT_FILES)  # a file of the user's with a checkpoint's name is never replaced
         model, meta = _convert_clip(weights, image_size, context_length, text_positions, activation, model_name)
+        bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise ImportError_(f"{weights}: {bad} holds NaN or infinite values; not saved")
         path = save_checkpoint(out, model, meta)
         record_entries(out, "import-clip", ("model.safetensors", "meta.json"))  # marked only once written: a failed import claims nothing
         return path

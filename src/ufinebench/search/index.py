@@ -170,7 +170,8 @@ def _build_index(
         buf = io.BytesIO()
         extra: dict[str, Any] = {} if word_logp is None else {"word_logp": word_logp.astype(np.float32)}  # the check's image side
         np.savez(buf, embeddings=emb, paths=np.asarray([str(p) for p, _ in chunk]),
-                 person_ids=np.asarray([-1 if pid is None else pid for _, pid in chunk], dtype=np.int64),
+                 person_ids=np.asarray([0 if pid is None else pid for _, pid in chunk], dtype=np.int64),
+                 person_known=np.asarray([pid is not None for _, pid in chunk]),  # a folder of images has no ids
                  thumb_offsets=np.cumsum([0] + [len(t) for t in thumbs]).astype(np.int64), **extra)
         atomic_write_bytes(parts / f"{start + c:06d}.npz", buf.getvalue())
         if bar is not None:
@@ -206,7 +207,7 @@ def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
     embs: list[np.ndarray] = []
     words: list[np.ndarray | None] = []
     paths: list[str] = []
-    pids: list[int] = []
+    pids: list[int | None] = []
     thumbs: list[tuple[Path, int, int]] = []
     for f in sorted(parts.glob("*.npz")) if parts.is_dir() else []:
         with np.load(f, allow_pickle=False) as z:
@@ -214,7 +215,9 @@ def _read_parts(parts: Path, embeddings: bool = True) -> dict[str, Any]:
                 embs.append(z["embeddings"])
                 words.append(z["word_logp"] if "word_logp" in z else None)
             paths.extend(z["paths"].tolist())
-            pids.extend(z["person_ids"].tolist())
+            ids = z["person_ids"].tolist()
+            known = z["person_known"].tolist() if "person_known" in z else [i >= 0 for i in ids]  # older chunks: -1 meant none
+            pids.extend(i if k else None for i, k in zip(ids, known, strict=True))
             if "thumb_offsets" in z:
                 off = z["thumb_offsets"].tolist()
                 thumbs.extend((f.with_suffix(".thumbs"), a, b) for a, b in zip(off[:-1], off[1:], strict=False))
@@ -271,7 +274,7 @@ class SearchIndex:
         self.device = device
         parts = _read_parts(self.folder / "parts")
         self.paths: list[str] = parts["paths"]
-        self.person_ids: list[int] = parts["person_ids"]
+        self.person_ids: list[int | None] = parts["person_ids"]
         self._thumbs: list[tuple[Path, int, int]] = parts["thumbs"]
         if len(self._thumbs) != len(self.paths):
             raise IndexError_(f"{self.folder}: thumbnails missing for some images; rebuild the index")
@@ -356,5 +359,5 @@ class SearchIndex:
             blend = [scale * sc + self.check_weight * float(c) for (sc, _), c in zip(top, check[0], strict=True)]
             order = sorted(range(len(top)), key=lambda j: -blend[j])  # stable: ties keep the cosine order
             pairs = [top[j] for j in order] + pairs[RERANK_TOPK:]
-        hits = [Hit(r + 1, i, self.paths[i], sc, None if self.person_ids[i] < 0 else int(self.person_ids[i])) for r, (sc, i) in enumerate(pairs[:k])]
+        hits = [Hit(r + 1, i, self.paths[i], sc, self.person_ids[i]) for r, (sc, i) in enumerate(pairs[:k])]
         return hits, named is not None and bool(pairs)

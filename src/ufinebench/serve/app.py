@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ufinebench.errors import UFineBenchError
 from ufinebench.search.index import SearchIndex
 
 MAX_TEXT = 2000
@@ -92,6 +93,18 @@ class GuardMiddleware:
         except TimeoutError:
             if not started:
                 await _answer(send, 503, "request took too long")
+
+
+def check_allowed_hosts(hosts: Sequence[str]) -> list[str]:
+    """Host patterns as the service accepts them: a name, "*" (any), or "*.domain"; else a one-line error."""
+    out = []
+    for h in hosts:
+        if not isinstance(h, str) or not h or len(h) > 255 or any(c.isspace() or not c.isprintable() for c in h):
+            raise UFineBenchError(f"--allowed-host {h!r}: not a host name")
+        if h != "*" and ("*" in h[1:] or (h.startswith("*") and not h.startswith("*."))):
+            raise UFineBenchError(f"--allowed-host {h!r}: a wildcard is '*' alone or '*.example.com'")
+        out.append(h)
+    return out
 
 
 def server_config(app: Any, host: str, port: int, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT_S) -> Any:
@@ -273,5 +286,5 @@ def create_app(
             raise HTTPException(status_code=404, detail="no such image")
         return Response(idx.thumbnail(image_id), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    guarded = TrustedHostMiddleware(app, allowed_hosts=list(allowed_hosts))
+    guarded = TrustedHostMiddleware(app, allowed_hosts=check_allowed_hosts(allowed_hosts))
     return GuardMiddleware(guarded, max_body, body_timeout, request_timeout)

@@ -56,6 +56,8 @@ class SynthConfig:
         a, b = self.images_per_id
         if self.identities < 3:
             raise UFineBenchError("--identities must be at least 3 (one per split)")
+        if not 0 <= self.seed < 2**63:
+            raise UFineBenchError(f"--seed must be a whole number from 0 to 2^63 - 1, got {self.seed}")
         if not 2 <= a <= b <= 50:
             raise UFineBenchError(f"--images-per-id must be A:B with 2 <= A <= B <= 50, got {a}:{b}")
         h, w = self.size

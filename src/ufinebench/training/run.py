@@ -20,7 +20,7 @@ from ufinebench.distributed import Processes, barrier, env_ranks, setup
 from ufinebench.errors import UFineBenchError
 from ufinebench.evaluate import evaluate_checkpoint
 from ufinebench.io import write_json
-from ufinebench.model.checkpoint import read_meta, resolve_checkpoint
+from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
 from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
 from ufinebench.training.checkpointing import end_epoch
 from ufinebench.training.data import TrainData, epoch_batches, setup_data
@@ -80,16 +80,28 @@ def _start(cfg: Config | None, resume: str | os.PathLike[str] | None, rank: int)
         if cfg is None:
             raise ConfigError("no config given")
         run_dir = Path(cfg.train.out_dir)
-        if rank == 0 and (run_dir / "checkpoints").exists():
+        if rank == 0 and _has_checkpoint(run_dir):
             raise UFineBenchError(f"{run_dir} already holds a run; use --resume {run_dir} or another train.out_dir")
-        return _Start(cfg, run_dir)
+        return _Start(cfg, run_dir)  # a run that stopped before its first checkpoint (a full disk, a kill) starts again in place
     run_dir = Path(resume)
+    if not _has_checkpoint(run_dir):
+        raise UFineBenchError(f"{run_dir}: no finished epoch to resume from; start the run again with --config "
+                              f"(train.out_dir={run_dir} may stay)")
     ck = resolve_checkpoint(run_dir, "last")
     meta = read_meta(ck)
     saved_best = meta.get("best_value")
     return _Start(load_config(meta["config"]), run_dir, ck, int(meta["epoch"]) + 1, int(meta["global_step"]),
                   float(saved_best) if saved_best is not None else -math.inf, tokenizer_from_state(meta["tokenizer"]),
                   stored_vocabulary(meta))
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a finished epoch's checkpoint (``checkpoints/last`` naming a whole one)."""
+    try:
+        resolve_checkpoint(run_dir, "last")
+    except CheckpointError:
+        return False
+    return True
 
 
 def _model_config(cfg: Config, data: TrainData) -> Config:
