@@ -641,7 +641,7 @@ def _rescaled_np(x: np.ndarray) -> np.ndarray:
     """(n, D) as float32, with rows of extreme scale divided by their largest absolute entry (cosines are scale-free)."""
     if x.dtype.kind != "f" or x.size == 0:
         return x.astype(np.float32, copy=False)
-    m = np.abs(x).max(axis=1)  # (n,) in the input's precision
+    m = np.abs(x).max(axis=1).astype(np.float64)  # (n,)
     odd = (m > 0) & np.isfinite(m) & ((m < _SAFE_SCALE[0]) | (m > _SAFE_SCALE[1]))
     if odd.any():
         x = x.copy()
