@@ -196,3 +196,14 @@ def test_duplicate_score_keys_are_found_in_linear_time():
     with pytest.raises(UFineBenchError, match="repeat: img5.jpg"):
         _align(keys[:-1] + ["img5.jpg"], keys, len(keys), "gallery")
     assert time.perf_counter() - t0 < 10
+
+
+def test_captions_and_paths_with_lone_surrogates_or_nul_are_refused_where_they_enter(tmp_path, capsys):
+    r"""JSON's "\ud800" escapes decode to text that no file, tokenizer or web page can take: validate
+    flags the record (it said OK) and build-3c refuses it in one line (it crashed writing its output)."""
+    body = json.dumps([{"split": "test", "id": 1, "file_path": "a.jpg", "captions": ["a man \udc00 in red"]},
+                       {"split": "test", "id": 2, "file_path": "b\u0000.jpg", "captions": ["a woman"]}])
+    ann = _annotation(tmp_path, body)
+    out = _one_line_error(["validate", ann, "--format", "ufine6926"], capsys, "lone surrogate", code=1)
+    assert "field 'file_path'" in out and "field 'captions[0]'" in out
+    _one_line_error(["build-3c", "--from", ann, "--out", str(tmp_path.parent / f"{tmp_path.name}-3c.json")], capsys, "lone surrogate")

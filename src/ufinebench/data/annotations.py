@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from ufinebench.errors import UFineBenchError
 from ufinebench.limits import check_pixels, read_json
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # person ids are stored as int64
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # NUL, lone surrogates
 
 
 class DataError(UFineBenchError):
@@ -285,6 +287,8 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
         bad(spec.image_field, f"must be a non-empty string, found {json.dumps(fpath)}")
     elif isinstance(fpath, str) and os.path.isabs(fpath):  # '..' is fine: 3C sets point into other datasets
         bad(spec.image_field, f"must be a path relative to the annotation file's folder, found {fpath!r}")
+    elif isinstance(fpath, str) and _BAD_TEXT.search(fpath):
+        bad(spec.image_field, "holds a NUL or a lone surrogate (not valid Unicode text)")
     caps = rec.get("captions")
     if "captions" in rec:
         if not isinstance(caps, list):
@@ -297,6 +301,8 @@ def _parse_record(i: int, rec: Any, spec: FormatSpec, root: Path, problems: list
                     bad(f"captions[{k}]", f"must be a string, found {json.dumps(c)}")
                 elif not c.strip():
                     bad(f"captions[{k}]", "is empty")
+                elif _BAD_TEXT.search(c):  # JSON's \ud800 escapes decode to text no file, tokenizer or page can take
+                    bad(f"captions[{k}]", "holds a NUL or a lone surrogate (not valid Unicode text)")
     image_tags: dict[str, Any] = {}
     for fld in spec.image_tag_fields:
         v = rec.get(fld)
