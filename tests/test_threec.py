@@ -196,3 +196,42 @@ def test_cli_errors(tmp_path, capsys, tiny_synth):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_truncated_cache_entries_and_deeply_nested_answers_are_asked_again_or_fall_back(two_sources, tmp_path, server):
+    """A cache entry cut short (a killed write of an older version, a hand edit) is a miss, not a
+    traceback: it is asked again; an answer nested past Python's recursion limit is a malformed
+    answer (retried, then the offline fallback)."""
+    cache = tmp_path / "cache"
+    build_3c(two_sources, tmp_path / "a.json", rewriter=_llm(server, cache), per_caption=2)
+    entries = sorted(cache.glob("*.json"))
+    for f in entries[:5]:
+        f.write_text(f.read_text()[:20])  # truncated
+    entries[5].write_text(json.dumps({"text": ["not", "text"]}))  # the wrong shape
+    before = sum(_Faulty.counts.values())
+    prov = build_3c(two_sources, tmp_path / "b.json", rewriter=_llm(server, cache), per_caption=2)
+    assert prov["llm"]["cache_hits"] == len(entries) - 6 and sum(_Faulty.counts.values()) > before
+    assert read_annotations(tmp_path / "b.json").ok
+
+    class Deep(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = b"[" * 200_000 + b"]" * 200_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        rw = LLMRewriter(f"http://127.0.0.1:{srv.server_address[1]}/v1", "m", retries=0, backoff=0.01, concurrency=2, timeout=5)
+        prov = build_3c(two_sources, tmp_path / "c.json", rewriter=rw, per_caption=1)
+        assert prov["llm"]["failures"].get("malformed", 0) > 0 and prov["llm"]["fallbacks"] == prov["rewrites"] > 0
+    finally:
+        srv.shutdown()

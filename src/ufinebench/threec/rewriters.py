@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from ufinebench.errors import UFineBenchError
-from ufinebench.limits import read_yaml_file
+from ufinebench.limits import read_json, read_yaml_file
 
 WORDS = {"fine": (60, 100), "medium": (30, 50), "coarse": (12, 30)}
 STYLES = ("plain", "narrative", "witness", "terse", "colloquial")
@@ -210,10 +210,10 @@ class LLMRewriter:
     async def _one(self, client: Any, sem: asyncio.Semaphore, caption: str, granularity: str, style: str, rng: np.random.Generator) -> Rewrite:
         key = self._key(caption, granularity, style)
         tags = {"rewriter": self.name, "model": self.model, "prompt_version": self.prompt_version}
-        if self.cache and (self.cache / f"{key}.json").is_file():
+        hit = self._cached(key)
+        if hit is not None:
             self.stats.cache_hits += 1
-            hit = json.loads((self.cache / f"{key}.json").read_text())
-            return Rewrite(hit["text"], {**tags, **hit.get("tags", {})})
+            return Rewrite(hit["text"], {**tags, **hit["tags"]})
         body = {"model": self.model, "messages": self._messages(caption, granularity, style), "temperature": 0.2}
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         reason = "unknown"
@@ -236,7 +236,7 @@ class LLMRewriter:
                 reason = "timeout"
                 self.stats.fail(reason)
                 continue
-            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:  # an answer nested too deeply too
                 reason = "malformed" if not isinstance(exc, httpx.HTTPError) else type(exc).__name__
                 self.stats.fail(reason)
                 continue
@@ -253,6 +253,20 @@ class LLMRewriter:
         fb.tags.update({"rewriter": "offline-fallback", "fallback_reason": reason, "model": self.model})
         self._store(key, fb.text, fb.tags, (caption, granularity, style))  # a rerun is free; delete the cache to ask again
         return fb
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        """A cached answer ({"text", "tags"}), or None: no cache, no entry, or an entry that is truncated,
+        not JSON or not of this shape (a killed write of an older version, a hand edit): then it is asked again."""
+        path = self.cache / f"{key}.json" if self.cache else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            hit = read_json(path, "an LLM cache entry", limit=1 << 20)
+        except UFineBenchError:
+            return None
+        if not isinstance(hit, dict) or not isinstance(hit.get("text"), str) or not isinstance(hit.get("tags", {}), dict):
+            return None
+        return {"text": hit["text"], "tags": hit.get("tags", {})}
 
     def _store(self, key: str, text: str, tags: dict[str, Any], job: tuple[str, str, str]) -> None:
         if self.cache:
