@@ -134,7 +134,10 @@ def test_a_run_that_stopped_before_its_first_checkpoint_starts_again_and_resume_
     assert not (run / "checkpoints" / ".epoch_0001.tmp-999999999").exists()  # the dead writer's temporary folder went
 
 
-def test_import_clip_refuses_weights_with_nan(tmp_path, capsys):
+@pytest.mark.parametrize("key, shape", [("visual.proj", (63, 32)), ("text_projection", (32, 31)), ("ln_final.weight", (31,)),
+                                        ("transformer.resblocks.0.attn.in_proj_weight", (33, 32)), ("visual.positional_embedding", (3, 64)),
+                                        ("positional_embedding", (16,)), ("nan", None)])
+def test_import_clip_refuses_weights_of_wrong_shapes_or_with_nan(tmp_path, capsys, key, shape):
     import importlib.util
 
     from ufinebench.data.tokenizer import find_clip_vocab
@@ -145,12 +148,15 @@ def test_import_clip_refuses_weights_with_nan(tmp_path, capsys):
     torch.manual_seed(0)
     ref = mod.CLIP(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=8, context_length=16,
                    vocab_size=100, transformer_width=32, transformer_heads=2, transformer_layers=1)
-    sd = ref.state_dict()
-    sd["visual.proj"][0, 0] = float("nan")
-    torch.save(sd, tmp_path / "nan.pt")
+    sd = dict(ref.state_dict())
+    if shape is None:
+        sd["visual.proj"][0, 0] = float("nan")
+    else:
+        sd[key] = torch.zeros(shape)
+    torch.save(sd, tmp_path / "w.pt")
     out = tmp_path / "ck"
-    _one_line_error(["import-clip", str(tmp_path / "nan.pt"), "--image-size", "32x32", "--text-length", "16", "--activation",
-                     "quick_gelu", "-o", str(out)], capsys, "NaN or infinite")
+    _one_line_error(["import-clip", str(tmp_path / "w.pt"), "--image-size", "32x32", "--text-length", "16", "--activation",
+                     "quick_gelu", "-o", str(out)], capsys, "NaN or infinite" if shape is None else "do not form one CLIP ViT")
     assert not (out / "model.safetensors").exists()
 
 

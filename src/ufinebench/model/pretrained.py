@@ -370,7 +370,11 @@ def import_clip(
     with output_lock(out):
         claim_dir(out, "import-clip", force=force)
         check_free(out, "import-clip", CHECKPOINT_FILES)  # a file of the user's with a checkpoint's name is never replaced
-        model, meta = _convert_clip(weights, image_size, context_length, text_positions, activation, model_name)
+        try:
+            model, meta = _convert_clip(weights, image_size, context_length, text_positions, activation, model_name)
+        except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # tensors whose shapes disagree with each other
+            reason = " ".join(str(exc).split())[:240]
+            raise ImportError_(f"{weights}: the tensors do not form one CLIP ViT ({reason})") from None
         bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
         if bad is not None:
             raise ImportError_(f"{weights}: {bad} holds NaN or infinite values; not saved")
