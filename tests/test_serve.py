@@ -368,3 +368,41 @@ def test_idle_connections_and_slow_headers_cannot_stall_the_service(index_dir):
     t0 = time.perf_counter()
     assert QueryNormalizer(words)("a woman in a " + "x" * 2000 + " jaket").text.endswith("jacket")
     assert time.perf_counter() - t0 < 0.5  # was 0.3-0.9 s and hundreds of MB for the 2,000 letters alone
+
+
+def test_one_client_keeps_at_most_a_few_connections_waiting(index_dir):
+    """Past ``waiting_per_client`` connections of one address waiting for a request head, the
+    longest-waiting one is closed (a real client sends its head at once, so searches go on)."""
+    import httpx
+    import uvicorn
+
+    from ufinebench.serve.app import server_config
+
+    port = _free_port()
+    server = uvicorn.Server(server_config(create_app(str(index_dir)), "127.0.0.1", port, header_timeout=30.0, waiting_per_client=8))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    idle = []
+    try:
+        for _ in range(20):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.02)  # in order: the first ones wait longest
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+            assert client.post("/search", json={"text": "a woman in a red coat", "k": 2}).status_code == 200
+        closed = 0
+        for s in idle:
+            s.settimeout(0.5)
+            try:
+                closed += s.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert 12 <= closed < 20  # the oldest went; the newest (at most 8 waiting) still wait
+    finally:
+        for s in idle:
+            s.close()
+        server.should_exit = True
+        t.join(timeout=5)
