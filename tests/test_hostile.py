@@ -213,3 +213,11 @@ def test_captions_and_paths_with_lone_surrogates_or_nul_are_refused_where_they_e
     out = _one_line_error(["validate", ann, "--format", "ufine6926"], capsys, "lone surrogate", code=1)
     assert "field 'file_path'" in out and "field 'captions[0]'" in out
     _one_line_error(["build-3c", "--from", ann, "--out", str(tmp_path.parent / f"{tmp_path.name}-3c.json")], capsys, "lone surrogate")
+
+
+def test_paths_with_nul_are_one_line_errors(tmp_path, capsys):
+    """A NUL in an output path reached os.stat and ended in a traceback ('embedded null byte')."""
+    npz = tmp_path / "m.npz"
+    np.savez(npz, similarity=np.eye(2), query_ids=np.arange(2), gallery_ids=np.arange(2))
+    _one_line_error(["metrics", str(npz), "--json", str(tmp_path / "x\x00.json")], capsys, "cannot hold a NUL")
+    _one_line_error(["validate", str(tmp_path / "a\x00b.json")], capsys, "no such file")

@@ -68,6 +68,9 @@ def check_outputs(outputs: dict[str, PathLike | None], inputs: Iterable[PathLike
     are guarded by :func:`claim_dir`). A file output that exists is replaced only with ``force``,
     and only when it is a regular file.
     """
+    for label, path in [*outputs.items(), *(("an input", p) for p in inputs)]:
+        if path is not None and "\0" in str(path):
+            raise OutputError(f"{label} {str(path)!r}: a path cannot hold a NUL character")
     ins = [(str(p), _resolved(p)) for p in inputs if p is not None and str(p) != ""]
     dirs = set(folders)
     seen: dict[Path, str] = {}
