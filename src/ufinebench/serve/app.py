@@ -22,7 +22,6 @@ MAX_K = 100
 MAX_BODY = 16_384
 MAX_HEADERS = 16_384  # bytes of request headers (names and values); more is refused (431)
 HEADER_TIMEOUT_S = 10.0  # a connection that has not sent a whole request head by then is closed (idle or slow headers)
-WAITING_PER_CLIENT = 32  # connections of one client address waiting for their request head; the oldest goes past it
 BODY_TIMEOUT_S = 10.0  # a client that sends its body slower than this is cut off (408)
 REQUEST_TIMEOUT_S = 30.0  # a request not answered by then gets 503
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -108,32 +107,26 @@ def check_allowed_hosts(hosts: Sequence[str]) -> list[str]:
     return out
 
 
-def server_config(app: Any, host: str, port: int, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT_S,
-                  waiting_per_client: int = WAITING_PER_CLIENT) -> Any:
+def server_config(app: Any, host: str, port: int, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT_S) -> Any:
     """The uvicorn settings `serve` runs with: short keep-alive, bounded concurrency and header size,
-    and connections that must send a whole request head within ``header_timeout`` seconds, at most
-    ``waiting_per_client`` of them per client address (:func:`guarded_protocol`)."""
+    and connections that must send a whole request head within ``header_timeout`` seconds
+    (:func:`guarded_protocol`)."""
     import uvicorn  # the web stack is heavy: loaded by the service only
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=64,
-                          h11_max_incomplete_event_size=MAX_HEADERS, http=guarded_protocol(header_timeout, waiting_per_client))
+                          h11_max_incomplete_event_size=MAX_HEADERS, http=guarded_protocol(header_timeout))
 
 
-def guarded_protocol(header_timeout: float, waiting_per_client: int = WAITING_PER_CLIENT) -> type:
-    """uvicorn's HTTP/1.1 protocol with a deadline for every request head and a cap on waiting connections.
+def guarded_protocol(header_timeout: float) -> type:
+    """uvicorn's HTTP/1.1 protocol with a deadline for every request head.
 
     uvicorn times out a connection only after a response (keep-alive); one that connects and sends
     nothing, or sends its headers a byte at a time, stays forever and counts toward the concurrency
     limit, so 64 idle sockets made every other client wait for a 503. Here a connection counts
-    toward the limit only once a request head has arrived; one that has not sent a whole head
-    within ``header_timeout`` seconds (after connecting, or after its last response) is closed; and
-    of one client address at most ``waiting_per_client`` connections wait for a head at a time: a
-    new one closes that client's longest-waiting one (a real client sends its head at once, so only
-    idle sockets are ever closed this way).
+    toward the limit only once a request head has arrived, and one that has not sent a whole head
+    within ``header_timeout`` seconds (after connecting, or after its last response) is closed.
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol  # the web stack: see server_config
-
-    waiting: dict[str, dict[int, Any]] = {}  # client address -> connections waiting for a head, oldest first (one event loop)
 
     class GuardedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -160,32 +153,17 @@ def guarded_protocol(header_timeout: float, waiting_per_client: int = WAITING_PE
             self._disarm()
             super().connection_lost(exc)
 
-        def _client(self) -> str:
-            return str(self.client[0]) if self.client else ""
-
         def _arm(self) -> None:
             self._disarm()
             self._deadline = self.loop.call_later(header_timeout, self._too_slow)
-            mine = waiting.setdefault(self._client(), {})
-            mine[id(self)] = self
-            while len(mine) > waiting_per_client:
-                oldest = mine.pop(next(iter(mine)))
-                oldest._disarm()
-                oldest.transport.close()
 
         def _disarm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
-            mine = waiting.get(self._client())
-            if mine is not None:
-                mine.pop(id(self), None)
-                if not mine:
-                    del waiting[self._client()]
 
         def _too_slow(self) -> None:
             self._deadline = None
-            self._disarm()
             if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
                 self.transport.close()
 
