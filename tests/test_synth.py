@@ -179,3 +179,99 @@ def test_cli_synth_and_bad_options(tmp_path, capsys):
         assert main(["synth", str(tmp_path / "t"), *argv]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def standard(tmp_path_factory):
+    out = tmp_path_factory.mktemp("std") / "ds"
+    B.build(out, B.SynthConfig(identities=60, images_per_id=(2, 3), size=(64, 32), seed=2, difficulty="standard"), workers=1)
+    return out
+
+
+def test_easy_is_the_generator_without_families_and_knobs_override_levels(tmp_path):
+    """``easy`` (the default) builds exactly what a ``standard`` build with its knobs turned off builds:
+    the levels only set knobs, and with the knobs off no draw of the old generator moves."""
+    cfg = dict(identities=12, images_per_id=(2, 2), size=(64, 32), seed=4)
+    assert B.SynthConfig().difficulty == "easy" and B.SynthConfig(**cfg).knobs() == B.Knobs(1, 1, 0.0)
+    B.build(tmp_path / "a", B.SynthConfig(**cfg), workers=1)
+    B.build(tmp_path / "b", B.SynthConfig(**cfg, difficulty="standard", family_size=1, heldout_only=0.0), workers=1)
+    for name in ("ufine_synth.json", "ufine_synth_3c.json", "identities.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    imgs = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
+    assert all((tmp_path / "a" / "images" / n).read_bytes() == (tmp_path / "b" / "images" / n).read_bytes() for n in imgs)
+    assert '"family"' not in (tmp_path / "a" / "identities.jsonl").read_text() and '"detail"' not in (tmp_path / "a" / "ufine_synth.json").read_text()
+
+
+def test_look_alike_families_differ_only_in_their_separating_details(standard):
+    """standard: families of 3 in one split each; a variant differs from its family's base exactly in
+    the details its tags name, the base's tags name every detail its siblings changed; every caption
+    carries the family and its detail; records stay pairwise different."""
+    ids = [json.loads(line) for line in (standard / "identities.jsonl").read_text().splitlines()]
+    fams: dict[int, list[dict]] = {}
+    for r in ids:
+        fams.setdefault(r["family"]["family"], []).append(r)
+    assert len(fams) == 20 and all(len(v) == 3 for v in fams.values())
+    assert all(len({m["split"] for m in v}) == 1 for v in fams.values())
+    coarse = {"top_color", "lower_group", "has_bag"}  # derived from the fine slots
+    for members in fams.values():
+        base = members[0]["attributes"]
+        for m in members[1:]:
+            diff = {k for k in SLOTS if base[k] != m["attributes"][k]} - coarse
+            assert diff == set(m["family"]["detail"].split("+")) and len(diff) == 1
+        assert set(members[0]["family"]["detail"].split("+")) == {d for m in members[1:] for d in m["family"]["detail"].split("+")}
+    assert len({record_key(r["attributes"]) for r in ids}) == len(ids)
+    by_id = {r["id"]: r for r in ids}
+    for rec in json.loads((standard / "ufine_synth.json").read_text()):
+        for tag in rec["caption_tags"]:
+            assert tag["family"] == by_id[rec["id"]]["family"]["family"] and tag["detail"] == by_id[rec["id"]]["family"]["detail"]
+
+
+def test_held_out_only_persons_are_a_real_domain_test(standard):
+    """About half of the 3C test persons appear in its gallery only in held-out domains (tag
+    ``gallery``), so the per-source breakdown measures a domain shift the gallery cannot bypass."""
+    threec = json.loads((standard / "ufine_synth_3c.json").read_text())
+    gallery = {}
+    for rec in threec:
+        for tag in rec["caption_tags"]:
+            gallery.setdefault(rec["id"], set()).add(tag["gallery"])
+        if rec["caption_tags"][0]["gallery"] == "held-out only":
+            assert rec["source"] in HELD_OUT_DOMAINS
+    assert all(len(v) == 1 for v in gallery.values())
+    held = [i for i, v in gallery.items() if v == {"held-out only"}]
+    assert 0.2 < len(held) / len(gallery) < 0.8
+    mixed_sources = {rec["source"] for rec in threec if rec["caption_tags"][0]["gallery"] == "mixed"}
+    assert mixed_sources & set(TRAIN_DOMAINS)
+
+
+def test_look_alikes_make_fine_captions_ambiguous_only_where_the_detail_is_unseen(standard):
+    """A family member's fine caption fits only itself when its image shows the separating detail;
+    the card's ambiguity is above 1 for fine queries (views that hide the detail) and the coarse
+    ones fit a whole family."""
+    card = (standard / "CARD.md").read_text()
+    assert "Difficulty `standard`: look-alike families of 3" in card
+    ids = {json.loads(line)["id"]: json.loads(line) for line in (standard / "identities.jsonl").read_text().splitlines()}
+    test = [i for i, r in ids.items() if r["split"] == "test"]
+    amb = B.ambiguity(json.loads((standard / "ufine_synth_3c.json").read_text()), {i: r["attributes"] for i, r in ids.items()}, test)
+    assert 1.0 < amb["fine"] < amb["medium"] <= amb["coarse"] and amb["coarse"] >= 2.0
+
+
+def test_evaluation_breaks_down_by_separating_detail_and_gallery(standard):
+    from ufinebench.data.annotations import load_dataset
+    from ufinebench.evaluate import Features, evaluate_scores
+
+    samples = load_dataset(standard / "ufine_synth_3c.json", split="test").split("test")
+    n_q, n_g = len(Features.of_split(samples).query_ids), len(Features.of_split(samples).gallery_ids)
+    res = evaluate_scores(np.random.default_rng(0).random((n_q, n_g)), None, None, samples)
+    assert set(res["breakdown"]["gallery"]) == {"held-out only", "mixed"}
+    assert "sole_color" in res["breakdown"]["detail"] or "glasses" in res["breakdown"]["detail"]
+    assert sum(v["queries"] for v in res["breakdown"]["detail"].values()) == res["overall"]["queries"]
+
+
+def test_cli_difficulty_and_knob_errors(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "a"), "--identities", "6", "--size", "64x32", "--family-size", "0"]) == 2
+    assert "--family-size must be" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "b"), "--identities", "6", "--size", "64x32", "--heldout-only", "2"]) == 2
+    assert "--heldout-only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth", str(tmp_path / "c"), "--difficulty", "extreme"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from ufinebench.cli.common import nonnegative, positive
 from ufinebench.data.annotations import FORMATS, load_dataset
 from ufinebench.data.datasets import evaluation_keys
 from ufinebench.errors import UFineBenchError
-from ufinebench.evaluate import EvalRequest, EvalRun, run_eval
+from ufinebench.evaluate import BREAKDOWN_KEYS, EvalRequest, EvalRun, run_eval
 from ufinebench.io import save_metrics_npz, write_json
 from ufinebench.outputs import check_outputs, dataset_inputs
 from ufinebench.report import write_report
@@ -122,7 +122,7 @@ def _print_tables(res: EvalRun, msd: str) -> None:
                 print(f"note: {r['name']}: {r['rerank']['note']}", file=sys.stderr)
     print(f"{res.dataset} [{res.split}]: {len(res.samples)} images, text-to-image, mSD {msd}\n")
     print(format_table(rows))
-    for key in ("source", "granularity", "style", "words"):
+    for key in BREAKDOWN_KEYS:
         if any(key in r["breakdown"] for r in res.results):
             table = {f"{r['name']} | {v}": d for r in res.results for v, d in r["breakdown"].get(key, {}).items()}
             print(f"\nby {key}:")

@@ -1,7 +1,9 @@
 """Breakdowns of a split's results by the query tags the annotations carry, and per-query records.
 
-By UFine3C's ``source``, ``granularity`` and ``style`` and always by caption length (``words``:
-<= 30, 31-60, > 60), each value in the annotation's subset order.
+By UFine3C's ``source``, ``granularity`` and ``style``, always by caption length (``words``:
+<= 30, 31-60, > 60), and for UFine-Synth above ``easy`` by the ``detail`` that separates a person
+from its look-alikes and by ``gallery`` (a 3C person shown in held-out domains only, or not); each
+value in the annotation's subset order.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ufinebench.data.annotations import subset_sort_key
 from ufinebench.evaluate.features import Features
 from ufinebench.metrics import MsdVariant, metrics_from_features, metrics_from_similarity, unit_rows
 
-BREAKDOWN_KEYS = ("source", "granularity", "style", "words")
+BREAKDOWN_KEYS = ("source", "granularity", "style", "words", "detail", "gallery")  # detail / gallery: UFine-Synth's look-alikes, domain test
 
 
 def tag_groups(features: Features) -> dict[str, dict[str, np.ndarray]]:

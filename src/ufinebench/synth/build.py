@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
 from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_dir
-from ufinebench.synth.attributes import Record, draw_population
+from ufinebench.synth.attributes import Record
 from ufinebench.synth.describe import GRANULARITY_WORDS, STYLES, TRAIN_STYLES, VIEWS, caption
+from ufinebench.synth.families import draw_families, family_splits, family_tags
 from ufinebench.synth.render import HELD_OUT_DOMAINS, TRAIN_DOMAINS, jpeg_bytes, render
 from ufinebench.synth.vocabulary import synth_vocabulary
 from ufinebench.vocab import VOCAB_FILE
@@ -38,6 +39,24 @@ THREEC_FILE = "ufine_synth_3c.json"
 IDENTITIES_FILE = "identities.jsonl"
 UNSEEN_STYLES = tuple(s for s in STYLES if s not in TRAIN_STYLES and s != "cuhk")
 QUERY_STYLES = ("annotator_a",) + UNSEEN_STYLES  # 3C queries: one seen style and the unseen ones
+
+
+# Difficulty levels: the knobs each sets (a knob given on its own overrides its level's value).
+# easy draws exactly what every build before the levels drew, for the same seed.
+DIFFICULTY_LEVELS: dict[str, dict[str, Any]] = {
+    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0},
+    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5},
+    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5},
+}
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The generator's difficulty knobs, resolved from a level and any knob given on its own."""
+
+    family_size: int  # look-alike family size (1: no families); members differ in family_details separating details
+    family_details: int
+    heldout_only: float  # fraction of test persons whose 3C images come from held-out domains only (a real domain test)
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,15 @@ class SynthConfig:
     extra_3c_images: int = 2  # per test identity, in held-out domains
     queries_per_3c_image: int = 5
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    difficulty: str = "easy"  # easy | standard | hard (DIFFICULTY_LEVELS)
+    family_size: int | None = None  # None: as the level says
+    family_details: int | None = None
+    heldout_only: float | None = None
+
+    def knobs(self) -> Knobs:
+        """The level's knobs with those given on their own in place."""
+        level = DIFFICULTY_LEVELS[self.difficulty]
+        return Knobs(*(level[k] if getattr(self, k) is None else getattr(self, k) for k in ("family_size", "family_details", "heldout_only")))
 
     def check(self) -> None:
         a, b = self.images_per_id
@@ -65,6 +93,13 @@ class SynthConfig:
             raise UFineBenchError(f"--size must be between 32x16 and 2048x1024, got {h}x{w}")
         if self.extra_3c_images < 0 or not 1 <= self.queries_per_3c_image <= 15:
             raise UFineBenchError("3C options out of range")
+        if self.difficulty not in DIFFICULTY_LEVELS:
+            raise UFineBenchError(f"--difficulty must be one of {', '.join(DIFFICULTY_LEVELS)}, got {self.difficulty!r}")
+        k = self.knobs()
+        if not 1 <= k.family_size <= 20 or not 1 <= k.family_details <= 3:
+            raise UFineBenchError(f"--family-size must be 1-20 and --family-details 1-3, got {k.family_size} and {k.family_details}")
+        if not 0.0 <= k.heldout_only <= 1.0:
+            raise UFineBenchError(f"--heldout-only must be a fraction from 0 to 1, got {k.heldout_only}")
 
 
 def assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
@@ -81,9 +116,13 @@ def assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> l
     return split
 
 
-def _identity_job(args: tuple[int, Record, str, SynthConfig, str]) -> dict[str, Any]:
-    """Render and describe every image of one identity; write its images; return its records."""
-    pid, rec, split, cfg, out = args
+def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any], bool]) -> dict[str, Any]:
+    """Render and describe every image of one identity; write its images; return its records.
+
+    ``extra`` tags go on every caption (a family member's family and separating details); with
+    ``heldout_only`` the person's 3C images are its held-out-domain ones alone (a real domain test).
+    """
+    pid, rec, split, cfg, out, extra, heldout_only = args
     rng = np.random.default_rng([cfg.seed, pid])
     a, b = cfg.images_per_id
     n_img = int(rng.integers(a, b + 1))
@@ -104,7 +143,7 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str]) -> dict[str, 
         for gran, style in combos:
             text, mentions = caption(rec, view, gran, style, rng, pose)
             caps.append(text)
-            tags.append({"granularity": gran, "style": style, "view": view, "pose": pose, "domain": domain, "mentions": mentions})
+            tags.append({"granularity": gran, "style": style, "view": view, "pose": pose, "domain": domain, "mentions": mentions, **extra})
         return caps, tags
 
     combos_3c = [(g, s) for g in ("fine", "medium", "coarse") for s in QUERY_STYLES]
@@ -119,7 +158,8 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str]) -> dict[str, 
         if split == "test":
             pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)
             caps, tags = described(view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
-            threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
+            if not heldout_only:  # the draws above happen either way: the images of a build stay the same
+                threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
     if split == "test":
         for k in range(cfg.extra_3c_images):
             view = VIEWS[int(rng.integers(3))]
@@ -129,6 +169,14 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str]) -> dict[str, 
             caps, tags = described(view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
             threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
     return {"fine": fine_recs, "coarse": coarse_recs, "threec": threec_recs}
+
+
+def _heldout_only(cfg: SynthConfig, splits: list[str], fraction: float) -> list[bool]:
+    """Which test persons appear in the 3C gallery only in held-out domains (a stream of its own)."""
+    if fraction <= 0:
+        return [False] * len(splits)
+    u = np.random.default_rng([cfg.seed, 0xD0]).random(len(splits))
+    return [s == "test" and bool(x < fraction) for s, x in zip(splits, u, strict=True)]
 
 
 def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
@@ -203,9 +251,16 @@ def build(
 
 
 def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> dict[str, Any]:
-    pop = draw_population(cfg.identities, cfg.seed)
-    splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions)
-    jobs = [(pid, pop[pid - 1], splits[pid - 1], cfg, str(tmp)) for pid in range(1, cfg.identities + 1)]
+    k = cfg.knobs()
+    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details)
+    splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions) if k.family_size <= 1 else family_splits(fams, cfg.seed,
+                                                                                                                      cfg.split_fractions)
+    held = _heldout_only(cfg, splits, k.heldout_only)
+    extra = [family_tags(f) if k.family_size > 1 else {} for f in fams]
+    for i in range(cfg.identities):
+        if k.heldout_only > 0 and splits[i] == "test":
+            extra[i] = {**extra[i], "gallery": "held-out only" if held[i] else "mixed"}
+    jobs = [(pid, pop[pid - 1], splits[pid - 1], cfg, str(tmp), extra[pid - 1], held[pid - 1]) for pid in range(1, cfg.identities + 1)]
     bar = tqdm(total=len(jobs), unit="id", desc="generating identities", leave=False) if progress else None
     results: list[dict[str, Any]] = []
     if workers <= 1:
@@ -228,7 +283,9 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
     _write_json(tmp / FINE_FILE, fine)
     _write_json(tmp / COARSE_FILE, coarse)
     _write_json(tmp / THREEC_FILE, threec)
-    lines = [json.dumps({"id": pid, "split": splits[pid - 1], "attributes": pop[pid - 1]}, sort_keys=True) for pid in range(1, cfg.identities + 1)]
+    lines = [json.dumps({"id": pid, "split": splits[pid - 1], "attributes": pop[pid - 1],
+                         **({"family": family_tags(fams[pid - 1])} if k.family_size > 1 else {})}, sort_keys=True)
+             for pid in range(1, cfg.identities + 1)]
     atomic_write_bytes(tmp / IDENTITIES_FILE, ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(tmp / VOCAB_FILE, synth_vocabulary().to_json().encode())  # what training's attribute options read
     identities = {pid: pop[pid - 1] for pid in range(1, cfg.identities + 1)}
@@ -276,6 +333,7 @@ def _preview(tmp: Path, threec: list[dict], ids: list[int], n: int = 30) -> None
 
 def _write_card(tmp: Path, cfg: SynthConfig, s: dict[str, Any]) -> None:
     h, w = cfg.size
+    k = cfg.knobs()
     a, b = cfg.images_per_id
     amb = s["ambiguity_test_identities"]
     words = s["words"]
@@ -284,8 +342,14 @@ def _write_card(tmp: Path, cfg: SynthConfig, s: dict[str, Any]) -> None:
         "",
         "A procedurally generated stand-in for UFine6926 / UFine3C made by `ufinebench synth`.",
         "",
-        f"Command: `ufinebench synth OUT --identities {cfg.identities} --images-per-id {a}:{b} --size {h}x{w} --seed {cfg.seed}`",
+        f"Command: `ufinebench synth OUT --identities {cfg.identities} --images-per-id {a}:{b} --size {h}x{w} --seed {cfg.seed}"
+        f" --difficulty {cfg.difficulty}`",
         f"(generated in {s['seconds']} s; the same options give byte-identical files)",
+        "",
+        f"Difficulty `{cfg.difficulty}`: look-alike families of {k.family_size} (members differ in {k.family_details} small "
+        f"separating detail{'s' if k.family_details > 1 else ''}: tag `detail`), {100 * k.heldout_only:.0f} % of test persons in "
+        "the 3C gallery only in held-out domains (tag `gallery`)." if k.family_size > 1 or k.heldout_only > 0 else
+        "Difficulty `easy`: no look-alike families, every 3C person also in the training domains (the generator of 2026-12-06 and before).",
         "",
         "| split | identities | images |",
         "|---|---|---|",
