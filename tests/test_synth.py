@@ -275,3 +275,21 @@ def test_cli_difficulty_and_knob_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["synth", str(tmp_path / "c"), "--difficulty", "extreme"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_card_states_the_ceiling_a_perfect_attribute_reader_reaches(standard, tiny_synth):
+    """Ceiling R1 = the mean over captions of 1 / (test identities consistent with the caption),
+    recomputed here by brute force from identities.jsonl; 100 for fine captions without look-alikes."""
+    ids = {json.loads(line)["id"]: json.loads(line) for line in (standard / "identities.jsonl").read_text().splitlines()}
+    test = [i for i, r in ids.items() if r["split"] == "test"]
+    threec = json.loads((standard / "ufine_synth_3c.json").read_text())
+    fine = [t["mentions"] for r in threec for t in r["caption_tags"] if t["granularity"] == "fine"]
+    want = 100 * np.mean([1 / sum(consistent(ids[i]["attributes"], m) for i in test) for m in fine])
+    got = B.ceiling(threec, {i: r["attributes"] for i, r in ids.items()}, test)
+    assert got["fine"] == pytest.approx(want) and 40 < got["fine"] < 100
+    card = (standard / "CARD.md").read_text()
+    assert f"| 3C fine | {got['fine']:.2f} |" in card and "| in-domain test |" in card
+    easy_ids = {json.loads(line)["id"]: json.loads(line) for line in (tiny_synth / "identities.jsonl").read_text().splitlines()}
+    easy_test = [i for i, r in easy_ids.items() if r["split"] == "test"]
+    easy = B.ceiling(json.loads((tiny_synth / "ufine_synth_3c.json").read_text()), {i: r["attributes"] for i, r in easy_ids.items()}, easy_test)
+    assert easy["fine"] == 100.0

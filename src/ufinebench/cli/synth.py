@@ -54,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  3C set: {s['captions']['3c_images']} images, {s['captions']['3c_queries']} queries")
     amb = ", ".join(f"{g} {v:.2f}" for g, v in s["ambiguity_test_identities"].items())
     print(f"  test identities consistent with a caption, mean by granularity: {amb}")
+    print("  ceiling R1 (a perfect attribute reader): " + ", ".join(f"{q} {v:.1f}" for q, v in s["ceiling_r1"].items()))
     print(f"wrote {args.out} (see {args.out}/CARD.md and {args.out}/preview.png)")
     return 0

@@ -180,7 +180,19 @@ def _heldout_only(cfg: SynthConfig, splits: list[str], fraction: float) -> list[
 
 
 def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
-    """Mean number of identities (among ``ids``) consistent with a caption, per granularity.
+    """Mean number of identities (among ``ids``) consistent with a caption, per granularity."""
+    return {g: float(np.mean(k)) for g, k in consistent_counts(records, identities, ids).items()}
+
+
+def ceiling(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
+    """The R1 (percent) a perfect attribute reader would reach, per granularity: it ranks first the
+    identities consistent with everything a caption says, in random order among themselves, so a
+    caption that fits k identities is answered first with probability 1/k (its own person always fits)."""
+    return {g: 100.0 * float(np.mean(1.0 / np.asarray(k, dtype=np.float64))) for g, k in consistent_counts(records, identities, ids).items()}
+
+
+def consistent_counts(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, list[int]]:
+    """Per granularity, for every caption: how many identities (among ``ids``) agree with all it mentions.
 
     Vectorised: identities become a (N, slots) table of value codes, and each caption's mentions
     are compared against the columns it names.
@@ -200,7 +212,7 @@ def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[
                 code = codes[slot].get(json.dumps(value), -1) if slot in col else -1
                 mask &= table[:, col[slot]] == code if code >= 0 else False
             out.setdefault(tag["granularity"], []).append(int(mask.sum()))
-    return {g: float(np.mean(v)) for g, v in sorted(out.items())}
+    return dict(sorted(out.items()))
 
 
 def _word_stats(records: list[dict]) -> dict[str, dict[str, float]]:
@@ -300,6 +312,8 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
                      "3c_queries": sum(len(r["captions"]) for r in threec), "3c_images": len(threec)},
         "words": {"ufine_synth": _word_stats(fine), "coarse": _word_stats(coarse), "3c": _word_stats(threec)},
         "ambiguity_test_identities": ambiguity(threec, identities, test_ids),
+        "ceiling_r1": {"in-domain test": ceiling([r for r in fine if r["split"] == "test"], identities, test_ids)["fine"] if test_ids else 0.0,
+                       **{f"3C {g}": v for g, v in ceiling(threec, identities, test_ids).items()}},
         "test_identities": len(test_ids),
     }
 
@@ -380,6 +394,13 @@ def _write_card(tmp: Path, cfg: SynthConfig, s: dict[str, Any]) -> None:
         "| granularity | consistent identities |",
         "|---|---|",
     ] + [f"| {g} | {v:.2f} |" for g, v in amb.items()] + [
+        "",
+        "Ceiling: the R1 a perfect attribute reader would reach (a caption that fits k test identities is",
+        "answered first with probability 1/k); read every model's R1 against it:",
+        "",
+        "| queries | ceiling R1 |",
+        "|---|---|",
+    ] + [f"| {q} | {v:.2f} |" for q, v in s["ceiling_r1"].items()] + [
         "",
         f"Target ranges of words: {', '.join(f'{g} {lo}-{hi}' for g, (lo, hi) in GRANULARITY_WORDS.items())}.",
         "",
