@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
 from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_dir
+from ufinebench.synth.annotators import Annotator
 from ufinebench.synth.attributes import Record
-from ufinebench.synth.describe import GRANULARITY_WORDS, STYLES, TRAIN_STYLES, VIEWS, caption
+from ufinebench.synth.describe import GRANULARITY_WORDS, STYLES, TRAIN_STYLES, VIEWS, caption, visible
 from ufinebench.synth.families import draw_families, family_splits, family_tags
 from ufinebench.synth.render import HELD_OUT_DOMAINS, TRAIN_DOMAINS, jpeg_bytes, render
 from ufinebench.synth.vocabulary import synth_vocabulary
@@ -44,10 +45,11 @@ QUERY_STYLES = ("annotator_a",) + UNSEEN_STYLES  # 3C queries: one seen style an
 # Difficulty levels: the knobs each sets (a knob given on its own overrides its level's value).
 # easy draws exactly what every build before the levels drew, for the same seed.
 DIFFICULTY_LEVELS: dict[str, dict[str, Any]] = {
-    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0},
-    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5},
-    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5},
+    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0, "omit": 0.0, "mistake": 0.0},
+    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5, "omit": 0.15, "mistake": 0.03},
+    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5, "omit": 0.25, "mistake": 0.06},
 }
+KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Knobs:
     family_size: int  # look-alike family size (1: no families); members differ in family_details separating details
     family_details: int
     heldout_only: float  # fraction of test persons whose 3C images come from held-out domains only (a real domain test)
+    omit: float = 0.0  # each optional detail a caption could name is left out with this probability (annotators.py)
+    mistake: float = 0.0  # a caption misnames one colour's shade or a bag's side with this probability
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,13 @@ class SynthConfig:
     family_size: int | None = None  # None: as the level says
     family_details: int | None = None
     heldout_only: float | None = None
+    omit: float | None = None
+    mistake: float | None = None
 
     def knobs(self) -> Knobs:
         """The level's knobs with those given on their own in place."""
         level = DIFFICULTY_LEVELS[self.difficulty]
-        return Knobs(*(level[k] if getattr(self, k) is None else getattr(self, k) for k in ("family_size", "family_details", "heldout_only")))
+        return Knobs(*(level[k] if getattr(self, k) is None else getattr(self, k) for k in KNOB_NAMES))
 
     def check(self) -> None:
         a, b = self.images_per_id
@@ -98,8 +104,9 @@ class SynthConfig:
         k = self.knobs()
         if not 1 <= k.family_size <= 20 or not 1 <= k.family_details <= 3:
             raise UFineBenchError(f"--family-size must be 1-20 and --family-details 1-3, got {k.family_size} and {k.family_details}")
-        if not 0.0 <= k.heldout_only <= 1.0:
-            raise UFineBenchError(f"--heldout-only must be a fraction from 0 to 1, got {k.heldout_only}")
+        for name in ("heldout_only", "omit", "mistake"):
+            if not 0.0 <= getattr(k, name) <= 1.0:
+                raise UFineBenchError(f"--{name.replace('_', '-')} must be a fraction from 0 to 1, got {getattr(k, name)}")
 
 
 def assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> list[str]:
@@ -138,12 +145,23 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
             fh.write(data)
         return rel, pose
 
+    knobs = cfg.knobs()
+    written = [0]  # captions so far: each annotator draws from a stream of its own, (seed, person, caption)
+
     def described(view: str, pose: str, domain: str, combos: Iterable[tuple[str, str]]) -> tuple[list[str], list[dict]]:
         caps, tags = [], []
         for gran, style in combos:
-            text, mentions = caption(rec, view, gran, style, rng, pose)
+            notes: dict[str, Any] = {}
+            if knobs.omit > 0 or knobs.mistake > 0:
+                writer = Annotator(knobs.omit, knobs.mistake, np.random.default_rng([cfg.seed, pid, 0xA0, written[0]]))
+                shown, notes = writer.edit(visible(rec, view), style)
+                text, mentions = caption(rec, view, gran, style, rng, pose, shown=shown)
+            else:
+                text, mentions = caption(rec, view, gran, style, rng, pose)
+            written[0] += 1
             caps.append(text)
-            tags.append({"granularity": gran, "style": style, "view": view, "pose": pose, "domain": domain, "mentions": mentions, **extra})
+            tags.append({"granularity": gran, "style": style, "view": view, "pose": pose, "domain": domain, "mentions": mentions, **extra,
+                         **notes})
         return caps, tags
 
     combos_3c = [(g, s) for g in ("fine", "medium", "coarse") for s in QUERY_STYLES]
@@ -181,37 +199,42 @@ def _heldout_only(cfg: SynthConfig, splits: list[str], fraction: float) -> list[
 
 def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
     """Mean number of identities (among ``ids``) consistent with a caption, per granularity."""
-    return {g: float(np.mean(k)) for g, k in consistent_counts(records, identities, ids).items()}
+    return {g: float(np.mean([k for k, _ in v])) for g, v in consistent_counts(records, identities, ids).items()}
 
 
 def ceiling(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
     """The R1 (percent) a perfect attribute reader would reach, per granularity: it ranks first the
     identities consistent with everything a caption says, in random order among themselves, so a
-    caption that fits k identities is answered first with probability 1/k (its own person always fits)."""
-    return {g: 100.0 * float(np.mean(1.0 / np.asarray(k, dtype=np.float64))) for g, k in consistent_counts(records, identities, ids).items()}
+    caption that fits k identities, its own person among them, is answered first with probability
+    1/k; one whose annotator made a mistake may not fit its own person at all (then 0)."""
+    return {g: 100.0 * float(np.mean([own / max(k, 1) for k, own in v])) for g, v in consistent_counts(records, identities, ids).items()}
 
 
-def consistent_counts(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, list[int]]:
-    """Per granularity, for every caption: how many identities (among ``ids``) agree with all it mentions.
+def consistent_counts(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, list[tuple[int, bool]]]:
+    """Per granularity, for every caption: how many identities (among ``ids``) agree with all it
+    mentions, and whether its own person does.
 
     Vectorised: identities become a (N, slots) table of value codes, and each caption's mentions
     are compared against the columns it names.
     """
+    ids = list(ids)
     pool = [identities[i] for i in ids]
+    row = {pid: j for j, pid in enumerate(ids)}
     slots = sorted({k for r in pool for k in r})
     codes: dict[str, dict[Any, int]] = {s: {} for s in slots}
     table = np.asarray(
         [[codes[s].setdefault(json.dumps(r.get(s)), len(codes[s])) for s in slots] for r in pool], dtype=np.int64
     ).reshape(len(pool), len(slots))  # (N, S)
     col = {s: j for j, s in enumerate(slots)}
-    out: dict[str, list[int]] = {}
+    out: dict[str, list[tuple[int, bool]]] = {}
     for r in records:
         for tag in r["caption_tags"]:
             mask = np.ones(len(pool), dtype=bool)
             for slot, value in tag["mentions"].items():
                 code = codes[slot].get(json.dumps(value), -1) if slot in col else -1
                 mask &= table[:, col[slot]] == code if code >= 0 else False
-            out.setdefault(tag["granularity"], []).append(int(mask.sum()))
+            own = r.get("id")  # records without an id (made by hand) count for ambiguity only
+            out.setdefault(tag["granularity"], []).append((int(mask.sum()), bool(mask[row[own]]) if own in row else False))
     return dict(sorted(out.items()))
 
 

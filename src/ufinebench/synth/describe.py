@@ -513,16 +513,21 @@ def _coarse(w: _Writer, style: str, view: str) -> tuple[str, dict]:
 
 
 def caption(
-    record: Record, view: str, granularity: str, style: str, rng: np.random.Generator, pose: str = "walking"
+    record: Record, view: str, granularity: str, style: str, rng: np.random.Generator, pose: str = "walking",
+    shown: Record | None = None,
 ) -> tuple[str, dict]:
-    """One caption of an image of ``record`` seen from ``view`` in ``pose``; returns (text, mentions)."""
+    """One caption of an image of ``record`` seen from ``view`` in ``pose``; returns (text, mentions).
+
+    ``shown``: what the writer describes, when not everything the view shows (an annotator who
+    leaves details out or misnames one: ``synth.annotators``); default ``visible(record, view)``.
+    """
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}")
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}")
     if pose not in ("walking", "standing"):
         raise ValueError(f"unknown pose {pose!r}")
-    w = _Writer(visible(record, view), rng, pose)
+    w = _Writer(visible(record, view) if shown is None else shown, rng, pose)
     if granularity == "fine":
         return _fine(w, style, view)
     if granularity == "medium":
