@@ -35,6 +35,7 @@ def add_parser(sub: Any) -> None:
                    "details out (15 %%) and misname a shade or side (3 %%); hard: families of 5, 25 %% / 6 %%")
     p.add_argument("--family-size", type=int, help="look-alike family size (1: none; default: as the level says)")
     p.add_argument("--family-details", type=int, help="separating details per family member, 1-3 (default: as the level says)")
+    p.add_argument("--family-fraction", type=float, help="share of identities in look-alike families (default: as the level says)")
     p.add_argument("--heldout-only", type=float, help="fraction of test persons shown in the 3C gallery only in held-out domains")
     p.add_argument("--omit", type=float, help="probability that a caption leaves out each optional detail (default: as the level says)")
     p.add_argument("--mistake", type=float, help="probability that a caption misnames one shade or side (default: as the level says)")
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SynthConfig(identities=args.identities, images_per_id=parse_pair(args.images_per_id, ":", "--images-per-id"),
                       size=parse_pair(args.size, "x", "--size"), seed=args.seed, extra_3c_images=args.extra_3c_images,
                       difficulty=args.difficulty, family_size=args.family_size, family_details=args.family_details,
-                      heldout_only=args.heldout_only, omit=args.omit, mistake=args.mistake)
+                      heldout_only=args.heldout_only, omit=args.omit, mistake=args.mistake,
+                      family_fraction=args.family_fraction)
     workers = args.workers or (os.cpu_count() or 1)
     s = build(args.out, cfg, workers=workers, overwrite=args.overwrite, force=args.force, progress=sys.stderr.isatty())
     print(f"UFine-Synth: {s['identities']} identities, {s['images']} images in {s['seconds']} s "

@@ -45,11 +45,11 @@ QUERY_STYLES = ("annotator_a",) + UNSEEN_STYLES  # 3C queries: one seen style an
 # Difficulty levels: the knobs each sets (a knob given on its own overrides its level's value).
 # easy draws exactly what every build before the levels drew, for the same seed.
 DIFFICULTY_LEVELS: dict[str, dict[str, Any]] = {
-    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0, "omit": 0.0, "mistake": 0.0},
-    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5, "omit": 0.15, "mistake": 0.03},
-    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5, "omit": 0.25, "mistake": 0.06},
+    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0, "omit": 0.0, "mistake": 0.0, "family_fraction": 1.0},
+    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5, "omit": 0.15, "mistake": 0.03, "family_fraction": 0.4},
+    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5, "omit": 0.25, "mistake": 0.06, "family_fraction": 1.0},
 }
-KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake")
+KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake", "family_fraction")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class Knobs:
     heldout_only: float  # fraction of test persons whose 3C images come from held-out domains only (a real domain test)
     omit: float = 0.0  # each optional detail a caption could name is left out with this probability (annotators.py)
     mistake: float = 0.0  # a caption misnames one colour's shade or a bag's side with this probability
+    family_fraction: float = 1.0  # the share of identities in look-alike families (the rest have none)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class SynthConfig:
     heldout_only: float | None = None
     omit: float | None = None
     mistake: float | None = None
+    family_fraction: float | None = None
 
     def knobs(self) -> Knobs:
         """The level's knobs with those given on their own in place."""
@@ -104,7 +106,7 @@ class SynthConfig:
         k = self.knobs()
         if not 1 <= k.family_size <= 20 or not 1 <= k.family_details <= 3:
             raise UFineBenchError(f"--family-size must be 1-20 and --family-details 1-3, got {k.family_size} and {k.family_details}")
-        for name in ("heldout_only", "omit", "mistake"):
+        for name in ("heldout_only", "omit", "mistake", "family_fraction"):
             if not 0.0 <= getattr(k, name) <= 1.0:
                 raise UFineBenchError(f"--{name.replace('_', '-')} must be a fraction from 0 to 1, got {getattr(k, name)}")
 
@@ -287,7 +289,7 @@ def build(
 
 def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> dict[str, Any]:
     k = cfg.knobs()
-    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details)
+    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details, k.family_fraction)
     splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions) if k.family_size <= 1 else family_splits(fams, cfg.seed,
                                                                                                                       cfg.split_fractions)
     held = _heldout_only(cfg, splits, k.heldout_only)
@@ -383,9 +385,11 @@ def _write_card(tmp: Path, cfg: SynthConfig, s: dict[str, Any]) -> None:
         f" --difficulty {cfg.difficulty}`",
         f"(generated in {s['seconds']} s; the same options give byte-identical files)",
         "",
-        f"Difficulty `{cfg.difficulty}`: look-alike families of {k.family_size} (members differ in {k.family_details} small "
-        f"separating detail{'s' if k.family_details > 1 else ''}: tag `detail`), {100 * k.heldout_only:.0f} % of test persons in "
-        "the 3C gallery only in held-out domains (tag `gallery`)." if k.family_size > 1 or k.heldout_only > 0 else
+        f"Difficulty `{cfg.difficulty}`: {100 * k.family_fraction:.0f} % of the identities in look-alike families of "
+        f"{k.family_size} (members differ in {k.family_details} small separating detail{'s' if k.family_details > 1 else ''}: "
+        f"tag `detail`), {100 * k.heldout_only:.0f} % of test persons in the 3C gallery only in held-out domains (tag "
+        f"`gallery`), annotators who leave a detail out with probability {k.omit:g} and misname one with {k.mistake:g}."
+        if k.family_size > 1 or k.heldout_only > 0 or k.omit > 0 or k.mistake > 0 else
         "Difficulty `easy`: no look-alike families, every 3C person also in the training domains (the generator of 2026-12-06 and before).",
         "",
         "| split | identities | images |",

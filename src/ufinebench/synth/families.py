@@ -76,35 +76,47 @@ def _vary(r: Record, slot: str, rng: np.random.Generator) -> Record | None:
     return v
 
 
-def draw_families(n: int, seed: int, size: int, details: int) -> tuple[list[Record], list[Family]]:
-    """``n`` identities in families of up to ``size`` (the last may be smaller), members of one family
-    differing in ``details`` separating slots each from their base; all records pairwise different."""
-    if size <= 1:
+def draw_families(n: int, seed: int, size: int, details: int, fraction: float = 1.0) -> tuple[list[Record], list[Family]]:
+    """``n`` identities, about ``fraction`` of them in families of ``size`` (a base and variants, each
+    variant differing from the base in ``details`` separating slots), the rest on their own (families
+    of 1, detail "none"); all records pairwise different. Families and single persons alternate, so
+    both reach every split."""
+    if size <= 1 or fraction <= 0:
         return draw_population(n, seed), [Family(i + 1, 1) for i in range(n)]
-    n_fam = -(-n // size)
-    bases = draw_population(n_fam, seed)  # the same base records a build without families starts from
+    bases = draw_population(n, seed)  # never more bases than identities are needed
     rng = np.random.default_rng([seed, 0xFA4])
     seen = {record_key(b) for b in bases}
     records: list[Record] = []
     families: list[Family] = []
+    in_families = round(n * fraction)
     for base in bases:
-        members: list[Record] = [base]
-        changed: list[list[str]] = [[]]
-        tries = 0
-        while len(members) < min(size, n - len(records)) and tries < 200:
-            tries += 1
-            variant, slots = _variant(base, rng, details)
-            if variant is not None and record_key(variant) not in seen:
-                seen.add(record_key(variant))
-                members.append(variant)
-                changed.append(slots)
+        if len(records) >= n:
+            break
+        grouped = sum(f.size > 1 for f in families)
+        # a family while families are behind their share of the identities so far, else a single person
+        want = min(size, n - len(records)) if grouped < in_families and grouped <= fraction * len(records) + 1 else 1
+        members, changed = _family(base, rng, want, details, seen)
         fam_id = len(records) + 1
-        sep = sorted({s for c in changed for s in c})
+        sep = sorted({d for c in changed for d in c})
         for k, rec in enumerate(members):
             records.append(rec)
-            mine = changed[k] if k else sep  # the base differs from each variant in that variant's details
-            families.append(Family(fam_id, len(members), list(mine)))
-    return records[:n], families[:n]
+            families.append(Family(fam_id, len(members), list(changed[k] if k else sep)))  # a base differs in its variants' details
+    return records, families
+
+
+def _family(base: Record, rng: np.random.Generator, size: int, details: int, seen: set[str]) -> tuple[list[Record], list[list[str]]]:
+    """``base`` and up to ``size - 1`` variants of it not seen before; (records, the details each variant changed)."""
+    members: list[Record] = [base]
+    changed: list[list[str]] = [[]]
+    tries = 0
+    while len(members) < size and tries < 200:
+        tries += 1
+        variant, slots = _variant(base, rng, details)
+        if variant is not None and record_key(variant) not in seen:
+            seen.add(record_key(variant))
+            members.append(variant)
+            changed.append(slots)
+    return members, changed
 
 
 def _variant(base: Record, rng: np.random.Generator, details: int) -> tuple[Record | None, list[str]]:
