@@ -89,13 +89,14 @@ def draw_families(n: int, seed: int, size: int, details: int, fraction: float = 
     records: list[Record] = []
     families: list[Family] = []
     in_families = round(n * fraction)
+    grouped = 0  # identities in families so far
     for base in bases:
         if len(records) >= n:
             break
-        grouped = sum(f.size > 1 for f in families)
         # a family while families are behind their share of the identities so far, else a single person
         want = min(size, n - len(records)) if grouped < in_families and grouped <= fraction * len(records) + 1 else 1
         members, changed = _family(base, rng, want, details, seen)
+        grouped += len(members) if len(members) > 1 else 0
         fam_id = len(records) + 1
         sep = sorted({d for c in changed for d in c})
         for k, rec in enumerate(members):
