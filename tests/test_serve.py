@@ -368,3 +368,44 @@ def test_idle_connections_and_slow_headers_cannot_stall_the_service(index_dir):
     t0 = time.perf_counter()
     assert QueryNormalizer(words)("a woman in a " + "x" * 2000 + " jaket").text.endswith("jacket")
     assert time.perf_counter() - t0 < 0.5  # was 0.3-0.9 s and hundreds of MB for the 2,000 letters alone
+
+
+def test_one_client_address_holds_a_bounded_number_of_connections(index_dir):
+    """Past ``per_client`` open connections of one address, new ones are closed as they open; the
+    open ones stay (until their header deadline), and closing some lets the client search again."""
+    import httpx
+    import uvicorn
+
+    from ufinebench.serve.app import server_config
+
+    port = _free_port()
+    server = uvicorn.Server(server_config(create_app(str(index_dir)), "127.0.0.1", port, header_timeout=30.0, per_client=20))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    socks = []
+    try:
+        for _ in range(25):
+            socks.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.02)
+        closed = []
+        for s in socks:
+            s.settimeout(0.3)
+            try:
+                closed.append(s.recv(1) == b"")
+            except TimeoutError:
+                closed.append(False)
+        assert closed == [False] * 20 + [True] * 5
+        for s in socks[:5]:
+            s.close()
+        time.sleep(0.2)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+            assert client.post("/search", json={"text": "a man in a black jacket", "k": 2}).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        server.should_exit = True
+        t.join(timeout=5)

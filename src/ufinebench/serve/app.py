@@ -22,6 +22,7 @@ MAX_K = 100
 MAX_BODY = 16_384
 MAX_HEADERS = 16_384  # bytes of request headers (names and values); more is refused (431)
 HEADER_TIMEOUT_S = 10.0  # a connection that has not sent a whole request head by then is closed (idle or slow headers)
+CONNECTIONS_PER_CLIENT = 256  # open connections of one client address; more are closed at once (one source cannot use up the files)
 BODY_TIMEOUT_S = 10.0  # a client that sends its body slower than this is cut off (408)
 REQUEST_TIMEOUT_S = 30.0  # a request not answered by then gets 503
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -107,33 +108,46 @@ def check_allowed_hosts(hosts: Sequence[str]) -> list[str]:
     return out
 
 
-def server_config(app: Any, host: str, port: int, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT_S) -> Any:
+def server_config(app: Any, host: str, port: int, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT_S,
+                  per_client: int = CONNECTIONS_PER_CLIENT) -> Any:
     """The uvicorn settings `serve` runs with: short keep-alive, bounded concurrency and header size,
     and connections that must send a whole request head within ``header_timeout`` seconds
     (:func:`guarded_protocol`)."""
     import uvicorn  # the web stack is heavy: loaded by the service only
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=64,
-                          h11_max_incomplete_event_size=MAX_HEADERS, http=guarded_protocol(header_timeout))
+                          h11_max_incomplete_event_size=MAX_HEADERS, http=guarded_protocol(header_timeout, per_client))
 
 
-def guarded_protocol(header_timeout: float) -> type:
+def guarded_protocol(header_timeout: float, per_client: int = CONNECTIONS_PER_CLIENT) -> type:
     """uvicorn's HTTP/1.1 protocol with a deadline for every request head.
 
     uvicorn times out a connection only after a response (keep-alive); one that connects and sends
     nothing, or sends its headers a byte at a time, stays forever and counts toward the concurrency
     limit, so 64 idle sockets made every other client wait for a 503. Here a connection counts
     toward the limit only once a request head has arrived, and one that has not sent a whole head
-    within ``header_timeout`` seconds (after connecting, or after its last response) is closed.
+    within ``header_timeout`` seconds (after connecting, or after its last response) is closed. One
+    client address holds at most ``per_client`` connections at a time; more are closed as they open
+    (a generous bound: it keeps one source from using up the server's file descriptors, and a client
+    that shares an address with an attacker shares its fate either way).
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol  # the web stack: see server_config
 
+    open_per_client: dict[str, int] = {}  # client address -> open connections (one event loop: no lock needed)
+
     class GuardedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _counted = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.connections.discard(self)  # counted toward limit_concurrency once it sends a request
+            host = str(self.client[0]) if self.client else ""
+            if open_per_client.get(host, 0) >= per_client:
+                transport.close()
+                return
+            open_per_client[host] = open_per_client.get(host, 0) + 1
+            self._counted = True
             self._arm()
 
         def data_received(self, data: bytes) -> None:
@@ -151,6 +165,12 @@ def guarded_protocol(header_timeout: float) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._counted:
+                host = str(self.client[0]) if self.client else ""
+                open_per_client[host] -= 1
+                if not open_per_client[host]:
+                    del open_per_client[host]
+                self._counted = False
             super().connection_lost(exc)
 
         def _arm(self) -> None:
