@@ -138,17 +138,9 @@ def test_a_run_that_stopped_before_its_first_checkpoint_starts_again_and_resume_
                                         ("transformer.resblocks.0.attn.in_proj_weight", (33, 32)), ("visual.positional_embedding", (3, 64)),
                                         ("positional_embedding", (16,)), ("nan", None)])
 def test_import_clip_refuses_weights_of_wrong_shapes_or_with_nan(tmp_path, capsys, key, shape):
-    import importlib.util
+    from clip_reference import reference_clip
 
-    from ufinebench.data.tokenizer import find_clip_vocab
-
-    spec = importlib.util.spec_from_file_location("clip_reference_model", find_clip_vocab().parent / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    torch.manual_seed(0)
-    ref = mod.CLIP(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=8, context_length=16,
-                   vocab_size=100, transformer_width=32, transformer_heads=2, transformer_layers=1)
-    sd = dict(ref.state_dict())
+    sd = dict(reference_clip().state_dict())
     if shape is None:
         sd["visual.proj"][0, 0] = float("nan")
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import pickle
 import zipfile
@@ -10,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from ufinebench.data.tokenizer import find_clip_vocab
+from clip_reference import reference_clip
 from ufinebench.model.cfam import ModelConfig, RetrievalModel
 from ufinebench.model.checkpoint import from_checkpoint
 from ufinebench.model.pretrained import (
@@ -28,12 +27,8 @@ SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=12
 
 @pytest.fixture(scope="module")
 def reference():
-    """OpenAI's CLIP model code as shipped in clip-anytorch, loaded by path (the package needs torchvision)."""
-    spec = importlib.util.spec_from_file_location("clip_reference_model", find_clip_vocab().parent / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    torch.manual_seed(0)
-    return mod.CLIP(**SMALL).eval()
+    """OpenAI's CLIP model code as shipped in clip-anytorch (tests/clip_reference.py)."""
+    return reference_clip(**SMALL).eval()
 
 
 def _ours(image=(32, 32), context=16) -> RetrievalModel:

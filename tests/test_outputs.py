@@ -7,7 +7,6 @@ must fail with a one-line error (exit 2), and the input and every foreign file m
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from clip_reference import reference_clip
 from ufinebench.cli import main
-from ufinebench.data.tokenizer import find_clip_vocab
 from ufinebench.errors import UFineBenchError
 from ufinebench.outputs import MARKER, OutputError, check_outputs, claim_dir, output_lock, publish_dir, read_marker
 
@@ -40,12 +39,7 @@ def _fails_in_one_line(argv: list[str], capsys, match: str) -> str:
 @pytest.fixture(scope="module")
 def clip_weights(tmp_path_factory) -> Path:
     """A tiny OpenAI-layout CLIP state dict saved as W/ViT-B-16.pt, beside a file of the user's."""
-    spec = importlib.util.spec_from_file_location("clip_reference_model", find_clip_vocab().parent / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    torch.manual_seed(0)
-    ref = mod.CLIP(embed_dim=32, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=8, context_length=16,
-                   vocab_size=100, transformer_width=32, transformer_heads=2, transformer_layers=1)
+    ref = reference_clip()
     folder = tmp_path_factory.mktemp("weights") / "W"
     folder.mkdir()
     torch.save(ref.state_dict(), folder / "ViT-B-16.pt")

@@ -8,6 +8,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -224,41 +225,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-def test_page_in_a_real_browser(index_dir):
+@contextmanager
+def _serving(index_dir, **settings):
+    """A real uvicorn server over the index on a free loopback port, with `serve`'s settings (``settings``
+    changing some of them, e.g. a shorter header deadline); yields the port, stops the server after."""
     import uvicorn
-    from playwright.sync_api import sync_playwright
+
+    from ufinebench.serve.app import server_config
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(str(index_dir)), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(str(index_dir)), "127.0.0.1", port, **settings))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
-    for _ in range(100):
+    for _ in range(200):
         if server.started:
             break
         time.sleep(0.05)
-    outside = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                                                      "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page()
-            page.on("request", lambda req: None if req.url.startswith(f"http://127.0.0.1:{port}") else outside.append(req.url))
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.fill("#q", "a young guy with short black hair, a grey hoodie, blue jeans and white sneakers")
-            page.select_option("#k", "10")
-            page.click("#go")
-            page.wait_for_selector("img.result")
-            page.wait_for_function("Array.from(document.querySelectorAll('img.result')).every(i => i.complete && i.naturalWidth > 0)")
-            assert page.locator("img.result").count() == 10
-            assert "10 results" in page.inner_text("#status")
-            assert page.inner_text("#read") == "read as: guy \u2192 man"  # how the unknown word was read
-            page.locator("figure").first.click()
-            assert page.locator("#big").is_visible()
-            browser.close()
+        yield port
     finally:
         server.should_exit = True
         t.join(timeout=5)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_page_in_a_real_browser(index_dir):
+    from playwright.sync_api import sync_playwright
+
+    outside = []
+    with _serving(index_dir) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                                                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.on("request", lambda req: None if req.url.startswith(f"http://127.0.0.1:{port}") else outside.append(req.url))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#q", "a young guy with short black hair, a grey hoodie, blue jeans and white sneakers")
+        page.select_option("#k", "10")
+        page.click("#go")
+        page.wait_for_selector("img.result")
+        page.wait_for_function("Array.from(document.querySelectorAll('img.result')).every(i => i.complete && i.naturalWidth > 0)")
+        assert page.locator("img.result").count() == 10
+        assert "10 results" in page.inner_text("#status")
+        assert page.inner_text("#read") == "read as: guy \u2192 man"  # how the unknown word was read
+        page.locator("figure").first.click()
+        assert page.locator("#big").is_visible()
+        browser.close()
     assert not outside, outside
 
 
@@ -331,39 +342,29 @@ def test_idle_connections_and_slow_headers_cannot_stall_the_service(index_dir):
     request headers over the documented 16 KB are refused (431); a long 'word' costs the normaliser
     nothing (no one-letter-typo candidates for it)."""
     import httpx
-    import uvicorn
 
     from ufinebench.search.normalize import QueryNormalizer
-    from ufinebench.serve.app import MAX_HEADERS, server_config
+    from ufinebench.serve.app import MAX_HEADERS
 
-    port = _free_port()
-    server = uvicorn.Server(server_config(create_app(str(index_dir)), "127.0.0.1", port, header_timeout=1.0))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
-    slow = socket.create_connection(("127.0.0.1", port))
-    try:
-        slow.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
-            for _ in range(5):  # a client keeps searching while the idle sockets are open
-                t0 = time.perf_counter()
-                r = client.post("/search", json={"text": "a man in a black jacket", "k": 3})
-                assert r.status_code == 200 and len(r.json()["results"]) == 3 and time.perf_counter() - t0 < 2.0
-            big = client.get("/healthz", headers={"x-filler": "a" * (MAX_HEADERS + 100)})
-            assert big.status_code in (400, 431)  # over the limit: refused (h11 itself, or the guard)
-            assert client.get("/healthz").status_code == 200
-        for s in [*idle, slow]:  # closed by the server once the 1-second deadline passed
-            s.settimeout(5.0)
-            assert s.recv(1) == b""
-    finally:
-        for s in [*idle, slow]:
-            s.close()
-        server.should_exit = True
-        t.join(timeout=5)
+    with _serving(index_dir, header_timeout=1.0) as port:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(70)]
+        slow = socket.create_connection(("127.0.0.1", port))
+        try:
+            slow.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+                for _ in range(5):  # a client keeps searching while the idle sockets are open
+                    t0 = time.perf_counter()
+                    r = client.post("/search", json={"text": "a man in a black jacket", "k": 3})
+                    assert r.status_code == 200 and len(r.json()["results"]) == 3 and time.perf_counter() - t0 < 2.0
+                big = client.get("/healthz", headers={"x-filler": "a" * (MAX_HEADERS + 100)})
+                assert big.status_code in (400, 431)  # over the limit: refused (h11 itself, or the guard)
+                assert client.get("/healthz").status_code == 200
+            for s in [*idle, slow]:  # closed by the server once the 1-second deadline passed
+                s.settimeout(5.0)
+                assert s.recv(1) == b""
+        finally:
+            for s in [*idle, slow]:
+                s.close()
     words = {"black", "jacket", "woman"}
     t0 = time.perf_counter()
     assert QueryNormalizer(words)("a woman in a " + "x" * 2000 + " jaket").text.endswith("jacket")
@@ -374,38 +375,26 @@ def test_one_client_address_holds_a_bounded_number_of_connections(index_dir):
     """Past ``per_client`` open connections of one address, new ones are closed as they open; the
     open ones stay (until their header deadline), and closing some lets the client search again."""
     import httpx
-    import uvicorn
 
-    from ufinebench.serve.app import server_config
-
-    port = _free_port()
-    server = uvicorn.Server(server_config(create_app(str(index_dir)), "127.0.0.1", port, header_timeout=30.0, per_client=20))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
     socks = []
-    try:
-        for _ in range(25):
-            socks.append(socket.create_connection(("127.0.0.1", port)))
-            time.sleep(0.02)
-        closed = []
-        for s in socks:
-            s.settimeout(0.3)
-            try:
-                closed.append(s.recv(1) == b"")
-            except TimeoutError:
-                closed.append(False)
-        assert closed == [False] * 20 + [True] * 5
-        for s in socks[:5]:
-            s.close()
-        time.sleep(0.2)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
-            assert client.post("/search", json={"text": "a man in a black jacket", "k": 2}).status_code == 200
-    finally:
-        for s in socks:
-            s.close()
-        server.should_exit = True
-        t.join(timeout=5)
+    with _serving(index_dir, header_timeout=30.0, per_client=20) as port:
+        try:
+            for _ in range(25):
+                socks.append(socket.create_connection(("127.0.0.1", port)))
+                time.sleep(0.02)
+            closed = []
+            for s in socks:
+                s.settimeout(0.3)
+                try:
+                    closed.append(s.recv(1) == b"")
+                except TimeoutError:
+                    closed.append(False)
+            assert closed == [False] * 20 + [True] * 5
+            for s in socks[:5]:
+                s.close()
+            time.sleep(0.2)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+                assert client.post("/search", json={"text": "a man in a black jacket", "k": 2}).status_code == 200
+        finally:
+            for s in socks:
+                s.close()

@@ -51,21 +51,26 @@ def setup(device: str | None = None) -> Processes:
     return Processes(world, rank, local, dev)
 
 
+def _active() -> bool:
+    """Whether this process belongs to an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def group_ranks() -> tuple[int, int]:
     """(rank, world size) of an initialised process group, else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     """``t`` replaced by its element-wise maximum over the processes (in place; one process: as it is)."""
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 
 
 def barrier() -> None:
     """Wait for every process (nothing to wait for without a group)."""
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.barrier()

@@ -142,7 +142,7 @@ def guarded_protocol(header_timeout: float, per_client: int = CONNECTIONS_PER_CL
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.connections.discard(self)  # counted toward limit_concurrency once it sends a request
-            host = str(self.client[0]) if self.client else ""
+            host = self._host()
             if open_per_client.get(host, 0) >= per_client:
                 transport.close()
                 return
@@ -166,12 +166,15 @@ def guarded_protocol(header_timeout: float, per_client: int = CONNECTIONS_PER_CL
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             if self._counted:
-                host = str(self.client[0]) if self.client else ""
+                host = self._host()
                 open_per_client[host] -= 1
                 if not open_per_client[host]:
                     del open_per_client[host]
                 self._counted = False
             super().connection_lost(exc)
+
+        def _host(self) -> str:
+            return str(self.client[0]) if self.client else ""
 
         def _arm(self) -> None:
             self._disarm()

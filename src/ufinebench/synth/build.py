@@ -252,8 +252,6 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))  # compact: C encoder
 
 
-SYNTH_ENTRIES = ("images", "ufine_synth.json", "ufine_synth_coarse.json", "ufine_synth_3c.json", "identities.jsonl",
-                 "preview.png", "CARD.md", VOCAB_FILE)
 
 
 def build(
