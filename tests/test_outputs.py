@@ -225,7 +225,12 @@ def test_train_and_index_and_report_guard_their_folders(tiny_synth, tmp_path, ca
     data = tiny_synth / "ufine_synth.json"
     before = _tree(tiny_synth)
     with pytest.raises(UFineBenchError, match="holds the input"):  # a run folder that holds the dataset
+        train(load_config("synth-cpu-small", [*common, f"data.dataset={data}", f"train.out_dir={tiny_synth.parent}"]), progress=False)
+    with pytest.raises(UFineBenchError, match="is also an input"):  # the dataset's own folder (its images)
         train(load_config("synth-cpu-small", [*common, f"data.dataset={data}", f"train.out_dir={tiny_synth}"]), progress=False)
+    with pytest.raises(UFineBenchError, match="lies inside the input folder"):  # among the dataset's images
+        train(load_config("synth-cpu-small", [*common, f"data.dataset={data}", f"train.out_dir={tiny_synth / 'images' / 'run'}"]),
+              progress=False)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("k")

@@ -21,7 +21,7 @@ from ufinebench.errors import UFineBenchError
 from ufinebench.evaluate import evaluate_checkpoint
 from ufinebench.io import write_json
 from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
-from ufinebench.outputs import add_entries, check_outputs, claim_dir, output_lock
+from ufinebench.outputs import add_entries, check_outputs, claim_dir, dataset_inputs, output_lock
 from ufinebench.training.checkpointing import end_epoch
 from ufinebench.training.data import TrainData, epoch_batches, setup_data
 from ufinebench.training.log import RunLogger
@@ -46,7 +46,8 @@ def train(cfg: Config | None = None, *, resume: str | os.PathLike[str] | None = 
         return _train(cfg, resume=resume, progress=progress)
     if resume is None:
         assert cfg is not None
-        check_outputs({"train.out_dir": run_dir}, [cfg.data.dataset, cfg.train.init_from or None], folders=["train.out_dir"])
+        check_outputs({"train.out_dir": run_dir}, [*dataset_inputs(cfg.data.dataset, cfg.data.format), cfg.train.init_from or None],
+                      folders=["train.out_dir"])
     with output_lock(run_dir):
         claim_dir(run_dir, "train")
         if resume is None and not (run_dir / "checkpoints").exists():
