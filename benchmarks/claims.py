@@ -265,7 +265,7 @@ def main() -> int:
         from ufinebench.synth.build import SynthConfig, build
 
         h, w = (int(x) for x in args.size.split("x"))
-        build(data, SynthConfig(identities=args.identities, size=(h, w), seed=0), workers=2, overwrite=True)
+        build(data, SynthConfig(identities=args.identities, size=(h, w), seed=0, difficulty="easy"), workers=2, overwrite=True)
     names = list(dict.fromkeys(n for c in claims for n in NEEDS[c]))
     jobs = [(n, s) for s in seeds for n in names]  # seed-major: a cut-off run has whole seeds
     threads = max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else 0

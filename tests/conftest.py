@@ -12,5 +12,5 @@ def tiny_synth(tmp_path_factory):
     from ufinebench.synth.build import SynthConfig, build
 
     out = tmp_path_factory.mktemp("tiny_synth") / "ds"
-    build(out, SynthConfig(identities=20, images_per_id=(2, 3), size=(64, 32), seed=3), workers=1)
+    build(out, SynthConfig(identities=20, images_per_id=(2, 3), size=(64, 32), seed=3, difficulty="easy"), workers=1)
     return out

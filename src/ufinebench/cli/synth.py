@@ -29,16 +29,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all CPU cores)")
     p.add_argument("--extra-3c-images", type=int, default=2, help="held-out-domain images per test person (default 2)")
-    p.add_argument("--difficulty", choices=list(DIFFICULTY_LEVELS), default="easy",
-                   help="easy: no look-alikes, the generator of 2026-12-06 and before (default); standard: look-alike families of 3 "
-                   "differing in one small detail, half the 3C test persons in held-out domains only, annotators who leave "
-                   "details out (15 %%) and misname a shade or side (3 %%); hard: families of 5, 25 %% / 6 %%")
+    p.add_argument("--difficulty", choices=list(DIFFICULTY_LEVELS), default="standard",
+                   help="standard (default): look-alike families of 3 differing in one small detail (40 %% of the persons), half "
+                   "the 3C test persons in held-out domains only, annotators with their own habits who leave details out (15 %%) "
+                   "and misname a shade or side (3 %%), everyday language with held-out words, varied camera framing; hard: "
+                   "families of 5 for everyone, 25 %% / 6 %%; easy: the classic generator (no look-alikes, template language, "
+                   "fixed framing; byte-identical to builds of 2026-12-06 and before)")
     p.add_argument("--family-size", type=int, help="look-alike family size (1: none; default: as the level says)")
     p.add_argument("--family-details", type=int, help="separating details per family member, 1-3 (default: as the level says)")
     p.add_argument("--family-fraction", type=float, help="share of identities in look-alike families (default: as the level says)")
     p.add_argument("--heldout-only", type=float, help="fraction of test persons shown in the 3C gallery only in held-out domains")
     p.add_argument("--omit", type=float, help="probability that a caption leaves out each optional detail (default: as the level says)")
     p.add_argument("--mistake", type=float, help="probability that a caption misnames one shade or side (default: as the level says)")
+    p.add_argument("--language", choices=["classic", "everyday"], help="caption language (default: as the level says)")
+    p.add_argument("--camera", choices=["fixed", "varied"], help="camera framing (default: as the level says)")
     p.add_argument("--overwrite", action="store_true", help="replace the UFine-Synth dataset this command wrote in OUT (nothing else)")
     p.add_argument("--force", action="store_true", help="write into OUT although it holds other files (they are kept)")
     p.set_defaults(func=run)
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                       size=parse_pair(args.size, "x", "--size"), seed=args.seed, extra_3c_images=args.extra_3c_images,
                       difficulty=args.difficulty, family_size=args.family_size, family_details=args.family_details,
                       heldout_only=args.heldout_only, omit=args.omit, mistake=args.mistake,
-                      family_fraction=args.family_fraction)
+                      family_fraction=args.family_fraction, language=args.language, camera=args.camera)
     workers = args.workers or (os.cpu_count() or 1)
     s = build(args.out, cfg, workers=workers, overwrite=args.overwrite, force=args.force, progress=sys.stderr.isatty())
     print(f"UFine-Synth: {s['identities']} identities, {s['images']} images in {s['seconds']} s "

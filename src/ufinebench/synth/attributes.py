@@ -39,6 +39,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (232, 128, 36),
     "pink": (232, 150, 180),
     "purple": (112, 60, 140),
+    # everyday shades (UFine-Synth 2, levels above easy: widen()); neighbours of the colours above
+    "burgundy": (104, 26, 44),
+    "charcoal": (62, 64, 68),
+    "mustard": (196, 156, 40),
+    "cream": (240, 228, 198),
+    "teal": (28, 118, 118),
 }
 # Street clothing: dark and blue colours dominate.
 CLOTHES = {
@@ -139,9 +145,43 @@ def draw_identity(rng: np.random.Generator) -> Record:
     return r
 
 
+# UFine-Synth 2's everyday population (levels above easy): some colours become a neighbouring
+# everyday shade, some sweaters cardigans, some jackets parkas, some plain tops floral or polka-dot.
+WIDER_SHADES = {"gray": ("charcoal", 0.35), "dark red": ("burgundy", 0.6), "yellow": ("mustard", 0.5), "beige": ("cream", 0.45),
+                "green": ("teal", 0.4)}
+WIDER_COLOUR_SLOTS = ("upper_color", "outer_color", "lower_color", "headwear_color", "bag_color", "shoes_color")
+WIDER_PATTERNS = {"floral": 0.12, "polka-dot": 0.1}
+
+
+def widen(r: Record, rng: np.random.Generator) -> Record:
+    """``r`` in UFine-Synth 2's wider everyday population (a new record; ``r`` is left alone).
+
+    The map only ever turns a value into one no record had before (charcoal only from gray, ...),
+    so records that differed still differ."""
+    w = dict(r)
+    for slot in WIDER_COLOUR_SLOTS:
+        c = w.get(slot)
+        if c in WIDER_SHADES and rng.random() < WIDER_SHADES[c][1] and not (slot == "lower_color" and w["lower_type"] == "jeans"):
+            w[slot] = WIDER_SHADES[c][0]
+    if w["upper_type"] == "sweater" and rng.random() < 0.35:
+        w["upper_type"] = "cardigan"
+    if w["outer"] == "jacket" and rng.random() < 0.3:
+        w["outer"] = "parka"
+    if w["upper_pattern"] == "plain":
+        u = rng.random()
+        for pattern, p in WIDER_PATTERNS.items():
+            if u < p:
+                w["upper_pattern"] = pattern
+                w["pattern_color"] = _pick(rng, {k: v for k, v in ACCENTS.items() if k != w["upper_color"]})
+                break
+            u -= p
+    w.update(derived(w))
+    return w
+
+
 def derived(r: Record) -> Record:
     """The coarse slots, functions of the fine ones: outermost top colour, bottoms group, any bag."""
-    top = r["outer_color"] if r["outer"] in ("jacket", "coat") else r["upper_color"]
+    top = r["outer_color"] if r["outer"] in ("jacket", "coat", "parka") else r["upper_color"]
     group = "pants" if r["lower_type"] in ("jeans", "trousers") else r["lower_type"]
     return {"top_color": top, "lower_group": group, "has_bag": "yes" if r["bag_type"] != "none" else "no"}
 
@@ -151,8 +191,10 @@ def record_key(r: Record) -> str:
     return json.dumps({k: r[k] for k in SLOTS}, sort_keys=True)  # derived slots add nothing
 
 
-def draw_population(n: int, seed: int) -> list[Record]:
-    """``n`` identities with pairwise different full records, deterministic in ``seed``."""
+def draw_population(n: int, seed: int, wider: bool = False) -> list[Record]:
+    """``n`` identities with pairwise different full records, deterministic in ``seed``; ``wider``:
+    in UFine-Synth 2's everyday population (:func:`widen`, from a stream of its own, so the draws of
+    the classic population stay as they were)."""
     rng = np.random.default_rng([seed, 0xA77])
     seen: set[str] = set()
     out: list[Record] = []
@@ -162,6 +204,8 @@ def draw_population(n: int, seed: int) -> list[Record]:
         if k not in seen:
             seen.add(k)
             out.append(r)
+    if wider:
+        out = [widen(r, np.random.default_rng([seed, 0xE5, i])) for i, r in enumerate(out)]
     return out
 
 

@@ -27,10 +27,12 @@ from ufinebench.errors import UFineBenchError
 from ufinebench.io import atomic_write_bytes
 from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_dir
 from ufinebench.synth.annotators import Annotator
-from ufinebench.synth.attributes import Record
-from ufinebench.synth.describe import GRANULARITY_WORDS, STYLES, TRAIN_STYLES, VIEWS, caption, visible
+from ufinebench.synth.attributes import Record, draw_identity
+from ufinebench.synth.card import language_stats, write_card
+from ufinebench.synth.describe import STYLES, TRAIN_STYLES, VIEWS, caption, visible
 from ufinebench.synth.families import draw_families, family_splits, family_tags
-from ufinebench.synth.render import HELD_OUT_DOMAINS, TRAIN_DOMAINS, jpeg_bytes, render
+from ufinebench.synth.language import POOL, write
+from ufinebench.synth.render import HELD_OUT_DOMAINS, HIDDEN_BY_BARRIER, TRAIN_DOMAINS, draw_shot, identity_shade, jpeg_bytes, render
 from ufinebench.synth.vocabulary import synth_vocabulary
 from ufinebench.vocab import VOCAB_FILE
 
@@ -45,11 +47,16 @@ QUERY_STYLES = ("annotator_a",) + UNSEEN_STYLES  # 3C queries: one seen style an
 # Difficulty levels: the knobs each sets (a knob given on its own overrides its level's value).
 # easy draws exactly what every build before the levels drew, for the same seed.
 DIFFICULTY_LEVELS: dict[str, dict[str, Any]] = {
-    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0, "omit": 0.0, "mistake": 0.0, "family_fraction": 1.0},
-    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5, "omit": 0.15, "mistake": 0.03, "family_fraction": 0.4},
-    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5, "omit": 0.25, "mistake": 0.06, "family_fraction": 1.0},
+    "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0, "omit": 0.0, "mistake": 0.0, "family_fraction": 1.0,
+             "language": "classic", "camera": "fixed"},
+    "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5, "omit": 0.15, "mistake": 0.03, "family_fraction": 0.4,
+                 "language": "everyday", "camera": "varied"},
+    "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5, "omit": 0.25, "mistake": 0.06, "family_fraction": 1.0,
+             "language": "everyday", "camera": "varied"},
 }
-KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake", "family_fraction")
+KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake", "family_fraction", "language", "camera")
+LANGUAGES = ("classic", "everyday")
+CAMERAS = ("fixed", "varied")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class Knobs:
     omit: float = 0.0  # each optional detail a caption could name is left out with this probability (annotators.py)
     mistake: float = 0.0  # a caption misnames one colour's shade or a bag's side with this probability
     family_fraction: float = 1.0  # the share of identities in look-alike families (the rest have none)
+    language: str = "classic"  # classic: describe.py's frames; everyday: language.py (annotators with habits, held-out words)
+    camera: str = "fixed"  # fixed: one framing; varied: figure scale, low barriers, passers-by, own shades, scaled letters
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,15 @@ class SynthConfig:
     extra_3c_images: int = 2  # per test identity, in held-out domains
     queries_per_3c_image: int = 5
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    difficulty: str = "easy"  # easy | standard | hard (DIFFICULTY_LEVELS)
+    difficulty: str = "standard"  # easy | standard | hard (DIFFICULTY_LEVELS)
     family_size: int | None = None  # None: as the level says
     family_details: int | None = None
     heldout_only: float | None = None
     omit: float | None = None
     mistake: float | None = None
     family_fraction: float | None = None
+    language: str | None = None
+    camera: str | None = None
 
     def knobs(self) -> Knobs:
         """The level's knobs with those given on their own in place."""
@@ -106,6 +117,8 @@ class SynthConfig:
         k = self.knobs()
         if not 1 <= k.family_size <= 20 or not 1 <= k.family_details <= 3:
             raise UFineBenchError(f"--family-size must be 1-20 and --family-details 1-3, got {k.family_size} and {k.family_details}")
+        if k.language not in LANGUAGES or k.camera not in CAMERAS:
+            raise UFineBenchError(f"--language must be one of {', '.join(LANGUAGES)} and --camera one of {', '.join(CAMERAS)}")
         for name in ("heldout_only", "omit", "mistake", "family_fraction"):
             if not 0.0 <= getattr(k, name) <= 1.0:
                 raise UFineBenchError(f"--{name.replace('_', '-')} must be a fraction from 0 to 1, got {getattr(k, name)}")
@@ -138,28 +151,46 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
     start_view = int(rng.integers(3))
     fine_recs, coarse_recs, threec_recs = [], [], []
 
+    knobs = cfg.knobs()
+    varied = knobs.camera == "varied"
+    shade = identity_shade(np.random.default_rng([cfg.seed, pid, 0x7A])) if varied else (1.0, 1.0, 1.0)
+    hidden: dict[str, tuple[str, ...]] = {}  # image -> slots a low barrier hides in it
+
     def make(k_name: str, view: str, domain: str) -> tuple[str, str]:
         pose = "walking" if rng.random() < 0.7 else "standing"
-        img = render(rec, view, pose, domain, cfg.size, rng)
+        shot = None
+        if varied:  # the framing draws from a stream of its own: the classic draws stay as they were
+            srng = np.random.default_rng([cfg.seed, pid, 0x5407, len(hidden)])
+            shot = draw_shot(srng, shade, draw_identity(srng))
+        img = render(rec, view, pose, domain, cfg.size, rng, shot)
         rel = f"images/{pid:05d}_{k_name}.jpg"
+        hidden[rel] = HIDDEN_BY_BARRIER if shot is not None and shot.feet_hidden else ()
         data = jpeg_bytes(img, domain, rng)
         with open(os.path.join(out, rel), "wb") as fh:
             fh.write(data)
         return rel, pose
 
-    knobs = cfg.knobs()
     written = [0]  # captions so far: each annotator draws from a stream of its own, (seed, person, caption)
 
-    def described(view: str, pose: str, domain: str, combos: Iterable[tuple[str, str]]) -> tuple[list[str], list[dict]]:
+    def described(rel: str, view: str, pose: str, domain: str, combos: Iterable[tuple[str, str]]) -> tuple[list[str], list[dict]]:
         caps, tags = [], []
         for gran, style in combos:
             notes: dict[str, Any] = {}
+            shown = {k: v for k, v in visible(rec, view).items() if k not in hidden[rel]}
             if knobs.omit > 0 or knobs.mistake > 0:
                 writer = Annotator(knobs.omit, knobs.mistake, np.random.default_rng([cfg.seed, pid, 0xA0, written[0]]))
-                shown, notes = writer.edit(visible(rec, view), style)
-                text, mentions = caption(rec, view, gran, style, rng, pose, shown=shown)
+                shown, notes = writer.edit(shown, style)
+            if knobs.language == "everyday":
+                crng = np.random.default_rng([cfg.seed, pid, 0xCA, written[0]])
+                pool = POOL.get(style)
+                persona = pool[int(crng.integers(len(pool)))] if pool else None
+                text, mentions = write(shown, view, pose, gran, style, crng, persona)
+                if persona is not None:
+                    notes["writer"] = persona.name
             else:
-                text, mentions = caption(rec, view, gran, style, rng, pose)
+                text, mentions = caption(rec, view, gran, style, rng, pose, shown=shown if notes or hidden[rel] else None)
+            if hidden[rel]:
+                notes["hidden"] = list(hidden[rel])
             written[0] += 1
             caps.append(text)
             tags.append({"granularity": gran, "style": style, "view": view, "pose": pose, "domain": domain, "mentions": mentions, **extra,
@@ -171,13 +202,13 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
         view = VIEWS[(start_view + k) % 3]
         domain = TRAIN_DOMAINS[int(rng.integers(len(TRAIN_DOMAINS)))]
         rel, pose = make(f"{k:02d}", view, domain)
-        caps, tags = described(view, pose, domain, [("fine", s) for s in TRAIN_STYLES])
+        caps, tags = described(rel, view, pose, domain, [("fine", s) for s in TRAIN_STYLES])
         fine_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
-        caps, tags = described(view, pose, domain, [("coarse", "cuhk"), ("coarse", "cuhk")])
+        caps, tags = described(rel, view, pose, domain, [("coarse", "cuhk"), ("coarse", "cuhk")])
         coarse_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
         if split == "test":
             pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)
-            caps, tags = described(view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
+            caps, tags = described(rel, view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
             if not heldout_only:  # the draws above happen either way: the images of a build stay the same
                 threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
     if split == "test":
@@ -186,7 +217,7 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
             domain = HELD_OUT_DOMAINS[int(rng.integers(len(HELD_OUT_DOMAINS)))]
             rel, pose = make(f"x{k}", view, domain)
             pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)
-            caps, tags = described(view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
+            caps, tags = described(rel, view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
             threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
     return {"fine": fine_recs, "coarse": coarse_recs, "threec": threec_recs}
 
@@ -277,7 +308,9 @@ def build(
         try:
             summary = _build_into(tmp, cfg, workers, progress)
             summary["seconds"] = round(time.perf_counter() - t0, 2)
-            _write_card(tmp, cfg, summary)
+            files = {"fine": FINE_FILE, "coarse": COARSE_FILE, "threec": THREEC_FILE, "identities": IDENTITIES_FILE,
+                     "query_styles": ", ".join(QUERY_STYLES), "unseen_styles": ", ".join(UNSEEN_STYLES)}
+            write_card(tmp, asdict(cfg), asdict(cfg.knobs()), summary, files)
             publish_dir(tmp, out, "synth")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -287,7 +320,7 @@ def build(
 
 def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> dict[str, Any]:
     k = cfg.knobs()
-    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details, k.family_fraction)
+    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details, k.family_fraction, wider=k.language == "everyday")
     splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions) if k.family_size <= 1 else family_splits(fams, cfg.seed,
                                                                                                                       cfg.split_fractions)
     held = _heldout_only(cfg, splits, k.heldout_only)
@@ -322,7 +355,7 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
                          **({"family": family_tags(fams[pid - 1])} if k.family_size > 1 else {})}, sort_keys=True)
              for pid in range(1, cfg.identities + 1)]
     atomic_write_bytes(tmp / IDENTITIES_FILE, ("\n".join(lines) + "\n").encode())
-    atomic_write_bytes(tmp / VOCAB_FILE, synth_vocabulary().to_json().encode())  # what training's attribute options read
+    atomic_write_bytes(tmp / VOCAB_FILE, synth_vocabulary(k.language).to_json().encode())  # what training's attribute options read
     identities = {pid: pop[pid - 1] for pid in range(1, cfg.identities + 1)}
     test_ids = [pid for pid in identities if splits[pid - 1] == "test"]
     _preview(tmp, threec, test_ids or list(identities))
@@ -338,7 +371,25 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
         "ceiling_r1": {"in-domain test": ceiling([r for r in fine if r["split"] == "test"], identities, test_ids)["fine"] if test_ids else 0.0,
                        **{f"3C {g}": v for g, v in ceiling(threec, identities, test_ids).items()}},
         "test_identities": len(test_ids),
+        "language": language_stats(fine, coarse, threec),
+        "families": _family_stats(fams) if k.family_size > 1 else {},
     }
+
+
+def _family_stats(fams: list[Any]) -> dict[str, Any]:
+    """Family sizes and how many details separate a variant from its base."""
+    sizes: dict[int, int] = {}
+    for f in fams:
+        sizes[f.family] = f.size
+    by_size: dict[int, int] = {}
+    for n in sizes.values():
+        by_size[n] = by_size.get(n, 0) + 1
+    details: dict[str, int] = {}
+    for pid, f in enumerate(fams, start=1):
+        if f.size > 1 and f.family != pid:  # variants (a base lists its variants' details)
+            for d in f.details:
+                details[d] = details.get(d, 0) + 1
+    return {"families_by_size": dict(sorted(by_size.items())), "variants_by_detail": dict(sorted(details.items(), key=lambda x: -x[1]))}
 
 
 def _preview(tmp: Path, threec: list[dict], ids: list[int], n: int = 30) -> None:
@@ -366,70 +417,3 @@ def _preview(tmp: Path, threec: list[dict], ids: list[int], n: int = 30) -> None
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     atomic_write_bytes(tmp / "preview.png", buf.getvalue())
-
-
-def _write_card(tmp: Path, cfg: SynthConfig, s: dict[str, Any]) -> None:
-    h, w = cfg.size
-    k = cfg.knobs()
-    a, b = cfg.images_per_id
-    amb = s["ambiguity_test_identities"]
-    words = s["words"]
-    lines = [
-        "# UFine-Synth dataset card",
-        "",
-        "A procedurally generated stand-in for UFine6926 / UFine3C made by `ufinebench synth`.",
-        "",
-        f"Command: `ufinebench synth OUT --identities {cfg.identities} --images-per-id {a}:{b} --size {h}x{w} --seed {cfg.seed}"
-        f" --difficulty {cfg.difficulty}`",
-        f"(generated in {s['seconds']} s; the same options give byte-identical files)",
-        "",
-        f"Difficulty `{cfg.difficulty}`: {100 * k.family_fraction:.0f} % of the identities in look-alike families of "
-        f"{k.family_size} (members differ in {k.family_details} small separating detail{'s' if k.family_details > 1 else ''}: "
-        f"tag `detail`), {100 * k.heldout_only:.0f} % of test persons in the 3C gallery only in held-out domains (tag "
-        f"`gallery`), annotators who leave a detail out with probability {k.omit:g} and misname one with {k.mistake:g}."
-        if k.family_size > 1 or k.heldout_only > 0 or k.omit > 0 or k.mistake > 0 else
-        "Difficulty `easy`: no look-alike families, every 3C person also in the training domains (the generator of 2026-12-06 and before).",
-        "",
-        "| split | identities | images |",
-        "|---|---|---|",
-    ] + [f"| {k} | {v['identities']} | {v['images']} |" for k, v in s["splits"].items()] + [
-        "",
-        f"- `{FINE_FILE}` (UFine6926 format): two fine captions per image by the training annotators "
-        f"({', '.join(TRAIN_STYLES)}); {s['captions']['fine']} captions.",
-        f"- `{COARSE_FILE}`: the same images with two coarse, CUHK-PEDES-like captions each; {s['captions']['coarse']} captions.",
-        f"- `{THREEC_FILE}` (UFine3C format): {s['test_identities']} test identities, {s['captions']['3c_images']} images from the "
-        f"training domains ({', '.join(TRAIN_DOMAINS)}) and held-out domains ({', '.join(HELD_OUT_DOMAINS)}), "
-        f"{s['captions']['3c_queries']} queries at fine / medium / coarse granularity in the styles {', '.join(QUERY_STYLES)} "
-        f"({', '.join(UNSEEN_STYLES)} never appear in training captions).",
-        f"- `{IDENTITIES_FILE}`: every identity's ground-truth attribute record; `preview.png`: a contact sheet.",
-        "",
-        "Words per caption (mean, min-max):",
-        "",
-        "| file | granularity | captions | mean | min | max |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, table in words.items():
-        for g, v in table.items():
-            lines.append(f"| {name} | {g} | {v['captions']} | {v['mean']:.1f} | {v['min']} | {v['max']} |")
-    lines += [
-        "",
-        "Ambiguity: the mean number of test identities whose ground-truth record is consistent with a",
-        f"3C query (over {s['test_identities']} test identities; 1.0 means every caption singles out its person):",
-        "",
-        "| granularity | consistent identities |",
-        "|---|---|",
-    ] + [f"| {g} | {v:.2f} |" for g, v in amb.items()] + [
-        "",
-        "Ceiling: the R1 a perfect attribute reader would reach (a caption that fits k test identities is",
-        "answered first with probability 1/k); read every model's R1 against it:",
-        "",
-        "| queries | ceiling R1 |",
-        "|---|---|",
-    ] + [f"| {q} | {v:.2f} |" for q, v in s["ceiling_r1"].items()] + [
-        "",
-        f"Target ranges of words: {', '.join(f'{g} {lo}-{hi}' for g, (lo, hi) in GRANULARITY_WORDS.items())}.",
-        "",
-        "Options: " + json.dumps(asdict(cfg)),
-        "",
-    ]
-    atomic_write_bytes(tmp / "CARD.md", "\n".join(lines).encode())

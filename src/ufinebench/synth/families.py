@@ -59,7 +59,7 @@ def _vary(r: Record, slot: str, rng: np.random.Generator) -> Record | None:
             return None
         v[slot] = str(rng.choice([b for b in ("none", "black belt", "brown belt") if b != r[slot]]))
     elif slot == "upper_sleeve":
-        if r["upper_type"] in ("sweater", "hoodie"):
+        if r["upper_type"] in ("sweater", "hoodie", "cardigan"):
             return None
         v[slot] = "short" if r[slot] == "long" else "long"
     elif slot == "logo_text":
@@ -76,14 +76,14 @@ def _vary(r: Record, slot: str, rng: np.random.Generator) -> Record | None:
     return v
 
 
-def draw_families(n: int, seed: int, size: int, details: int, fraction: float = 1.0) -> tuple[list[Record], list[Family]]:
+def draw_families(n: int, seed: int, size: int, details: int, fraction: float = 1.0, wider: bool = False) -> tuple[list[Record], list[Family]]:
     """``n`` identities, about ``fraction`` of them in families of ``size`` (a base and variants, each
     variant differing from the base in ``details`` separating slots), the rest on their own (families
-    of 1, detail "none"); all records pairwise different. Families and single persons alternate, so
+    of 1, detail "none"); all records pairwise different; ``wider``: UFine-Synth 2's everyday population. Families and single persons alternate, so
     both reach every split."""
     if size <= 1 or fraction <= 0:
-        return draw_population(n, seed), [Family(i + 1, 1) for i in range(n)]
-    bases = draw_population(n, seed)  # never more bases than identities are needed
+        return draw_population(n, seed, wider), [Family(i + 1, 1) for i in range(n)]
+    bases = draw_population(n, seed, wider)  # never more bases than identities are needed
     rng = np.random.default_rng([seed, 0xFA4])
     seen = {record_key(b) for b in bases}
     records: list[Record] = []

@@ -78,16 +78,20 @@ def _shade(c: RGB, f: float) -> RGB:
 class _Painter:
     """Draws on the 128 x 384 design grid; ``p`` maps grid coordinates to pixels."""
 
-    def __init__(self, img: Image.Image, dx: float, rng: np.random.Generator) -> None:
+    def __init__(self, img: Image.Image, dx: float, rng: np.random.Generator, scale: float = 1.0, dy: float = 0.0,
+                 font: ImageFont.ImageFont | ImageFont.FreeTypeFont | None = None) -> None:
         self.img = img
         self.d = ImageDraw.Draw(img)
-        self.sx = img.width / _GRID_W
-        self.sy = img.height / _GRID_H
+        self.sx = img.width / _GRID_W * scale
+        self.sy = img.height / _GRID_H * scale
+        self.ox = img.width * (1 - scale) / 2  # a figure of another scale stands centred, feet moved by dy (grid units)
+        self.oy = img.height * (1 - scale) + dy * img.height / _GRID_H
         self.dx = dx
         self.rng = rng
+        self.font = _FONT if font is None else font
 
     def p(self, x: float, y: float) -> tuple[float, float]:
-        return ((x + self.dx) * self.sx, y * self.sy)
+        return ((x + self.dx) * self.sx + self.ox, y * self.sy + self.oy)
 
     def poly(self, pts: list[tuple[float, float]], fill: RGB, outline: RGB | None = None) -> None:
         self.d.polygon([self.p(x, y) for x, y in pts], fill=fill, outline=outline)
@@ -104,7 +108,7 @@ class _Painter:
         self.d.line([self.p(x, y) for x, y in pts], fill=fill, width=max(1, int(round(width * self.sx))))
 
     def text(self, x: float, y: float, s: str, fill: RGB) -> None:
-        self.d.text(self.p(x, y), s, fill=fill, font=_FONT, anchor="mm")
+        self.d.text(self.p(x, y), s, fill=fill, font=self.font, anchor="mm")
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +170,7 @@ class _Figure:
     leg_w: float
 
     @classmethod
-    def of(cls, r: Record, view: str, pose: str) -> _Figure:
+    def of(cls, r: Record, view: str, pose: str, tint: dict[str, RGB] | None = None) -> _Figure:
         cx = 64.0
         bw = {"slim": 0.85, "average": 1.0, "heavy": 1.22}[r["build"]]
         side = view == "side"
@@ -177,15 +181,86 @@ class _Figure:
         else:
             legs = [(cx - 9 * bw, cx - 9 * bw - (3 if walking else 1)), (cx + 9 * bw, cx + 9 * bw + (3 if walking else 1))]
         return cls(r, visible(r, view), view, side, walking, cx, bw, (17 if side else 27) * bw, (15 if side else 22) * bw,
-                   SKIN_RGB[r["skin"]], _c(r["upper_color"]), r["outer"] if r["outer"] != "none" else None, _c(r["outer_color"]),
-                   _c(r["lower_color"]), legs, 8.5 * bw)
+                   SKIN_RGB[r["skin"]], (tint or {}).get("upper_color") or _c(r["upper_color"]),
+                   r["outer"] if r["outer"] != "none" else None, (tint or {}).get("outer_color") or _c(r["outer_color"]),
+                   (tint or {}).get("lower_color") or _c(r["lower_color"]), legs, 8.5 * bw)
 
 
-def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.random.Generator) -> None:
+@dataclass(frozen=True)
+class Shot:
+    """How a camera frames one image beyond its domain (UFine-Synth 2, levels above easy).
+
+    ``scale`` and ``dy`` size and place the figure (above 1 the frame crops it; ``dy`` moves its feet
+    in grid units), ``feet_hidden`` puts a low barrier in front of the feet (captions of the image then
+    say nothing of the shoes: :data:`HIDDEN_BY_BARRIER`), ``bystander`` is another pedestrian behind,
+    ``shade`` the person's own shade of their garments' colours (one per identity: one navy is not
+    another), and letters are drawn in a font scaled with the figure."""
+
+    scale: float = 1.0
+    dy: float = 0.0
+    feet_hidden: bool = False
+    bystander: Record | None = None
+    bystander_view: str = "front"
+    bystander_x: float = 0.0
+    shade: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+HIDDEN_BY_BARRIER = ("shoes_type", "shoes_color", "sole_color")
+
+
+def draw_shot(rng: np.random.Generator, shade: tuple[float, float, float], bystander: Record) -> Shot:
+    """A camera's framing of one image: figure scale 0.8-1.1, a low barrier in 12 % of the images,
+    a passer-by behind in 30 %."""
+    scale = float(rng.uniform(0.8, 1.1))
+    dy = float(rng.uniform(-8, 8)) if scale <= 1 else float(rng.uniform(0, 20))
+    feet_hidden = bool(rng.random() < 0.12)
+    behind = bool(rng.random() < 0.3)
+    return Shot(scale, dy, feet_hidden, bystander if behind else None, ("front", "back", "side")[int(rng.integers(3))],
+                float(rng.choice([-1, 1]) * rng.uniform(30, 55)), shade)
+
+
+def identity_shade(rng: np.random.Generator) -> tuple[float, float, float]:
+    """One person's shade of every garment colour: each channel within +-12 %."""
+    return tuple(float(x) for x in rng.uniform(0.88, 1.12, size=3))  # type: ignore[return-value]
+
+
+_SCALED_FONTS: dict[int, ImageFont.ImageFont | ImageFont.FreeTypeFont] = {}
+
+
+def _scaled_font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """The default font at ``px`` pixels (FreeType), or the fixed bitmap font where FreeType is missing."""
+    if px not in _SCALED_FONTS:
+        try:
+            _SCALED_FONTS[px] = ImageFont.load_default(size=px)
+        except (ImportError, OSError, TypeError):  # Pillow without FreeType
+            _SCALED_FONTS[px] = _FONT
+    return _SCALED_FONTS[px]
+
+
+def _tinted(r: Record, shade: tuple[float, float, float]) -> dict[str, RGB]:
+    """The person's garment colours in their own shade."""
+    out = {}
+    for slot in ("upper_color", "outer_color", "lower_color", "bag_color", "headwear_color", "shoes_color"):
+        c = _c(r.get(slot))
+        out[slot] = tuple(int(max(0, min(255, v * f))) for v, f in zip(c, shade, strict=True))
+    return out  # type: ignore[return-value]
+
+
+def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.random.Generator, shot: Shot | None = None) -> None:
     """Paint the figure of ``r`` as seen from ``view`` onto ``img``: legs and lower garment, hair
     behind the body, torso and its layers, arms, bag, carried object, head (back to front)."""
-    P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng)
-    f = _Figure.of(r, view, pose)
+    if shot is None:
+        P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng)
+        f = _Figure.of(r, view, pose)
+    else:
+        scale = shot.scale
+        P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng, scale=scale, dy=shot.dy,
+                     font=_scaled_font(max(3, round(11 * img.height / _GRID_H * scale))))
+        f = _Figure.of(r, view, pose, _tinted(r, shot.shade))
+    _draw_figure(P, f, rng)
+
+
+def _draw_figure(P: _Painter, f: _Figure, rng: np.random.Generator) -> None:
     _draw_legs(P, f)
     _draw_back_hair(P, f)
     _draw_torso(P, f)
@@ -262,6 +337,15 @@ def _draw_torso(P: _Painter, f: _Figure) -> None:
         elif pat == "vertical stripes":
             for x in np.arange(cx - half + 6, cx + half - 3, 9):
                 P.line([(x, top_y + 8), (x, waist_y)], pc, 2.5)
+        elif pat in ("polka-dot", "floral"):
+            for row, y in enumerate(np.arange(top_y + 14, waist_y - 4, 14)):
+                for x in np.arange(cx - half + 7 + 6 * (row % 2), cx + half - 4, 12):
+                    if pat == "polka-dot":
+                        P.ellipse(x, y, 2.6, 2.6, pc)
+                    else:  # a small flower: four petals round a centre
+                        for ddx, ddy in ((-2.2, 0), (2.2, 0), (0, -2.2), (0, 2.2)):
+                            P.ellipse(x + ddx, y + ddy, 1.7, 1.7, pc)
+                        P.ellipse(x, y, 1.1, 1.1, _shade(pc, 0.6))
         else:  # checked
             for y in np.arange(top_y + 14, waist_y, 12):
                 P.line([(cx - half + 3, y), (cx + half - 3, y)], pc, 1.5)
@@ -269,6 +353,10 @@ def _draw_torso(P: _Painter, f: _Figure) -> None:
                 P.line([(x, top_y + 8), (x, waist_y)], pc, 1.5)
     if r["upper_type"] == "hoodie" and view == "back" and not outer:
         P.poly([(cx - 14, top_y + 2), (cx + 14, top_y + 2), (cx + 10, top_y + 30), (cx - 10, top_y + 30)], _shade(inner, 0.85))
+    if r["upper_type"] == "cardigan" and view == "front":  # open down the front, buttoned
+        P.line([(cx, top_y + 6), (cx, waist_y)], _shade(inner, 0.6), 1.5)
+        for y in (top_y + 30, top_y + 55, top_y + 80):
+            P.ellipse(cx + 3, y, 1.6, 1.6, _shade(inner, 0.5))
     if r["upper_type"] == "shirt" and view == "front":
         P.poly([(cx - 9, top_y + 4), (cx, top_y + 14), (cx + 9, top_y + 4)], _shade(inner, 0.8))
         for y in (top_y + 30, top_y + 55, top_y + 80):
@@ -290,8 +378,10 @@ def _draw_outer(P: _Painter, f: _Figure) -> None:
     view, cx, half, waist, outer, outer_c = f.view, f.cx, f.half, f.waist, f.outer, f.outer_c
     top_y, waist_y, knee_y = TOP_Y, WAIST_Y, KNEE_Y
     if outer:
-        bottom = {"jacket": waist_y + 12, "vest": waist_y + 4, "coat": knee_y - 6}[outer]
-        flare = 6 if outer == "coat" else 2
+        bottom = {"jacket": waist_y + 12, "vest": waist_y + 4, "coat": knee_y - 6, "parka": waist_y + 34}[outer]
+        flare = 6 if outer == "coat" else (4 if outer == "parka" else 2)
+        if outer == "parka":  # a hood lying on the shoulders, seen from every side
+            P.ellipse(cx, top_y + 2, half * 0.75, 9, _shade(outer_c, 0.85))
         if view == "front":
             gap = 7
             P.poly([(cx - half - 1, top_y + 2), (cx - gap, top_y + 2), (cx - gap, bottom), (cx - waist - flare - 1, bottom)], outer_c)
@@ -310,8 +400,8 @@ def _draw_arms(P: _Painter, f: _Figure) -> list[tuple[float, float]]:
     r, side, walking, cx, bw, half, skin, inner, outer, outer_c = f.r, f.side, f.walking, f.cx, f.bw, f.half, f.skin, f.inner, f.outer, f.outer_c
     top_y = TOP_Y
     # --- arms ---------------------------------------------------------------------------------
-    sleeve_c = outer_c if outer in ("jacket", "coat") else inner
-    long_sleeve = outer in ("jacket", "coat") or r["upper_sleeve"] == "long"
+    sleeve_c = outer_c if outer in ("jacket", "coat", "parka") else inner
+    long_sleeve = outer in ("jacket", "coat", "parka") or r["upper_sleeve"] == "long"
     swing = 7 if walking else 1
     arm_xs = [cx + 3] if side else [cx - half - 4, cx + half + 4]
     hands: list[tuple[float, float]] = []  # in image order: left of image first
@@ -530,13 +620,22 @@ def _camera(img: Image.Image, dom: Domain, rng: np.random.Generator) -> Image.Im
     return img
 
 
-def render(r: Record, view: str, pose: str, domain: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """One image (H, W = ``size``) of identity ``r`` seen from ``view`` in ``domain``."""
+def render(r: Record, view: str, pose: str, domain: str, size: tuple[int, int], rng: np.random.Generator,
+           shot: Shot | None = None) -> Image.Image:
+    """One image (H, W = ``size``) of identity ``r`` seen from ``view`` in ``domain``; ``shot``: the
+    camera's framing (UFine-Synth 2), None for the classic fixed framing."""
     h, w = size
     dom = DOMAINS[domain]
     img = Image.new("RGB", (w, h))
     _background(img, dom, rng)
-    draw_person(img, r, view, pose, rng)
+    if shot is not None and shot.bystander is not None:  # a smaller, farther passer-by, half out of frame
+        far = Shot(scale=0.62 * shot.scale, dy=-70.0, shade=(0.8, 0.8, 0.8))
+        P = _Painter(img, dx=shot.bystander_x, rng=rng, scale=far.scale, dy=far.dy, font=_FONT)
+        _draw_figure(P, _Figure.of(shot.bystander, shot.bystander_view, "walking", _tinted(shot.bystander, far.shade)), rng)
+    draw_person(img, r, view, pose, rng, shot)
+    if shot is not None and shot.feet_hidden:  # a low wall or bench in front of the feet
+        c = _shade(dom.clutter[int(rng.integers(len(dom.clutter)))], 0.8)
+        ImageDraw.Draw(img).rectangle([0, int(h * 0.86), w, h], fill=c)
     if rng.random() < dom.occlusion:
         _occlude(img, dom, rng)
     return _camera(img, dom, rng)
