@@ -61,8 +61,9 @@ class DataConfig:
     # dataset ships beside its annotation (vocabulary.json), if any. Needed by the attribute options above; without
     # one, validation reads val's captions as they are (no shortened copies)
     vocabulary: str | None = None
-    sampler: str = "random"  # random | identity
+    sampler: str = "random"  # random | identity | neighbours (look-alike batches: persons whose captions read alike together)
     num_instances: int = 4
+    neighbour_group: int = 4  # neighbours sampler: persons per look-alike group
     workers: int = 2
     in_memory_mb: int = 2048  # training images decoded once and held in memory up to this size; larger sets stream
 
@@ -257,7 +258,8 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "model.decoder_heads": (1, None), "model.matcher_layers": (1, 256), "model.num_classes": (0, None), "model.attribute_words": (0, None),
     "model.granularity_weight": (0, None), "model.text_position_jitter": (0, 8192),
     "data.bpe_vocab_size": (8, 10_000_000), "data.pad": (0, 4096), "data.color_jitter": (0, 1), "data.erase_prob": (0, 1),
-    "data.num_instances": (1, None), "data.workers": (0, 256), "data.val_identities": (0, None), "data.in_memory_mb": (0, None),
+    "data.num_instances": (1, None), "data.neighbour_group": (1, 1024),
+    "data.workers": (0, 256), "data.val_identities": (0, None), "data.in_memory_mb": (0, None),
     "train.epochs": (1, 1_000_000), "train.batch_size": (2, None), "train.adam_eps": (1e-30, 1), "train.weight_decay": (0, None),
     "train.warmup_epochs": (0, None), "train.min_lr_ratio": (0, 1), "train.grad_clip": (0, None), "train.seed": (0, SEED_MAX),
     "train.eval_every": (0, None), "train.log_every": (1, None), "train.max_steps_per_epoch": (0, None), "train.match_candidates": (2, None),
@@ -319,8 +321,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("model.temperature: must be positive")
     if d.tokenizer not in ("clip", "bpe", "word"):
         raise ConfigError("data.tokenizer: must be clip, bpe or word")
-    if d.sampler not in ("random", "identity"):
-        raise ConfigError("data.sampler: must be random or identity")
+    if d.sampler not in ("random", "identity", "neighbours"):
+        raise ConfigError("data.sampler: must be random, identity or neighbours")
     if t.epochs < 1:
         raise ConfigError("train.epochs: must be at least 1")
     if t.batch_size < 2:

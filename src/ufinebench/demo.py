@@ -26,7 +26,7 @@ from ufinebench.io import write_json
 from ufinebench.model.checkpoint import CheckpointError, read_meta, resolve_checkpoint
 from ufinebench.outputs import add_entries, claim_dir, output_lock, remove_owned
 from ufinebench.report import write_report
-from ufinebench.synth.build import SynthConfig, build
+from ufinebench.synth.build import SynthConfig, build, dataset_ceilings
 from ufinebench.tables import format_table
 from ufinebench.training import train
 from ufinebench.vocab import VOCAB_FILE
@@ -47,6 +47,7 @@ class DemoPlan:
 # autocast on CPUs that have it) took ~8 minutes on the 2-core development machine with set-up
 # excluded (22-29 s an epoch, by the hour): inside 10 minutes on machines up to ~1.2x slower, not beyond.
 FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
+DEMO_DIFFICULTY = "standard"  # look-alike families, annotators who differ, everyday language, a real domain test
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
 
 
@@ -82,12 +83,12 @@ def _make_data(out: Path, data: Path, plan: DemoPlan, progress: bool) -> bool:
     """Generate the plan's UFine-Synth into ``data`` unless it is there already; whether it was (re)generated."""
     h, w = (int(x) for x in plan.size.split("x"))
     stamp = out / "data.options.json"
-    wanted = json.dumps({"identities": plan.identities, "size": plan.size, "seed": 0})
+    wanted = json.dumps({"identities": plan.identities, "size": plan.size, "seed": 0, "difficulty": DEMO_DIFFICULTY})
     if (data / "ufine_synth.json").is_file() and (data / VOCAB_FILE).is_file() and stamp.is_file() and stamp.read_text() == wanted:
         _say(f"[1/4] data: reusing {data}")
         return False
-    _say(f"[1/4] data: generating UFine-Synth, {plan.identities} identities at {plan.size} ...")
-    synth_cfg = SynthConfig(identities=plan.identities, images_per_id=(2, 5), size=(h, w), seed=0)
+    _say(f"[1/4] data: generating UFine-Synth ({DEMO_DIFFICULTY}), {plan.identities} identities at {plan.size} ...")
+    synth_cfg = SynthConfig(identities=plan.identities, images_per_id=(2, 5), size=(h, w), seed=0, difficulty=DEMO_DIFFICULTY)
     s = build(data, synth_cfg, workers=os.cpu_count() or 1, overwrite=True, progress=progress)
     stamp.write_text(wanted)
     amb = ", ".join(f"{g} {v:.2f}" for g, v in sorted(s["ambiguity_test_identities"].items(), key=lambda gv: subset_sort_key(gv[0])))
@@ -138,7 +139,7 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     _say("[3/4] evaluating in-domain (test split) and on the 3C-style set ...")
     indomain_samples = load_dataset(data / "ufine_synth.json", split="test").split("test")
     threec_samples = load_dataset(data / "ufine_synth_3c.json", split="test").split("test")
-    indomain = evaluate_checkpoint(str(run), indomain_samples, progress=progress)
+    indomain = evaluate_checkpoint(str(run), indomain_samples, rerank_topk=plan.rerank_topk, progress=progress)
     threec = evaluate_checkpoint(str(run), threec_samples, rerank_topk=plan.rerank_topk, progress=progress)
     indomain["name"], threec["name"] = "CFAM in-domain", "CFAM 3C"
     write_json(out / "results.json", {k["name"]: {kk: v for kk, v in k.items() if not kk.startswith("_")} for k in (indomain, threec)})
@@ -147,14 +148,21 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     threec["name"] = "CFAM (synth-cpu-small)"
     page = write_report([threec], out / "report", dataset=str(data / "ufine_synth_3c.json"), split="test")
     _say("[4/4] report written\n")
+    blend = _weight_text(threec["rerank"]["weight"], threec["rerank"].get("check_weight", 0.0))
     rows = {
         f"in-domain test ({indomain['overall']['queries']} queries)": indomain["overall"],
+        f"in-domain + re-rank top {plan.rerank_topk}": indomain["rerank"]["overall"],
         f"3C set ({threec['overall']['queries']} queries)": threec["overall"],
-        f"3C set + re-rank top {plan.rerank_topk} ({_weight_text(threec['rerank']['weight'], threec['rerank'].get('check_weight', 0.0))})":
-            threec["rerank"]["overall"],
+        f"3C set + re-rank top {plan.rerank_topk} ({blend})": threec["rerank"]["overall"],
     }
     print(format_table(rows, extra=()))
-    for key in ("granularity", "style", "source"):
+    ceilings = dataset_ceilings(data)
+    print("\nceiling R1 (a perfect attribute reader; read R1 against it): " + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items()))
+    detail = indomain["breakdown"].get("detail", {})
+    if detail:
+        print("in-domain R1 by separating detail (look-alike families; 'none': no look-alike): "
+              + ", ".join(f"{k} {v['R1']:.1f}" for k, v in sorted(detail.items(), key=lambda kv: -kv[1]["R1"]) if "+" not in k))
+    for key in ("granularity", "style", "source", "gallery"):
         table = {f"3C {key} = {v}": d for v, d in threec["breakdown"].get(key, {}).items()}
         if table:
             print()

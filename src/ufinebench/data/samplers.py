@@ -12,6 +12,12 @@ Strategies:
 * ``random``: a permutation of all items cut into batches.
 * ``identity``: identity-balanced batches of P persons x K items (``num_instances`` = K); a person
   with fewer than K items is topped up by sampling its items with replacement.
+* ``neighbours``: look-alike batches. Each epoch, persons are visited in a random order and each
+  one not yet placed brings along its nearest unplaced neighbours (``neighbours`` lists them, most
+  alike first; :func:`caption_neighbours` finds them from the captions alone), groups of
+  ``group_size``; the items of those persons, in that order, are cut into batches. A batch then holds
+  people whom only details tell apart: hard negatives for the retrieval loss and the matcher, which
+  random batches from thousands of people almost never contain.
 
 The sampler yields ``(index, epoch)`` pairs; the datasets in ``ufinebench.data.datasets`` use the
 epoch to seed each item's augmentation, so results do not depend on the number of loader workers.
@@ -35,13 +41,17 @@ class DistributedBatchSampler:
         strategy: str = "random",
         labels: Sequence[int] | None = None,
         num_instances: int = 4,
+        neighbours: dict[int, list[int]] | None = None,
+        group_size: int = 4,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
     ) -> None:
-        if strategy not in ("random", "identity"):
-            raise ValueError(f"strategy must be 'random' or 'identity', got {strategy!r}")
+        if strategy not in ("random", "identity", "neighbours"):
+            raise ValueError(f"strategy must be 'random', 'identity' or 'neighbours', got {strategy!r}")
+        if strategy == "neighbours" and (labels is None or len(labels) != num_items or neighbours is None or group_size < 1):
+            raise ValueError("the neighbours strategy needs one label per item, each label's neighbours and a group size of 1 or more")
         if batch_size < 1 or num_items < 1:
             raise ValueError("batch_size and num_items must be positive")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -62,6 +72,8 @@ class DistributedBatchSampler:
         self.strategy = strategy
         self.labels = None if labels is None else np.asarray(labels)
         self.num_instances = num_instances
+        self.neighbours = neighbours or {}
+        self.group_size = group_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -79,8 +91,8 @@ class DistributedBatchSampler:
         """Every process's view combined: the batches a single process would see."""
         epoch = self.epoch if epoch is None else epoch
         rng = self._rng(epoch)
-        if self.strategy == "random":
-            perm = rng.permutation(self.num_items).tolist()
+        if self.strategy in ("random", "neighbours"):
+            perm = rng.permutation(self.num_items).tolist() if self.strategy == "random" else self._neighbour_order(rng)
             batches = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
             if batches and len(batches[-1]) < self.batch_size:
                 if self.drop_last:
@@ -90,6 +102,24 @@ class DistributedBatchSampler:
                     batches[-1] = batches[-1] + (perm * (need // len(perm) + 1))[:need]
             return batches
         return self._identity_batches(rng)
+
+    def _neighbour_order(self, rng: np.random.Generator) -> list[int]:
+        """Every item once, persons in look-alike groups (see the module docstring)."""
+        assert self.labels is not None
+        items: dict[int, list[int]] = {}
+        for i, lab in enumerate(self.labels.tolist()):
+            items.setdefault(int(lab), []).append(i)
+        people = sorted(items)
+        placed: set[int] = set()
+        order: list[int] = []
+        for seed_person in rng.permutation(people).tolist():
+            if seed_person in placed:
+                continue
+            group = [seed_person] + [p for p in self.neighbours.get(seed_person, []) if p not in placed and p in items][: self.group_size - 1]
+            placed.update(group)
+            for person in group:
+                order.extend(rng.permutation(items[person]).tolist())
+        return order
 
     def _identity_batches(self, rng: np.random.Generator) -> list[list[int]]:
         assert self.labels is not None
@@ -123,7 +153,42 @@ class DistributedBatchSampler:
             yield [(i, self.epoch) for i in batch[lo : lo + shard]]
 
     def __len__(self) -> int:
-        if self.strategy == "random":
+        if self.strategy in ("random", "neighbours"):
             full, rest = divmod(self.num_items, self.batch_size)
             return full + (1 if rest and not self.drop_last else 0)
         return len(self.global_batches())
+
+
+def caption_neighbours(texts_by_label: dict[int, list[str]], k: int, block: int = 2048) -> dict[int, list[int]]:
+    """Each label's ``k`` most alike other labels by what their captions say: cosine similarity of
+    TF-IDF word vectors (one per label, all its captions together), so persons described with the
+    same rare words (a burgundy cardigan, white soles) are neighbours. Computed in row blocks of
+    ``block`` labels: memory O(block x labels), not labels squared."""
+    labels = sorted(texts_by_label)
+    vocab: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for r, lab in enumerate(labels):
+        counts: dict[int, int] = {}
+        for text in texts_by_label[lab]:
+            for word in text.lower().replace(",", " ").replace(".", " ").split():
+                j = vocab.setdefault(word, len(vocab))
+                counts[j] = counts.get(j, 0) + 1
+        rows += [r] * len(counts)
+        cols += list(counts)
+        vals += list(counts.values())
+    n, v = len(labels), len(vocab)
+    tf = np.zeros((n, v), dtype=np.float32)  # (labels, words)
+    tf[rows, cols] = vals
+    idf = np.log((1 + n) / (1 + (tf > 0).sum(0))) + 1.0  # (words,)
+    x = tf * idf
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+    k = max(0, min(k, n - 1))
+    out: dict[int, list[int]] = {}
+    for lo in range(0, n, block):
+        sim = x[lo : lo + block] @ x.T  # (block, labels)
+        for r in range(sim.shape[0]):
+            sim[r, lo + r] = -np.inf  # not one's own neighbour
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        for r, row in enumerate(top):
+            out[labels[lo + r]] = [labels[int(j)] for j in row]
+    return out

@@ -271,6 +271,20 @@ def consistent_counts(records: list[dict], identities: dict[int, Record], ids: I
     return dict(sorted(out.items()))
 
 
+def dataset_ceilings(folder: str | os.PathLike[str]) -> dict[str, float]:
+    """The ceilings of a UFine-Synth folder, recomputed from its files: in-domain test (fine) and 3C
+    per granularity (what ``synth`` printed and the card states)."""
+    folder = Path(folder)
+    lines = (folder / IDENTITIES_FILE).read_text().splitlines()
+    people = {r["id"]: r for r in map(json.loads, lines)}
+    identities = {pid: r["attributes"] for pid, r in people.items()}
+    test_ids = [pid for pid, r in people.items() if r["split"] == "test"]
+    fine = [r for r in json.loads((folder / FINE_FILE).read_text()) if r["split"] == "test"]
+    threec = json.loads((folder / THREEC_FILE).read_text())
+    return {"in-domain test": ceiling(fine, identities, test_ids).get("fine", 0.0),
+            **{f"3C {g}": v for g, v in ceiling(threec, identities, test_ids).items()}}
+
+
 def _word_stats(records: list[dict]) -> dict[str, dict[str, float]]:
     by: dict[str, list[int]] = {}
     for r in records:

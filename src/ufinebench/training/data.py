@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from ufinebench.config import Config, ConfigError, DataConfig
 from ufinebench.data.annotations import Sample, check_split, load_dataset
 from ufinebench.data.datasets import TrainPairs, collate
-from ufinebench.data.samplers import DistributedBatchSampler
+from ufinebench.data.samplers import DistributedBatchSampler, caption_neighbours
 from ufinebench.data.tokenizer import ClipTokenizer, TrainedBPETokenizer, TrainedWordTokenizer
 from ufinebench.data.transforms import ImageTransform
 from ufinebench.errors import UFineBenchError
@@ -136,8 +136,15 @@ def setup_data(cfg: Config, tokenizer: Any, vocabulary: AttributeVocabulary | No
                          workers=max(1, d.workers), progress=progress and rank == 0,
                          sentence_drop=d.sentence_drop, sentence_shuffle=d.sentence_shuffle,
                          sentence_keep_first=d.sentence_keep_first)
+    neighbours = None
+    if d.sampler == "neighbours":  # from the training captions alone: who reads alike
+        texts: dict[int, list[str]] = {}
+        for s in train_samples:
+            texts.setdefault(int(dataset.labels_of[s.person_id]), []).extend(s.captions)
+        neighbours = caption_neighbours(texts, k=4 * d.neighbour_group)
     sampler = DistributedBatchSampler(
         len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels.tolist(), num_instances=d.num_instances,
+        neighbours=neighbours, group_size=d.neighbour_group,
         seed=t.seed, rank=rank, world_size=world, drop_last=True,
     )
     if len(sampler) == 0:
