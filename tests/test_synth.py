@@ -42,7 +42,9 @@ def test_outputs_are_valid_datasets(synth):
     assert not list(synth.parent.glob(".ds.partial-*"))
 
 
-def test_splits_are_by_identity_and_3c_holds_test_identities_only(synth):
+def test_splits_are_by_identity_and_3c_holds_persons_of_its_own(synth, tiny_synth):
+    """standard: the 3C set shows persons of its own (split "3c", about UFine3C's 0.325 per
+    identity), in no training-file record; easy: the test split's persons."""
     ids = _identities(synth)
     fine = json.loads((synth / B.FINE_FILE).read_text())
     for r in fine:
@@ -50,8 +52,12 @@ def test_splits_are_by_identity_and_3c_holds_test_identities_only(synth):
     assert all(len(r["captions"]) == 2 for r in fine)
     assert [t["style"] for t in fine[0]["caption_tags"]] == list(TRAIN_STYLES)
     threec = json.loads((synth / B.THREEC_FILE).read_text())
-    test_ids = {i for i, r in ids.items() if r["split"] == "test"}
-    assert {r["id"] for r in threec} == test_ids
+    own = {i for i, r in ids.items() if r["split"] == "3c"}
+    assert {r["id"] for r in threec} == own and len(own) == round(0.325 * CFG.identities)
+    assert not own & {r["id"] for r in fine}
+    easy_ids = _identities(tiny_synth)
+    easy_3c = {r["id"] for r in json.loads((tiny_synth / B.THREEC_FILE).read_text())}
+    assert easy_3c == {i for i, r in easy_ids.items() if r["split"] == "test"}
     sources = {r["source"] for r in threec}
     assert sources & set(TRAIN_DOMAINS) and sources & set(HELD_OUT_DOMAINS)
     styles = {t["style"] for r in threec for t in r["caption_tags"]}
@@ -118,7 +124,7 @@ def test_population_unique_and_skewed():
 
 def test_ambiguity_recomputed_from_identities(synth):
     ids = _identities(synth)
-    test_ids = [i for i, r in ids.items() if r["split"] == "test"]
+    test_ids = [i for i, r in ids.items() if r["split"] == "3c"]
     threec = json.loads((synth / B.THREEC_FILE).read_text())
     naive: dict[str, list[int]] = {}
     for r in threec:
@@ -197,10 +203,10 @@ def test_easy_is_the_generator_without_families_and_knobs_override_levels(tmp_pa
     the levels only set knobs, and with the knobs off no draw of the old generator moves."""
     cfg = dict(identities=12, images_per_id=(2, 2), size=(64, 32), seed=4)
     assert B.SynthConfig().difficulty == "standard"
-    assert B.SynthConfig(**cfg, difficulty="easy").knobs() == B.Knobs(1, 1, 0.0, 0.0, 0.0, 1.0, "classic", "fixed")
+    assert B.SynthConfig(**cfg, difficulty="easy").knobs() == B.Knobs(1, 1, 0.0, 0.0, 0.0, 1.0, "classic", "fixed", 0.0)
     B.build(tmp_path / "a", B.SynthConfig(**cfg, difficulty="easy"), workers=1)
     B.build(tmp_path / "b", B.SynthConfig(**cfg, family_size=1, heldout_only=0.0, omit=0.0, mistake=0.0, language="classic",
-                                          camera="fixed"), workers=1)
+                                          camera="fixed", threec_persons=0.0), workers=1)
     for name in ("ufine_synth.json", "ufine_synth_3c.json", "identities.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     imgs = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
@@ -259,7 +265,7 @@ def test_look_alikes_make_fine_captions_ambiguous_only_where_the_detail_is_unsee
     card = (standard / "CARD.md").read_text()
     assert "Difficulty `standard`: 40 % of the identities in look-alike families of 3" in card
     ids = {json.loads(line)["id"]: json.loads(line) for line in (standard / "identities.jsonl").read_text().splitlines()}
-    test = [i for i, r in ids.items() if r["split"] == "test"]
+    test = [i for i, r in ids.items() if r["split"] == "3c"]
     threec = json.loads((standard / "ufine_synth_3c.json").read_text())
     amb = B.ambiguity(threec, {i: r["attributes"] for i, r in ids.items()}, test)
     assert 1.0 < amb["fine"] < amb["medium"] <= amb["coarse"]
@@ -297,7 +303,7 @@ def test_the_card_states_the_ceiling_a_perfect_attribute_reader_reaches(standard
     """Ceiling R1 = the mean over captions of 1 / (test identities consistent with the caption),
     recomputed here by brute force from identities.jsonl; 100 for fine captions without look-alikes."""
     ids = {json.loads(line)["id"]: json.loads(line) for line in (standard / "identities.jsonl").read_text().splitlines()}
-    test = [i for i, r in ids.items() if r["split"] == "test"]
+    test = [i for i, r in ids.items() if r["split"] == "3c"]
     threec = json.loads((standard / "ufine_synth_3c.json").read_text())
     fine = [(r["id"], t["mentions"]) for r in threec for t in r["caption_tags"] if t["granularity"] == "fine"]
     want = 100 * np.mean([consistent(ids[own]["attributes"], m) / max(1, sum(consistent(ids[i]["attributes"], m) for i in test))

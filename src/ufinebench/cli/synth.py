@@ -41,6 +41,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--heldout-only", type=float, help="fraction of test persons shown in the 3C gallery only in held-out domains")
     p.add_argument("--omit", type=float, help="probability that a caption leaves out each optional detail (default: as the level says)")
     p.add_argument("--mistake", type=float, help="probability that a caption misnames one shade or side (default: as the level says)")
+    p.add_argument("--threec-persons", type=float, help="the 3C set's own persons, as a share of --identities (0: the test "
+                   "persons; default: as the level says, 0.325 = UFine3C's 2,250 per UFine6926's 6,926 above easy)")
     p.add_argument("--language", choices=["classic", "everyday"], help="caption language (default: as the level says)")
     p.add_argument("--camera", choices=["fixed", "varied"], help="camera framing (default: as the level says)")
     p.add_argument("--overwrite", action="store_true", help="replace the UFine-Synth dataset this command wrote in OUT (nothing else)")
@@ -53,14 +55,15 @@ def run(args: argparse.Namespace) -> int:
                       size=parse_pair(args.size, "x", "--size"), seed=args.seed, extra_3c_images=args.extra_3c_images,
                       difficulty=args.difficulty, family_size=args.family_size, family_details=args.family_details,
                       heldout_only=args.heldout_only, omit=args.omit, mistake=args.mistake,
-                      family_fraction=args.family_fraction, language=args.language, camera=args.camera)
+                      family_fraction=args.family_fraction, language=args.language, camera=args.camera,
+                      threec_persons=args.threec_persons)
     workers = args.workers or (os.cpu_count() or 1)
     s = build(args.out, cfg, workers=workers, overwrite=args.overwrite, force=args.force, progress=sys.stderr.isatty())
     print(f"UFine-Synth: {s['identities']} identities, {s['images']} images in {s['seconds']} s "
           f"({s['images'] / max(s['seconds'], 1e-9):.0f} images/s with {workers} workers)")
     for split, v in s["splits"].items():
         print(f"  {split:5s} {v['identities']:6d} identities {v['images']:7d} images")
-    print(f"  3C set: {s['captions']['3c_images']} images, {s['captions']['3c_queries']} queries")
+    print(f"  3C set: {s['threec_identities']} identities, {s['captions']['3c_images']} images, {s['captions']['3c_queries']} queries")
     amb = ", ".join(f"{g} {v:.2f}" for g, v in s["ambiguity_test_identities"].items())
     print(f"  test identities consistent with a caption, mean by granularity: {amb}")
     print("  ceiling R1 (a perfect attribute reader): " + ", ".join(f"{q} {v:.1f}" for q, v in s["ceiling_r1"].items()))

@@ -15,9 +15,10 @@ Strategies:
 * ``neighbours``: look-alike batches. Each epoch, persons are visited in a random order and each
   one not yet placed brings along its nearest unplaced neighbours (``neighbours`` lists them, most
   alike first; :func:`caption_neighbours` finds them from the captions alone), groups of
-  ``group_size``; the items of those persons, in that order, are cut into batches. A batch then holds
-  people whom only details tell apart: hard negatives for the retrieval loss and the matcher, which
-  random batches from thousands of people almost never contain.
+  ``group_size``. Items are then laid out round by round, ``num_instances`` (K) items of every person
+  that has some left, in group order, and cut into batches: a batch of B holds about B / K persons
+  in look-alike groups, people whom only details tell apart: hard negatives for the retrieval loss
+  and the matcher, which random batches from thousands of people almost never contain.
 
 The sampler yields ``(index, epoch)`` pairs; the datasets in ``ufinebench.data.datasets`` use the
 epoch to seed each item's augmentation, so results do not depend on the number of loader workers.
@@ -104,21 +105,29 @@ class DistributedBatchSampler:
         return self._identity_batches(rng)
 
     def _neighbour_order(self, rng: np.random.Generator) -> list[int]:
-        """Every item once, persons in look-alike groups (see the module docstring)."""
+        """Every item once, persons in look-alike groups, K items of each person per round (see the
+        module docstring)."""
         assert self.labels is not None
         items: dict[int, list[int]] = {}
         for i, lab in enumerate(self.labels.tolist()):
             items.setdefault(int(lab), []).append(i)
-        people = sorted(items)
         placed: set[int] = set()
-        order: list[int] = []
-        for seed_person in rng.permutation(people).tolist():
+        people: list[int] = []  # persons in look-alike groups
+        for seed_person in rng.permutation(sorted(items)).tolist():
             if seed_person in placed:
                 continue
             group = [seed_person] + [p for p in self.neighbours.get(seed_person, []) if p not in placed and p in items][: self.group_size - 1]
             placed.update(group)
-            for person in group:
-                order.extend(rng.permutation(items[person]).tolist())
+            people.extend(group)
+        queues = {p: rng.permutation(items[p]).tolist() for p in people}
+        k = self.num_instances
+        order: list[int] = []
+        while queues:  # round by round: K items of every person that has some left, in group order
+            for p in [p for p in people if p in queues]:
+                order.extend(queues[p][:k])
+                queues[p] = queues[p][k:]
+                if not queues[p]:
+                    del queues[p]
         return order
 
     def _identity_batches(self, rng: np.random.Generator) -> list[list[int]]:

@@ -30,7 +30,7 @@ from ufinebench.synth.annotators import Annotator
 from ufinebench.synth.attributes import Record, draw_identity
 from ufinebench.synth.card import language_stats, write_card
 from ufinebench.synth.describe import STYLES, TRAIN_STYLES, VIEWS, caption, visible
-from ufinebench.synth.families import draw_families, family_splits, family_tags
+from ufinebench.synth.families import Family, draw_families, family_splits, family_tags
 from ufinebench.synth.language import POOL, write
 from ufinebench.synth.render import HELD_OUT_DOMAINS, HIDDEN_BY_BARRIER, TRAIN_DOMAINS, draw_shot, identity_shade, jpeg_bytes, render
 from ufinebench.synth.vocabulary import synth_vocabulary
@@ -44,17 +44,18 @@ UNSEEN_STYLES = tuple(s for s in STYLES if s not in TRAIN_STYLES and s != "cuhk"
 QUERY_STYLES = ("annotator_a",) + UNSEEN_STYLES  # 3C queries: one seen style and the unseen ones
 
 
+THREEC_SHARE = round(2250 / 6926, 3)  # UFine3C's persons per UFine6926 person (0.325)
 # Difficulty levels: the knobs each sets (a knob given on its own overrides its level's value).
 # easy draws exactly what every build before the levels drew, for the same seed.
 DIFFICULTY_LEVELS: dict[str, dict[str, Any]] = {
     "easy": {"family_size": 1, "family_details": 1, "heldout_only": 0.0, "omit": 0.0, "mistake": 0.0, "family_fraction": 1.0,
-             "language": "classic", "camera": "fixed"},
+             "language": "classic", "camera": "fixed", "threec_persons": 0.0},
     "standard": {"family_size": 3, "family_details": 1, "heldout_only": 0.5, "omit": 0.15, "mistake": 0.03, "family_fraction": 0.4,
-                 "language": "everyday", "camera": "varied"},
+                 "language": "everyday", "camera": "varied", "threec_persons": THREEC_SHARE},
     "hard": {"family_size": 5, "family_details": 1, "heldout_only": 0.5, "omit": 0.25, "mistake": 0.06, "family_fraction": 1.0,
-             "language": "everyday", "camera": "varied"},
+             "language": "everyday", "camera": "varied", "threec_persons": THREEC_SHARE},
 }
-KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake", "family_fraction", "language", "camera")
+KNOB_NAMES = ("family_size", "family_details", "heldout_only", "omit", "mistake", "family_fraction", "language", "camera", "threec_persons")
 LANGUAGES = ("classic", "everyday")
 CAMERAS = ("fixed", "varied")
 
@@ -71,6 +72,7 @@ class Knobs:
     family_fraction: float = 1.0  # the share of identities in look-alike families (the rest have none)
     language: str = "classic"  # classic: describe.py's frames; everyday: language.py (annotators with habits, held-out words)
     camera: str = "fixed"  # fixed: one framing; varied: figure scale, low barriers, passers-by, own shades, scaled letters
+    threec_persons: float = 0.0  # 0: the 3C set shows the test persons; else persons of its own, this share of --identities
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class SynthConfig:
     family_fraction: float | None = None
     language: str | None = None
     camera: str | None = None
+    threec_persons: float | None = None
 
     def knobs(self) -> Knobs:
         """The level's knobs with those given on their own in place."""
@@ -119,6 +122,8 @@ class SynthConfig:
             raise UFineBenchError(f"--family-size must be 1-20 and --family-details 1-3, got {k.family_size} and {k.family_details}")
         if k.language not in LANGUAGES or k.camera not in CAMERAS:
             raise UFineBenchError(f"--language must be one of {', '.join(LANGUAGES)} and --camera one of {', '.join(CAMERAS)}")
+        if not 0.0 <= k.threec_persons <= 2.0:
+            raise UFineBenchError(f"--threec-persons must be from 0 to 2 (a share of --identities), got {k.threec_persons}")
         for name in ("heldout_only", "omit", "mistake", "family_fraction"):
             if not 0.0 <= getattr(k, name) <= 1.0:
                 raise UFineBenchError(f"--{name.replace('_', '-')} must be a fraction from 0 to 1, got {getattr(k, name)}")
@@ -138,13 +143,14 @@ def assign_splits(n: int, seed: int, fractions: tuple[float, float, float]) -> l
     return split
 
 
-def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any], bool]) -> dict[str, Any]:
+def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any], bool, bool]) -> dict[str, Any]:
     """Render and describe every image of one identity; write its images; return its records.
 
     ``extra`` tags go on every caption (a family member's family and separating details); with
-    ``heldout_only`` the person's 3C images are its held-out-domain ones alone (a real domain test).
+    ``heldout_only`` the person's 3C images are its held-out-domain ones alone (a real domain test);
+    ``in_3c``: the person is in the 3C set (split "3c": a 3C person only, with no training-file records).
     """
-    pid, rec, split, cfg, out, extra, heldout_only = args
+    pid, rec, split, cfg, out, extra, heldout_only, in_3c = args
     rng = np.random.default_rng([cfg.seed, pid])
     a, b = cfg.images_per_id
     n_img = int(rng.integers(a, b + 1))
@@ -202,16 +208,17 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
         view = VIEWS[(start_view + k) % 3]
         domain = TRAIN_DOMAINS[int(rng.integers(len(TRAIN_DOMAINS)))]
         rel, pose = make(f"{k:02d}", view, domain)
-        caps, tags = described(rel, view, pose, domain, [("fine", s) for s in TRAIN_STYLES])
-        fine_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
-        caps, tags = described(rel, view, pose, domain, [("coarse", "cuhk"), ("coarse", "cuhk")])
-        coarse_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
-        if split == "test":
+        if split != "3c":
+            caps, tags = described(rel, view, pose, domain, [("fine", s) for s in TRAIN_STYLES])
+            fine_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
+            caps, tags = described(rel, view, pose, domain, [("coarse", "cuhk"), ("coarse", "cuhk")])
+            coarse_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
+        if in_3c:
             pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)
             caps, tags = described(rel, view, pose, domain, [combos_3c[int(i)] for i in sorted(pick)])
             if not heldout_only:  # the draws above happen either way: the images of a build stay the same
                 threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
-    if split == "test":
+    if in_3c:
         for k in range(cfg.extra_3c_images):
             view = VIEWS[int(rng.integers(3))]
             domain = HELD_OUT_DOMAINS[int(rng.integers(len(HELD_OUT_DOMAINS)))]
@@ -222,12 +229,12 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
     return {"fine": fine_recs, "coarse": coarse_recs, "threec": threec_recs}
 
 
-def _heldout_only(cfg: SynthConfig, splits: list[str], fraction: float) -> list[bool]:
-    """Which test persons appear in the 3C gallery only in held-out domains (a stream of its own)."""
+def _heldout_only(cfg: SynthConfig, in_3c: list[bool], fraction: float) -> list[bool]:
+    """Which 3C persons appear in the 3C gallery only in held-out domains (a stream of its own)."""
     if fraction <= 0:
-        return [False] * len(splits)
-    u = np.random.default_rng([cfg.seed, 0xD0]).random(len(splits))
-    return [s == "test" and bool(x < fraction) for s, x in zip(splits, u, strict=True)]
+        return [False] * len(in_3c)
+    u = np.random.default_rng([cfg.seed, 0xD0]).random(len(in_3c))
+    return [s and bool(x < fraction) for s, x in zip(in_3c, u, strict=True)]
 
 
 def ambiguity(records: list[dict], identities: dict[int, Record], ids: Iterable[int]) -> dict[str, float]:
@@ -281,8 +288,9 @@ def dataset_ceilings(folder: str | os.PathLike[str]) -> dict[str, float]:
     test_ids = [pid for pid, r in people.items() if r["split"] == "test"]
     fine = [r for r in json.loads((folder / FINE_FILE).read_text()) if r["split"] == "test"]
     threec = json.loads((folder / THREEC_FILE).read_text())
+    threec_ids = sorted({r["id"] for r in threec})
     return {"in-domain test": ceiling(fine, identities, test_ids).get("fine", 0.0),
-            **{f"3C {g}": v for g, v in ceiling(threec, identities, test_ids).items()}}
+            **{f"3C {g}": v for g, v in ceiling(threec, identities, threec_ids).items()}}
 
 
 def _word_stats(records: list[dict]) -> dict[str, dict[str, float]]:
@@ -334,15 +342,14 @@ def build(
 
 def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> dict[str, Any]:
     k = cfg.knobs()
-    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details, k.family_fraction, wider=k.language == "everyday")
-    splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions) if k.family_size <= 1 else family_splits(fams, cfg.seed,
-                                                                                                                      cfg.split_fractions)
-    held = _heldout_only(cfg, splits, k.heldout_only)
+    pop, fams, splits = _population(cfg, k)
+    in_3c = [s == ("3c" if "3c" in splits else "test") for s in splits]
+    held = _heldout_only(cfg, in_3c, k.heldout_only)
     extra = [family_tags(f) if k.family_size > 1 else {} for f in fams]
-    for i in range(cfg.identities):
-        if k.heldout_only > 0 and splits[i] == "test":
+    for i in range(len(pop)):
+        if k.heldout_only > 0 and in_3c[i]:
             extra[i] = {**extra[i], "gallery": "held-out only" if held[i] else "mixed"}
-    jobs = [(pid, pop[pid - 1], splits[pid - 1], cfg, str(tmp), extra[pid - 1], held[pid - 1]) for pid in range(1, cfg.identities + 1)]
+    jobs = [(pid, pop[pid - 1], splits[pid - 1], cfg, str(tmp), extra[pid - 1], held[pid - 1], in_3c[pid - 1]) for pid in range(1, len(pop) + 1)]
     bar = tqdm(total=len(jobs), unit="id", desc="generating identities", leave=False) if progress else None
     results: list[dict[str, Any]] = []
     if workers <= 1:
@@ -367,27 +374,49 @@ def _build_into(tmp: Path, cfg: SynthConfig, workers: int, progress: bool) -> di
     _write_json(tmp / THREEC_FILE, threec)
     lines = [json.dumps({"id": pid, "split": splits[pid - 1], "attributes": pop[pid - 1],
                          **({"family": family_tags(fams[pid - 1])} if k.family_size > 1 else {})}, sort_keys=True)
-             for pid in range(1, cfg.identities + 1)]
+             for pid in range(1, len(pop) + 1)]
     atomic_write_bytes(tmp / IDENTITIES_FILE, ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(tmp / VOCAB_FILE, synth_vocabulary(k.language).to_json().encode())  # what training's attribute options read
-    identities = {pid: pop[pid - 1] for pid in range(1, cfg.identities + 1)}
+    identities = {pid: pop[pid - 1] for pid in range(1, len(pop) + 1)}
     test_ids = [pid for pid in identities if splits[pid - 1] == "test"]
-    _preview(tmp, threec, test_ids or list(identities))
+    threec_ids = sorted({r["id"] for r in threec})
+    _preview(tmp, threec, threec_ids or list(identities))
     per_split = {s: {"identities": splits.count(s), "images": sum(r["split"] == s for r in fine)} for s in ("train", "val", "test")}
+    if "3c" in splits:
+        per_split["3c"] = {"identities": splits.count("3c"), "images": len({r["file_path"] for r in threec})}
+    fine_paths = {r["file_path"] for r in fine}
     return {
         "identities": cfg.identities,
-        "images": len(fine) + sum(1 for r in threec if "_x" in r["file_path"]),
+        "images": len(fine) + len({r["file_path"] for r in threec} - fine_paths),
         "splits": per_split,
         "captions": {"fine": sum(len(r["captions"]) for r in fine), "coarse": sum(len(r["captions"]) for r in coarse),
                      "3c_queries": sum(len(r["captions"]) for r in threec), "3c_images": len(threec)},
         "words": {"ufine_synth": _word_stats(fine), "coarse": _word_stats(coarse), "3c": _word_stats(threec)},
-        "ambiguity_test_identities": ambiguity(threec, identities, test_ids),
+        "ambiguity_test_identities": ambiguity(threec, identities, threec_ids),
         "ceiling_r1": {"in-domain test": ceiling([r for r in fine if r["split"] == "test"], identities, test_ids)["fine"] if test_ids else 0.0,
-                       **{f"3C {g}": v for g, v in ceiling(threec, identities, test_ids).items()}},
+                       **{f"3C {g}": v for g, v in ceiling(threec, identities, threec_ids).items()}},
         "test_identities": len(test_ids),
+        "threec_identities": len(threec_ids),
         "language": language_stats(fine, coarse, threec),
         "families": _family_stats(fams) if k.family_size > 1 else {},
     }
+
+
+def _population(cfg: SynthConfig, k: Knobs) -> tuple[list[Record], list[Family], list[str]]:
+    """Every identity's record, family and split: the UFine6926-like persons (train / val / test) and,
+    with ``threec_persons``, the 3C set's own persons after them (split "3c"; drawn from a stream of
+    their own, as UFine3C's persons are not UFine6926's)."""
+    wider = k.language == "everyday"
+    pop, fams = draw_families(cfg.identities, cfg.seed, k.family_size, k.family_details, k.family_fraction, wider=wider)
+    splits = assign_splits(cfg.identities, cfg.seed, cfg.split_fractions) if k.family_size <= 1 else family_splits(fams, cfg.seed,
+                                                                                                                      cfg.split_fractions)
+    n3c = round(cfg.identities * k.threec_persons)
+    if n3c:
+        more, more_fams = draw_families(n3c, (cfg.seed + 0x3C3C3C3C) % 2**63, k.family_size, k.family_details, k.family_fraction, wider=wider)
+        pop += more
+        fams += [Family(f.family + cfg.identities, f.size, f.details) for f in more_fams]
+        splits += ["3c"] * n3c
+    return pop, fams, splits
 
 
 def _family_stats(fams: list[Any]) -> dict[str, Any]:

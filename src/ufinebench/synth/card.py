@@ -103,7 +103,7 @@ def write_card(tmp: Path, cfg: dict[str, Any], knobs: dict[str, Any], s: dict[st
         f"{lang['vocabulary_training']} |",
         f"| UFine6926 (published) | {PUBLISHED['UFine6926']['identities']} | {PUBLISHED['UFine6926']['images']} | "
         f"{PUBLISHED['UFine6926']['captions']} | {PUBLISHED['UFine6926']['words']} | not published |",
-        f"| this set, 3C file | {s['test_identities']} | {s['captions']['3c_images']} | {s['captions']['3c_queries']} queries | "
+        f"| this set, 3C file | {s['threec_identities']} | {s['captions']['3c_images']} | {s['captions']['3c_queries']} queries | "
         f"{threec_words} | {lang['vocabulary_3c']} |",
         f"| UFine3C (published) | {PUBLISHED['UFine3C']['identities']} | {PUBLISHED['UFine3C']['images']} | "
         f"{PUBLISHED['UFine3C']['captions']} | {PUBLISHED['UFine3C']['words']} | not published |",
@@ -142,13 +142,19 @@ def _files_lines(s: dict[str, Any], files: dict[str, str]) -> list[str]:
         f"- `{files['fine']}` (UFine6926 format): two fine captions per image by the training annotators "
         f"({', '.join(TRAIN_STYLES)}); {s['captions']['fine']} captions.",
         f"- `{files['coarse']}`: the same images with two coarse, CUHK-PEDES-like captions each; {s['captions']['coarse']} captions.",
-        f"- `{files['threec']}` (UFine3C format): {s['test_identities']} test identities, {s['captions']['3c_images']} images from the "
+        f"- `{files['threec']}` (UFine3C format): {s['threec_identities']} identities ({threec_who(s)}), "
+        f"{s['captions']['3c_images']} images from the "
         f"training domains ({', '.join(TRAIN_DOMAINS)}) and held-out domains ({', '.join(HELD_OUT_DOMAINS)}), "
         f"{s['captions']['3c_queries']} queries at fine / medium / coarse granularity in the styles {files['query_styles']} "
         f"({files['unseen_styles']} never appear in training captions).",
         f"- `{files['identities']}`: every identity's ground-truth attribute record; `vocabulary.json`: the attribute vocabulary of "
         "the training captions; `preview.png`: a contact sheet.", "",
     ]
+
+
+def threec_who(s: dict[str, Any]) -> str:
+    """Whose images the 3C set shows: its own persons or the test split's."""
+    return "persons of its own, in no other file" if "3c" in s["splits"] else "the test split's persons"
 
 
 def _words_lines(s: dict[str, Any]) -> list[str]:
@@ -162,7 +168,7 @@ def _words_lines(s: dict[str, Any]) -> list[str]:
 def _ceiling_lines(s: dict[str, Any]) -> list[str]:
     return [
         "", "Ambiguity: the mean number of test identities whose ground-truth record is consistent with a",
-        f"3C query (over {s['test_identities']} test identities; 1.0 means every caption singles out its person):", "",
+        f"3C query (over its {s['threec_identities']} identities; 1.0 means every caption singles out its person):", "",
         "| granularity | consistent identities |", "|---|---|",
         *[f"| {g} | {v:.2f} |" for g, v in s["ambiguity_test_identities"].items()], "",
         "Ceiling: the R1 a perfect attribute reader would reach (a caption that fits k test identities is",
