@@ -64,6 +64,7 @@ class DataConfig:
     sampler: str = "random"  # random | identity | neighbours (look-alike batches: persons whose captions read alike together)
     num_instances: int = 4
     neighbour_group: int = 4  # neighbours sampler: persons per look-alike group
+    neighbours_from: int = 0  # neighbours sampler: random batches before this epoch
     workers: int = 2
     in_memory_mb: int = 2048  # training images decoded once and held in memory up to this size; larger sets stream
 
@@ -258,7 +259,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "model.decoder_heads": (1, None), "model.matcher_layers": (1, 256), "model.num_classes": (0, None), "model.attribute_words": (0, None),
     "model.granularity_weight": (0, None), "model.text_position_jitter": (0, 8192),
     "data.bpe_vocab_size": (8, 10_000_000), "data.pad": (0, 4096), "data.color_jitter": (0, 1), "data.erase_prob": (0, 1),
-    "data.num_instances": (1, None), "data.neighbour_group": (1, 1024),
+    "data.num_instances": (1, None), "data.neighbour_group": (1, 1024), "data.neighbours_from": (0, None),
     "data.workers": (0, 256), "data.val_identities": (0, None), "data.in_memory_mb": (0, None),
     "train.epochs": (1, 1_000_000), "train.batch_size": (2, None), "train.adam_eps": (1e-30, 1), "train.weight_decay": (0, None),
     "train.warmup_epochs": (0, None), "train.min_lr_ratio": (0, 1), "train.grad_clip": (0, None), "train.seed": (0, SEED_MAX),

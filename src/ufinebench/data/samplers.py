@@ -18,7 +18,8 @@ Strategies:
   ``group_size``. Items are then laid out round by round, ``num_instances`` (K) items of every person
   that has some left, in group order, and cut into batches: a batch of B holds about B / K persons
   in look-alike groups, people whom only details tell apart: hard negatives for the retrieval loss
-  and the matcher, which random batches from thousands of people almost never contain.
+  and the matcher, which random batches from thousands of people almost never contain. Epochs
+  before ``neighbours_from`` are random (hard batches from the first step slowed learning).
 
 The sampler yields ``(index, epoch)`` pairs; the datasets in ``ufinebench.data.datasets`` use the
 epoch to seed each item's augmentation, so results do not depend on the number of loader workers.
@@ -44,6 +45,7 @@ class DistributedBatchSampler:
         num_instances: int = 4,
         neighbours: dict[int, list[int]] | None = None,
         group_size: int = 4,
+        neighbours_from: int = 0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -75,6 +77,7 @@ class DistributedBatchSampler:
         self.num_instances = num_instances
         self.neighbours = neighbours or {}
         self.group_size = group_size
+        self.neighbours_from = neighbours_from  # epochs before it are random (a curriculum: hard batches once the easy part is learnt)
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -93,7 +96,8 @@ class DistributedBatchSampler:
         epoch = self.epoch if epoch is None else epoch
         rng = self._rng(epoch)
         if self.strategy in ("random", "neighbours"):
-            perm = rng.permutation(self.num_items).tolist() if self.strategy == "random" else self._neighbour_order(rng)
+            random_order = self.strategy == "random" or epoch < self.neighbours_from
+            perm = rng.permutation(self.num_items).tolist() if random_order else self._neighbour_order(rng)
             batches = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
             if batches and len(batches[-1]) < self.batch_size:
                 if self.drop_last:

@@ -144,7 +144,7 @@ def setup_data(cfg: Config, tokenizer: Any, vocabulary: AttributeVocabulary | No
         neighbours = caption_neighbours(texts, k=4 * d.neighbour_group)
     sampler = DistributedBatchSampler(
         len(dataset), t.batch_size, strategy=d.sampler, labels=dataset.labels.tolist(), num_instances=d.num_instances,
-        neighbours=neighbours, group_size=d.neighbour_group,
+        neighbours=neighbours, group_size=d.neighbour_group, neighbours_from=d.neighbours_from,
         seed=t.seed, rank=rank, world_size=world, drop_last=True,
     )
     if len(sampler) == 0:
