@@ -164,10 +164,11 @@ def main() -> int:
     if not args.run:
         ap.error("--run is required (a checkpoint or run folder) unless --write-queries is given")
     with tempfile.TemporaryDirectory() as tmp:
-        test_file = Path(tmp) / "gallery.json"  # the split alone, beside a link to the images
-        (Path(tmp) / "images").symlink_to((data / "images").resolve())
+        (Path(tmp) / "gallery").mkdir()
+        test_file = Path(tmp) / "gallery" / "gallery.json"  # the split alone, beside a link to the images
+        (Path(tmp) / "gallery" / "images").symlink_to((data / "images").resolve())
         test_file.write_text(json.dumps(records))
-        build_index(args.run, str(test_file), Path(tmp) / "index")
+        build_index(args.run, str(test_file), Path(tmp) / "index")  # outside the dataset's folder, as the index requires
         index = SearchIndex(Path(tmp) / "index")
         if args.queries:
             return _hand_written(index, json.loads(Path(args.queries).read_text())["queries"], len(records), args.split)
