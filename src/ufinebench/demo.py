@@ -42,10 +42,9 @@ class DemoPlan:
     rerank_topk: int
 
 
-# 1,000 identities: 700 to train on (more people generalise better than more epochs on fewer),
-# 200 in the test gallery (twice the old demo's: a harder gallery); 18 epochs (1,350 steps, bf16
-# autocast on CPUs that have it) took ~8 minutes on the 2-core development machine with set-up
-# excluded (22-29 s an epoch, by the hour): inside 10 minutes on machines up to ~1.2x slower, not beyond.
+# 1,000 identities on UFine-Synth standard: 700 to train on, 200 in the in-domain test gallery, 325 more in
+# the 3C set; 18 epochs (1,332 steps, bf16 autocast on CPUs that have it) took 505 s on the 2-core development
+# machine (~28 s an epoch), the whole demo 533 s, 9 min 59 s with the first-time set-up (2026-12-06).
 FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 DEMO_DIFFICULTY = "standard"  # look-alike families, annotators who differ, everyday language, a real domain test
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)

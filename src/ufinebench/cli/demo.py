@@ -12,10 +12,10 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="the main job: generate UFine-Synth, train CFAM, evaluate in-domain and 3C, write the report",
-        description="End to end on the embedded benchmark: generate UFine-Synth, train the synth-cpu-small CFAM, "
+        description="End to end on the embedded benchmark: generate UFine-Synth (standard), train the synth-cpu-small CFAM, "
         "evaluate in-domain and on the 3C-style set (with re-ranking), write an HTML report, print the tables. "
-        "About 8 minutes on 2 CPU cores (an epoch took 22-29 s on the development machine; slower machines "
-        "take up to 1.8x that); a rerun reuses the data and a finished training.",
+        "About 9 minutes on 2 CPU cores (an epoch took ~28 s on the development machine); a rerun reuses the data "
+        "and a finished training.",
     )
     p.add_argument("--out", metavar="DIR", default="demo_out", help="where the demo writes its files (default: demo_out)")
     p.add_argument("--quick", action="store_true", help="a two-minute miniature (tiny data and model)")

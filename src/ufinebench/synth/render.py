@@ -10,7 +10,7 @@ and partial occlusion.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
@@ -168,22 +168,25 @@ class _Figure:
     lower_c: tuple[int, int, int]
     legs: list[tuple[float, float]]  # (x of hip, x of foot) of the two legs
     leg_w: float
+    swing: float = 1.0  # the arms' swing, times the pose's usual one (a camera's moment of the stride)
 
     @classmethod
-    def of(cls, r: Record, view: str, pose: str, tint: dict[str, RGB] | None = None) -> _Figure:
+    def of(cls, r: Record, view: str, pose: str, tint: dict[str, RGB] | None = None, limbs: tuple[float, float] = (1.0, 1.0)) -> _Figure:
+        """``limbs``: the stride and the arms' swing, times the pose's usual ones."""
         cx = 64.0
         bw = {"slim": 0.85, "average": 1.0, "heavy": 1.22}[r["build"]]
         side = view == "side"
         walking = pose == "walking"
-        stride = 10 if walking else 2
+        stride = (10 if walking else 2) * limbs[0]
         if side:
             legs = [(cx - 2, cx - 2 - stride * 1.4), (cx + 2, cx + 2 + stride * 1.4)]
         else:
-            legs = [(cx - 9 * bw, cx - 9 * bw - (3 if walking else 1)), (cx + 9 * bw, cx + 9 * bw + (3 if walking else 1))]
+            step = (3 if walking else 1) * limbs[0]
+            legs = [(cx - 9 * bw, cx - 9 * bw - step), (cx + 9 * bw, cx + 9 * bw + step)]
         return cls(r, visible(r, view), view, side, walking, cx, bw, (17 if side else 27) * bw, (15 if side else 22) * bw,
                    SKIN_RGB[r["skin"]], (tint or {}).get("upper_color") or _c(r["upper_color"]),
                    r["outer"] if r["outer"] != "none" else None, (tint or {}).get("outer_color") or _c(r["outer_color"]),
-                   (tint or {}).get("lower_color") or _c(r["lower_color"]), legs, 8.5 * bw)
+                   (tint or {}).get("lower_color") or _c(r["lower_color"]), legs, 8.5 * bw, limbs[1])
 
 
 @dataclass(frozen=True)
@@ -203,20 +206,23 @@ class Shot:
     bystander_view: str = "front"
     bystander_x: float = 0.0
     shade: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    limbs: tuple[float, float] = (1.0, 1.0)  # stride and arm swing, times the pose's usual ones
 
 
 HIDDEN_BY_BARRIER = ("shoes_type", "shoes_color", "sole_color")
 
 
 def draw_shot(rng: np.random.Generator, shade: tuple[float, float, float], bystander: Record) -> Shot:
-    """A camera's framing of one image: figure scale 0.8-1.1, a low barrier in 12 % of the images,
-    a passer-by behind in 30 %."""
-    scale = float(rng.uniform(0.8, 1.1))
-    dy = float(rng.uniform(-8, 8)) if scale <= 1 else float(rng.uniform(0, 20))
+    """A camera's framing of one image: figure scale 0.8-1.05, a low barrier in 12 % of the images,
+    a passer-by behind in 30 %, the moment of the stride (stride 0.2-1.5 and arm swing 0-1.8 times the pose's)."""
+    scale = float(rng.uniform(0.8, 1.05))
+    # above 1 the frame crops: at most a few grid rows above the head, the feet kept in frame
+    dy = float(rng.uniform(-8, 8)) if scale <= 1 else float((scale - 1) * _GRID_H * rng.uniform(0.6, 1.0))
     feet_hidden = bool(rng.random() < 0.12)
     behind = bool(rng.random() < 0.3)
-    return Shot(scale, dy, feet_hidden, bystander if behind else None, ("front", "back", "side")[int(rng.integers(3))],
+    shot = Shot(scale, dy, feet_hidden, bystander if behind else None, ("front", "back", "side")[int(rng.integers(3))],
                 float(rng.choice([-1, 1]) * rng.uniform(30, 55)), shade)
+    return replace(shot, limbs=(float(rng.uniform(0.2, 1.5)), float(rng.uniform(0.0, 1.8))))
 
 
 def identity_shade(rng: np.random.Generator) -> tuple[float, float, float]:
@@ -256,7 +262,7 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
         scale = shot.scale
         P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng, scale=scale, dy=shot.dy,
                      font=_scaled_font(max(3, round(11 * img.height / _GRID_H * scale))))
-        f = _Figure.of(r, view, pose, _tinted(r, shot.shade))
+        f = _Figure.of(r, view, pose, _tinted(r, shot.shade), shot.limbs)
     _draw_figure(P, f, rng)
 
 
@@ -402,7 +408,7 @@ def _draw_arms(P: _Painter, f: _Figure) -> list[tuple[float, float]]:
     # --- arms ---------------------------------------------------------------------------------
     sleeve_c = outer_c if outer in ("jacket", "coat", "parka") else inner
     long_sleeve = outer in ("jacket", "coat", "parka") or r["upper_sleeve"] == "long"
-    swing = 7 if walking else 1
+    swing = (7 if walking else 1) * f.swing
     arm_xs = [cx + 3] if side else [cx - half - 4, cx + half + 4]
     hands: list[tuple[float, float]] = []  # in image order: left of image first
     for k, ax in enumerate(arm_xs):
