@@ -290,7 +290,7 @@ def _person(c: _Caption, detail: bool) -> str:
     c.say(gender=v["gender"])
     noun = w(v["gender"])
     if not detail:
-        return _fill(c, _frame(c, "person"), x=noun if c.style != "witness" else noun)
+        return _fill(c, _frame(c, "person"), x=noun)
     c.say(age=v["age"], build=v["build"], skin=v["skin"])
     age, build, skin = w(v["age"]), w(v["build"]), w(v["skin"])
     frame = {"slim": "slim", "average": "medium", "heavy": "heavy"}[v["build"]]  # "of medium build"
@@ -328,8 +328,7 @@ def _head(c: _Caption) -> list[str]:
         out.append(_fill(c, _frame(c, "head"), x=c.garment(v["headwear"], v["headwear_color"])))
     if "glasses" in v:
         c.say(glasses=v["glasses"])
-        g = c.lex.word(v["glasses"])
-        out.append(_fill(c, _frame(c, "face"), x=g if g.startswith("a ") or c.style == "witness" else g))
+        out.append(_fill(c, _frame(c, "face"), x=c.lex.word(v["glasses"])))
     return out
 
 
