@@ -44,6 +44,7 @@ def test_many_sentence_skeletons_and_a_length_like_ufine6926(everyday):
     assert 70 <= lengths.mean() <= 95 and lengths.std() > 8 and lengths.min() >= 35
     card = (everyday / "CARD.md").read_text()
     assert "| UFine6926 (published) | 6,926 | 26,206 | 52,412 | 80.8 |" in card and f"{sk.summary()['skeletons']} over" in card
+    assert f"| this set, training file | 240 | {len(fine)} | {len(caps)} |" in card
 
 
 def test_held_out_words_only_in_3c_queries_of_the_unseen_styles(everyday):

@@ -87,6 +87,7 @@ def write_card(tmp: Path, cfg: dict[str, Any], knobs: dict[str, Any], s: dict[st
     a, b = cfg["images_per_id"]
     lang = s["language"]
     fine_words = s["words"]["ufine_synth"].get("fine", {})
+    fine_images = sum(v["images"] for k, v in s["splits"].items() if k != "3c")  # the training file's (UFine6926-like) images
     threec_words = ", ".join(f"{g} {v['mean']:.1f}" for g, v in s["words"]["3c"].items())
     lines = [
         "# UFine-Synth dataset card", "",
@@ -98,7 +99,7 @@ def write_card(tmp: Path, cfg: dict[str, Any], knobs: dict[str, Any], s: dict[st
         "## Beside the real sets", "",
         "| | identities | images | captions | words per caption | vocabulary (word types) |",
         "|---|---|---|---|---|---|",
-        f"| this set, training file | {cfg['identities']} | {s['images']} | {s['captions']['fine']} | "
+        f"| this set, training file | {cfg['identities']} | {fine_images} | {s['captions']['fine']} | "
         f"{fine_words.get('mean', 0):.1f} (sd {lang['fine_words_sd']:.1f}, {fine_words.get('min', 0)}-{fine_words.get('max', 0)}) | "
         f"{lang['vocabulary_training']} |",
         f"| UFine6926 (published) | {PUBLISHED['UFine6926']['identities']} | {PUBLISHED['UFine6926']['images']} | "
