@@ -121,3 +121,10 @@ def test_everyday_vocabulary_is_generated_from_the_training_words():
     everything = {w for c in v.classes.values() for g in c for w in g} | set(v.phrase_words)
     assert not everything & heldout_words()
     assert all(w in WORDS for w in ("cardigan", "parka", "floral", "polka-dot"))
+
+
+def test_every_image_written_is_in_an_annotation_file_and_every_path_exists(everyday):
+    """A 3C person shown in held-out domains only has no training-domain image on disk (it would be in no file)."""
+    named = {r["file_path"] for name in (B.FINE_FILE, B.COARSE_FILE, B.THREEC_FILE) for r in json.loads((everyday / name).read_text())}
+    on_disk = {f"images/{p.name}" for p in (everyday / "images").iterdir()}
+    assert named == on_disk

@@ -162,7 +162,9 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
     shade = identity_shade(np.random.default_rng([cfg.seed, pid, 0x7A])) if varied else (1.0, 1.0, 1.0)
     hidden: dict[str, tuple[str, ...]] = {}  # image -> slots a low barrier hides in it
 
-    def make(k_name: str, view: str, domain: str) -> tuple[str, str]:
+    def make(k_name: str, view: str, domain: str, keep: bool = True) -> tuple[str, str]:
+        """Render one image (and write it unless ``keep`` is False: drawn all the same, so every later
+        draw of this person stays as it is)."""
         pose = "walking" if rng.random() < 0.7 else "standing"
         shot = None
         if varied:  # the framing draws from a stream of its own: the classic draws stay as they were
@@ -172,8 +174,9 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
         rel = f"images/{pid:05d}_{k_name}.jpg"
         hidden[rel] = HIDDEN_BY_BARRIER if shot is not None and shot.feet_hidden else ()
         data = jpeg_bytes(img, domain, rng)
-        with open(os.path.join(out, rel), "wb") as fh:
-            fh.write(data)
+        if keep:
+            with open(os.path.join(out, rel), "wb") as fh:
+                fh.write(data)
         return rel, pose
 
     written = [0]  # captions so far: each annotator draws from a stream of its own, (seed, person, caption)
@@ -207,7 +210,8 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
     for k in range(n_img):
         view = VIEWS[(start_view + k) % 3]
         domain = TRAIN_DOMAINS[int(rng.integers(len(TRAIN_DOMAINS)))]
-        rel, pose = make(f"{k:02d}", view, domain)
+        # a held-out-only 3C person's training-domain images are in no file: not written
+        rel, pose = make(f"{k:02d}", view, domain, keep=not (split == "3c" and heldout_only))
         if split != "3c":
             caps, tags = described(rel, view, pose, domain, [("fine", s) for s in TRAIN_STYLES])
             fine_recs.append({"split": split, "id": pid, "file_path": rel, "captions": caps, "caption_tags": tags})
