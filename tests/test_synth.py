@@ -294,6 +294,9 @@ def test_cli_difficulty_and_knob_errors(tmp_path, capsys):
     assert "--family-size must be" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "b"), "--identities", "6", "--size", "64x32", "--heldout-only", "2"]) == 2
     assert "--heldout-only" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "d"), "--identities", "6", "--size", "64x32", "--threec-persons", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--threec-persons must be" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit):
         main(["synth", str(tmp_path / "c"), "--difficulty", "extreme"])
     assert "invalid choice" in capsys.readouterr().err
