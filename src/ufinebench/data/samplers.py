@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 
 
 class DistributedBatchSampler:
@@ -172,11 +173,12 @@ class DistributedBatchSampler:
         return len(self.global_batches())
 
 
-def caption_neighbours(texts_by_label: dict[int, list[str]], k: int, block: int = 2048) -> dict[int, list[int]]:
+def caption_neighbours(texts_by_label: dict[int, list[str]], k: int, block: int = 512) -> dict[int, list[int]]:
     """Each label's ``k`` most alike other labels by what their captions say: cosine similarity of
     TF-IDF word vectors (one per label, all its captions together), so persons described with the
-    same rare words (a burgundy cardigan, white soles) are neighbours. Computed in row blocks of
-    ``block`` labels: memory O(block x labels), not labels squared."""
+    same rare words (a burgundy cardigan, white soles) are neighbours. The word vectors are held
+    sparse and compared ``block`` labels at a time: memory O(block x (labels + words)), neither
+    labels squared nor labels x words (11,000 persons x 12,000 words would be half a gigabyte dense)."""
     labels = sorted(texts_by_label)
     vocab: dict[str, int] = {}
     rows, cols, vals = [], [], []
@@ -190,18 +192,22 @@ def caption_neighbours(texts_by_label: dict[int, list[str]], k: int, block: int 
         cols += list(counts)
         vals += list(counts.values())
     n, v = len(labels), len(vocab)
-    tf = np.zeros((n, v), dtype=np.float32)  # (labels, words)
-    tf[rows, cols] = vals
-    idf = np.log((1 + n) / (1 + (tf > 0).sum(0))) + 1.0  # (words,)
-    x = tf * idf
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+    row, col = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)  # (nnz,) each; rows ascending
+    idf = np.log((1 + n) / (1 + np.bincount(col, minlength=v))) + 1.0  # (words,): a (label, word) pair occurs once
+    x = np.asarray(vals, dtype=np.float32) * idf[col].astype(np.float32)  # (nnz,)
+    x /= np.sqrt(np.bincount(row, weights=x.astype(np.float64) ** 2, minlength=n))[row].astype(np.float32) + 1e-12
+    xs = torch.sparse_coo_tensor(torch.from_numpy(np.stack([row, col])), torch.from_numpy(x), (n, v),
+                                 check_invariants=True).coalesce()  # (labels, words)
     k = max(0, min(k, n - 1))
     out: dict[int, list[int]] = {}
     for lo in range(0, n, block):
-        sim = x[lo : lo + block] @ x.T  # (block, labels)
-        for r in range(sim.shape[0]):
-            sim[r, lo + r] = -np.inf  # not one's own neighbour
+        hi = min(n, lo + block)
+        a, b = np.searchsorted(row, [lo, hi])
+        dense = np.zeros((hi - lo, v), dtype=np.float32)  # (block, words): this block's vectors
+        dense[row[a:b] - lo, col[a:b]] = x[a:b]
+        sim = torch.sparse.mm(xs, torch.from_numpy(dense).T).T.numpy()  # (block, labels)
+        sim[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf  # not one's own neighbour
         top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-        for r, row in enumerate(top):
-            out[labels[lo + r]] = [labels[int(j)] for j in row]
+        for r, row_top in enumerate(top):
+            out[labels[lo + r]] = [labels[int(j)] for j in row_top]
     return out
