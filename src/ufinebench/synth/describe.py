@@ -105,6 +105,11 @@ _NOUN_SYN = {
 }
 
 
+def pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+    """One of ``options``, uniformly (one draw of ``rng``): every caption writer's word choice."""
+    return options[int(rng.integers(len(options)))]
+
+
 class _Writer:
     """Phrase builders over one visible record, with a seeded choice of synonyms."""
 
@@ -114,7 +119,7 @@ class _Writer:
         self.pose = pose
 
     def pick(self, options: tuple[str, ...] | list[str]) -> str:
-        return options[int(self.rng.integers(len(options)))]
+        return pick(self.rng, options)
 
     def col(self, c: str) -> str:
         return self.pick(_COLOUR_SYN.get(c, (c,)))

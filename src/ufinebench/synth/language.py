@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ufinebench.synth.attributes import Record
+from ufinebench.synth.describe import _a, pick
 
 # value -> (training phrasings, held-out phrasings: only ever in 3C queries of the unseen styles)
 COLOUR_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -155,7 +156,7 @@ class _Lex:
         self.heldout = heldout
 
     def pick(self, options: tuple[str, ...] | list[str]) -> str:
-        return options[int(self.rng.integers(len(options)))]
+        return pick(self.rng, options)
 
     def word(self, value: str) -> str:
         """An everyday phrasing of a record value (held-out ones only when this writer may use them)."""
@@ -167,10 +168,6 @@ class _Lex:
             if self.rng.random() < 0.6:  # a favourite, not a rule
                 return train[fav]
         return self.pick(train)
-
-
-def _a(phrase: str) -> str:
-    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
 def _article(noun_phrase: str, value: str) -> str:
