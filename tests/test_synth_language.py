@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ufinebench.synth import build as B
-from ufinebench.synth.attributes import draw_population, record_key
+from ufinebench.synth.attributes import draw_identity, draw_population, record_key
 from ufinebench.synth.card import heldout_words
-from ufinebench.synth.describe import visible
+from ufinebench.synth.describe import ALL_VIEWS, QUARTER_VIEWS, caption, visible
 from ufinebench.synth.language import COLOUR_WORDS, NOUN_WORDS, PERSONAS, WORDS, write
+from ufinebench.synth.render import draw_shot, render
 from ufinebench.synth.skeletons import Skeletons
 from ufinebench.synth.vocabulary import EVERYDAY_SLOT_TYPES, everyday_vocabulary, synth_vocabulary
 from ufinebench.vocab import load_vocabulary
@@ -128,3 +130,34 @@ def test_every_image_written_is_in_an_annotation_file_and_every_path_exists(ever
     named = {r["file_path"] for name in (B.FINE_FILE, B.COARSE_FILE, B.THREEC_FILE) for r in json.loads((everyday / name).read_text())}
     on_disk = {f"images/{p.name}" for p in (everyday / "images").iterdir()}
     assert named == on_disk
+
+
+def test_three_quarter_views_show_what_they_can_and_are_drawn_apart(everyday):
+    """A logo seen at an angle shows, its letters do not; the face (glasses) shows only from the front
+    side; a backpack's label from behind; every caption of such an image keeps to that; the drawing
+    differs from the view it turns from and by the side it turns to."""
+    rng = np.random.default_rng(4)
+    r = draw_identity(rng)
+    r.update(upper_pattern="logo", pattern_color="red", logo_text="QX", outer="none", glasses="glasses",
+             bag_type="backpack", bag_color="black", bag_label_color="red", bag_label_text="K")
+    front, fq, bq = visible(r, "front"), visible(r, "front_quarter"), visible(r, "back_quarter")
+    assert "logo_text" in front and "logo_text" not in fq and fq["upper_pattern"] == "logo" and "pattern_color" in fq
+    assert "glasses" in fq and "glasses" not in bq and "upper_pattern" not in bq
+    assert "bag_label_text" in bq and "bag_label_text" not in fq and "bag_side" in fq and "bag_side" in bq
+    for view in QUARTER_VIEWS:
+        for style in ("annotator_a", "narrative", "witness"):
+            text, mentions = caption(r, view, "fine", style, rng)
+            assert "QX" not in text and "logo_text" not in mentions
+            text, mentions = write(visible(r, view), view, "walking", "fine", "annotator_a", rng, PERSONAS[0])
+            assert "QX" not in text and set(mentions) <= set(visible(r, view)) | {"glasses", "headwear", "bag_type"}
+    shot = draw_shot(np.random.default_rng(0), (1.0, 1.0, 1.0), r)
+    shot = replace(shot, bystander=None, feet_hidden=False)
+
+    def img(view: str, facing: int = 1) -> np.ndarray:
+        return np.asarray(render(r, view, "standing", "street", (384, 128), np.random.default_rng(0), replace(shot, facing=facing)), dtype=float)
+
+    assert np.abs(img("front") - img("front_quarter")).mean() > 1.0
+    assert np.abs(img("back") - img("back_quarter")).mean() > 1.0
+    assert np.abs(img("front_quarter", 1) - img("front_quarter", -1)).mean() > 1.0
+    views = {t["view"] for rec in json.loads((everyday / B.FINE_FILE).read_text()) for t in rec["caption_tags"]}
+    assert views == set(ALL_VIEWS)  # a standard build uses all five

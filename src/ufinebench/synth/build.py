@@ -29,7 +29,7 @@ from ufinebench.outputs import claim_dir, output_lock, owned_entries, publish_di
 from ufinebench.synth.annotators import Annotator
 from ufinebench.synth.attributes import Record, draw_identity
 from ufinebench.synth.card import language_stats, write_card
-from ufinebench.synth.describe import STYLES, TRAIN_STYLES, VIEWS, caption, visible
+from ufinebench.synth.describe import ALL_VIEWS, STYLES, TRAIN_STYLES, VIEWS, caption, visible
 from ufinebench.synth.families import Family, draw_families, family_splits, family_tags
 from ufinebench.synth.language import POOL, write
 from ufinebench.synth.render import HELD_OUT_DOMAINS, HIDDEN_BY_BARRIER, TRAIN_DOMAINS, draw_shot, identity_shade, jpeg_bytes, render
@@ -71,7 +71,7 @@ class Knobs:
     mistake: float = 0.0  # a caption misnames one colour's shade or a bag's side with this probability
     family_fraction: float = 1.0  # the share of identities in look-alike families (the rest have none)
     language: str = "classic"  # classic: describe.py's frames; everyday: language.py (annotators with habits, held-out words)
-    camera: str = "fixed"  # fixed: one framing; varied: figure scale, low barriers, passers-by, own shades, scaled letters
+    camera: str = "fixed"  # fixed: one framing; varied: five views, figure scale, low barriers, passers-by, own shades, scaled letters
     threec_persons: float = 0.0  # 0: the 3C set shows the test persons; else persons of its own, this share of --identities
 
 
@@ -154,11 +154,12 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
     rng = np.random.default_rng([cfg.seed, pid])
     a, b = cfg.images_per_id
     n_img = int(rng.integers(a, b + 1))
-    start_view = int(rng.integers(3))
-    fine_recs, coarse_recs, threec_recs = [], [], []
-
     knobs = cfg.knobs()
     varied = knobs.camera == "varied"
+    views = ALL_VIEWS if varied else VIEWS  # a varied camera adds the three-quarter views
+    start_view = int(rng.integers(len(views)))
+    fine_recs, coarse_recs, threec_recs = [], [], []
+
     shade = identity_shade(np.random.default_rng([cfg.seed, pid, 0x7A])) if varied else (1.0, 1.0, 1.0)
     hidden: dict[str, tuple[str, ...]] = {}  # image -> slots a low barrier hides in it
 
@@ -208,7 +209,7 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
 
     combos_3c = [(g, s) for g in ("fine", "medium", "coarse") for s in QUERY_STYLES]
     for k in range(n_img):
-        view = VIEWS[(start_view + k) % 3]
+        view = views[(start_view + k) % len(views)]
         domain = TRAIN_DOMAINS[int(rng.integers(len(TRAIN_DOMAINS)))]
         # a held-out-only 3C person's training-domain images are in no file: not written
         rel, pose = make(f"{k:02d}", view, domain, keep=not (split == "3c" and heldout_only))
@@ -224,7 +225,7 @@ def _identity_job(args: tuple[int, Record, str, SynthConfig, str, dict[str, Any]
                 threec_recs.append({"id": pid, "source": domain, "split": "test", "file_path": rel, "captions": caps, "caption_tags": tags})
     if in_3c:
         for k in range(cfg.extra_3c_images):
-            view = VIEWS[int(rng.integers(3))]
+            view = views[int(rng.integers(len(views)))]
             domain = HELD_OUT_DOMAINS[int(rng.integers(len(HELD_OUT_DOMAINS)))]
             rel, pose = make(f"x{k}", view, domain)
             pick = rng.choice(len(combos_3c), size=cfg.queries_per_3c_image, replace=False)

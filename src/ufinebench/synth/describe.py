@@ -18,15 +18,23 @@ import numpy as np
 
 from ufinebench.synth.attributes import Record
 
-VIEWS = ("front", "back", "side")
+VIEWS = ("front", "back", "side")  # the classic (easy) views
+QUARTER_VIEWS = ("front_quarter", "back_quarter")  # three-quarter views: turned halfway to the side (camera "varied")
+ALL_VIEWS = VIEWS + QUARTER_VIEWS
+FACE_VIEWS = ("front", "side", "front_quarter")  # the face (glasses) is seen
 STYLES = ("annotator_a", "annotator_b", "cuhk", "narrative", "witness", "terse", "colloquial")
 TRAIN_STYLES = ("annotator_a", "annotator_b")
 GRANULARITY_WORDS = {"fine": (60, 100), "medium": (30, 50), "coarse": (12, 30)}
 
 
 def visible(r: Record, view: str) -> Record:
-    """The slots (with values) that an image from ``view`` shows; 'none' and N/A are left out."""
-    inner_shown = view == "front" or r["outer"] in ("none", "vest")
+    """The slots (with values) that an image from ``view`` shows; 'none' and N/A are left out.
+
+    Three-quarter views: ``front_quarter`` shows what the front does, except a logo's letters
+    (foreshortened: the logo and its colour show, not what it says); ``back_quarter`` shows what
+    the back does, plus the object in the hand (the near hand is in sight).
+    """
+    inner_shown = view in ("front", "front_quarter") or r["outer"] in ("none", "vest")
     out: Record = {}
 
     def put(slot: str) -> None:
@@ -36,16 +44,16 @@ def visible(r: Record, view: str) -> Record:
 
     for s in ("gender", "age", "build", "skin", "hair_color", "hair_length", "headwear", "headwear_color"):
         put(s)
-    if r["hair_style"] not in ("ponytail", "bun") or view != "front":  # a tied-back style shows from behind
+    if r["hair_style"] not in ("ponytail", "bun") or view != "front":  # a tied-back style shows unless head-on
         put("hair_style")
-    if view in ("front", "side"):
+    if view in FACE_VIEWS:
         put("glasses")
     if inner_shown:
         for s in ("upper_type", "upper_color", "upper_sleeve"):
             put(s)
         if r["upper_pattern"] == "logo":
-            if view == "front":
-                for key in ("upper_pattern", "pattern_color", "logo_text"):
+            if view in ("front", "front_quarter"):
+                for key in ("upper_pattern", "pattern_color") + (("logo_text",) if view == "front" else ()):
                     put(key)
         elif r["upper_pattern"] != "plain":
             for key in ("upper_pattern", "pattern_color"):
@@ -57,16 +65,16 @@ def visible(r: Record, view: str) -> Record:
     if r["bag_type"] != "none":
         for key in ("bag_type", "bag_color"):
             put(key)
-        if view in ("front", "back"):
+        if view != "side":
             put("bag_side")
-        label_view = ("back",) if r["bag_type"] == "backpack" else ("front", "side")
+        label_view = ("back", "back_quarter") if r["bag_type"] == "backpack" else ("front", "side", "front_quarter")
         if view in label_view:
             for key in ("bag_label_color", "bag_label_text"):
                 put(key)
-    if view in ("front", "side"):
+    if view in FACE_VIEWS or view == "back_quarter":
         put("carried")
-        if r["outer"] != "coat":
-            put("belt")
+    if view in FACE_VIEWS and r["outer"] != "coat":
+        put("belt")
     for s in ("top_color", "lower_group", "has_bag"):  # coarse slots: visible from every view
         out[s] = r[s]
     return out
@@ -191,7 +199,9 @@ class _Writer:
         pat = v.get("upper_pattern")
         if detail and pat:
             m.update(upper_pattern=pat, pattern_color=v["pattern_color"])
-            if pat == "logo":
+            if pat == "logo" and "logo_text" not in v:  # seen at an angle: the letters cannot be read
+                text += f" with {_a(self.col(v['pattern_color']))} logo on the chest"
+            elif pat == "logo":
                 m["logo_text"] = v["logo_text"]
                 text += self.pick([
                     f" with {_a(self.col(v['pattern_color']))} logo reading '{v['logo_text']}' on the chest",
@@ -290,7 +300,8 @@ def _sentences(parts: list[str]) -> str:
 # --------------------------------------------------------------------------------------------
 # Compositions per style
 
-_SEEN = {"front": "from the front", "back": "from behind", "side": "from the side"}
+_SEEN = {"front": "from the front", "back": "from behind", "side": "from the side",
+         "front_quarter": "at an angle from the front", "back_quarter": "at an angle from behind"}
 _POSE = {
     ("front", "walking"): "walking towards the camera",
     ("back", "walking"): "walking away from the camera",
@@ -298,6 +309,10 @@ _POSE = {
     ("front", "standing"): "standing and facing the camera",
     ("back", "standing"): "standing with the back to the camera",
     ("side", "standing"): "standing sideways to the camera",
+    ("front_quarter", "walking"): "walking diagonally towards the camera",
+    ("back_quarter", "walking"): "walking diagonally away from the camera",
+    ("front_quarter", "standing"): "standing half turned towards the camera",
+    ("back_quarter", "standing"): "standing half turned away from the camera",
 }
 
 
@@ -327,7 +342,7 @@ def _elaborations(w: _Writer, view: str, pose: str, terse: bool) -> list[tuple[s
         out.append(("no bag" if terse else f"{he} does not carry any bag", {"bag_type": "none"}))
     if "headwear" not in v:
         out.append(("nothing on the head" if terse else f"{he} wears nothing on {his} head", {"headwear": "none"}))
-    if view in ("front", "side") and "glasses" not in v:
+    if view in FACE_VIEWS and "glasses" not in v:
         out.append(("no glasses" if terse else f"{he} is not wearing glasses", {"glasses": "none"}))
     if "sole_color" in v:
         soles = (f"{w.col(v['sole_color'])} soles clearly visible" if terse
@@ -526,7 +541,7 @@ def caption(
     ``shown``: what the writer describes, when not everything the view shows (an annotator who
     leaves details out or misnames one: ``synth.annotators``); default ``visible(record, view)``.
     """
-    if view not in VIEWS:
+    if view not in ALL_VIEWS:
         raise ValueError(f"unknown view {view!r}")
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}")

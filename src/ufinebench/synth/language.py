@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ufinebench.synth.attributes import Record
-from ufinebench.synth.describe import _a, pick
+from ufinebench.synth.describe import FACE_VIEWS, _a, pick
 
 # value -> (training phrasings, held-out phrasings: only ever in 3C queries of the unseen styles)
 COLOUR_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -261,13 +261,19 @@ STYLE_CLAUSES: dict[str, dict[str, tuple[str, ...]]] = {
 FILLERS = ("{He} seems to be on {his} way somewhere", "overall {he} is dressed casually", "nothing else stands out about {his} look",
            "the outfit looks neat", "{He} appears to be alone", "{His} clothes fit {him} well", "the colours of the outfit are easy to see",
            "{He} looks like an ordinary pedestrian", "the rest of the scene is unremarkable")
-_SEEN = {"front": ("from the front", "head-on"), "back": ("from behind", "from the back"), "side": ("from the side", "in profile")}
+_SEEN = {"front": ("from the front", "head-on"), "back": ("from behind", "from the back"), "side": ("from the side", "in profile"),
+         "front_quarter": ("at an angle from the front", "half turned towards us"),
+         "back_quarter": ("at an angle from behind", "half turned away from us")}
 _POSES = {("front", "walking"): ("walking towards the camera", "coming towards the camera"),
           ("back", "walking"): ("walking away from the camera", "heading away"),
           ("side", "walking"): ("walking past the camera", "walking across the frame"),
           ("front", "standing"): ("standing and facing the camera", "standing still, facing us"),
           ("back", "standing"): ("standing with {his} back to the camera", "standing still, facing away"),
-          ("side", "standing"): ("standing sideways to the camera", "standing in profile")}
+          ("side", "standing"): ("standing sideways to the camera", "standing in profile"),
+          ("front_quarter", "walking"): ("walking diagonally towards the camera", "coming towards the camera at an angle"),
+          ("back_quarter", "walking"): ("walking diagonally away from the camera", "heading away at an angle"),
+          ("front_quarter", "standing"): ("standing half turned towards the camera", "standing at an angle to the camera"),
+          ("back_quarter", "standing"): ("standing half turned away from the camera", "standing with {his} back half to the camera")}
 
 
 def _frame(c: _Caption, group: str) -> str:
@@ -340,7 +346,11 @@ def _upper(c: _Caption, detail: bool) -> str:
         mods = f"{v['upper_sleeve']}-sleeved "
     x = c.garment(v["upper_type"], v["upper_color"], mods)
     pat = v.get("upper_pattern") if detail else None
-    if pat == "logo":
+    if pat == "logo" and "logo_text" not in v:  # seen at an angle: the letters cannot be read
+        c.say(upper_pattern="logo", pattern_color=v["pattern_color"])
+        pc = c.colour(v["pattern_color"])
+        x += c.lex.pick((f" with {_a(pc)} logo on the chest", f" with a small {pc} logo on the front", f" with some {pc} lettering on the chest"))
+    elif pat == "logo":
         c.say(upper_pattern="logo", pattern_color=v["pattern_color"], logo_text=v["logo_text"])
         pc, t = c.colour(v["pattern_color"]), v["logo_text"]
         x += c.lex.pick((f" with {_a(pc)} logo reading '{t}' on the chest", f" printed with the {pc} letters '{t}' across the chest",
@@ -442,7 +452,7 @@ def _extras(c: _Caption, view: str) -> list[str]:
     if "headwear" not in v:
         out.append((c.lex.pick((f"{he} wears nothing on {his} head", f"{he} is not wearing a hat", f"{his} head is uncovered")),
                     {"headwear": "none"}))
-    if view in ("front", "side") and "glasses" not in v:
+    if view in FACE_VIEWS and "glasses" not in v:
         out.append((c.lex.pick((f"{he} is not wearing glasses", f"{he} has no glasses on")), {"glasses": "none"}))
     if "upper_sleeve" in v:
         out.append((c.lex.pick(("the sleeves are short and leave the forearms bare", f"{his} arms are bare below the elbow"))

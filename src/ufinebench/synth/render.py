@@ -154,7 +154,7 @@ class _Figure:
 
     r: Record
     v: Record  # visible(r, view)
-    view: str
+    view: str  # the view drawn: front, back or side (a three-quarter view is drawn as its base turned by ``turn``)
     side: bool
     walking: bool
     cx: float
@@ -169,24 +169,31 @@ class _Figure:
     legs: list[tuple[float, float]]  # (x of hip, x of foot) of the two legs
     leg_w: float
     swing: float = 1.0  # the arms' swing, times the pose's usual one (a camera's moment of the stride)
+    turn: int = 0  # three-quarter views: the side of the image the figure is turned to (+1 right, -1 left); 0 otherwise
 
     @classmethod
-    def of(cls, r: Record, view: str, pose: str, tint: dict[str, RGB] | None = None, limbs: tuple[float, float] = (1.0, 1.0)) -> _Figure:
-        """``limbs``: the stride and the arms' swing, times the pose's usual ones."""
+    def of(cls, r: Record, view: str, pose: str, tint: dict[str, RGB] | None = None, limbs: tuple[float, float] = (1.0, 1.0),
+           facing: int = 1) -> _Figure:
+        """``limbs``: the stride and the arms' swing, times the pose's usual ones; ``facing``: the side of
+        the image a three-quarter view turns to (+1 right, -1 left)."""
         cx = 64.0
         bw = {"slim": 0.85, "average": 1.0, "heavy": 1.22}[r["build"]]
+        base = {"front_quarter": "front", "back_quarter": "back"}.get(view, view)
+        turn = facing if base != view else 0
         side = view == "side"
         walking = pose == "walking"
         stride = (10 if walking else 2) * limbs[0]
         if side:
             legs = [(cx - 2, cx - 2 - stride * 1.4), (cx + 2, cx + 2 + stride * 1.4)]
-        else:
-            step = (3 if walking else 1) * limbs[0]
-            legs = [(cx - 9 * bw, cx - 9 * bw - step), (cx + 9 * bw, cx + 9 * bw + step)]
-        return cls(r, visible(r, view), view, side, walking, cx, bw, (17 if side else 27) * bw, (15 if side else 22) * bw,
+        else:  # a three-quarter figure is narrower, its legs closer, and its stride shows wider
+            apart = (6 if turn else 9) * bw
+            step = ((7 if turn else 3) if walking else 1) * limbs[0]
+            legs = [(cx - apart, cx - apart - step), (cx + apart, cx + apart + step)]
+        half, waist = ((17, 15) if side else (22, 18.5) if turn else (27, 22))
+        return cls(r, visible(r, view), base, side, walking, cx, bw, half * bw, waist * bw,
                    SKIN_RGB[r["skin"]], (tint or {}).get("upper_color") or _c(r["upper_color"]),
                    r["outer"] if r["outer"] != "none" else None, (tint or {}).get("outer_color") or _c(r["outer_color"]),
-                   (tint or {}).get("lower_color") or _c(r["lower_color"]), legs, 8.5 * bw, limbs[1])
+                   (tint or {}).get("lower_color") or _c(r["lower_color"]), legs, 8.5 * bw, limbs[1], turn)
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,7 @@ class Shot:
     bystander_x: float = 0.0
     shade: tuple[float, float, float] = (1.0, 1.0, 1.0)
     limbs: tuple[float, float] = (1.0, 1.0)  # stride and arm swing, times the pose's usual ones
+    facing: int = 1  # a three-quarter view's turn: to the image's right (+1) or left (-1)
 
 
 HIDDEN_BY_BARRIER = ("shoes_type", "shoes_color", "sole_color")
@@ -222,7 +230,8 @@ def draw_shot(rng: np.random.Generator, shade: tuple[float, float, float], bysta
     behind = bool(rng.random() < 0.3)
     shot = Shot(scale, dy, feet_hidden, bystander if behind else None, ("front", "back", "side")[int(rng.integers(3))],
                 float(rng.choice([-1, 1]) * rng.uniform(30, 55)), shade)
-    return replace(shot, limbs=(float(rng.uniform(0.2, 1.5)), float(rng.uniform(0.0, 1.8))))
+    shot = replace(shot, limbs=(float(rng.uniform(0.2, 1.5)), float(rng.uniform(0.0, 1.8))))
+    return replace(shot, facing=int(rng.choice([-1, 1])))
 
 
 def identity_shade(rng: np.random.Generator) -> tuple[float, float, float]:
@@ -262,7 +271,7 @@ def draw_person(img: Image.Image, r: Record, view: str, pose: str, rng: np.rando
         scale = shot.scale
         P = _Painter(img, dx=rng.uniform(-6, 6), rng=rng, scale=scale, dy=shot.dy,
                      font=_scaled_font(max(3, round(11 * img.height / _GRID_H * scale))))
-        f = _Figure.of(r, view, pose, _tinted(r, shot.shade), shot.limbs)
+        f = _Figure.of(r, view, pose, _tinted(r, shot.shade), shot.limbs, shot.facing)
     _draw_figure(P, f, rng)
 
 
@@ -331,6 +340,7 @@ def _draw_torso(P: _Painter, f: _Figure) -> None:
     """The inner top with its pattern, hood, buttons, logo, and the belt."""
     r, v, view, cx, half, waist, inner, outer = f.r, f.v, f.view, f.cx, f.half, f.waist, f.inner, f.outer
     top_y, waist_y = TOP_Y, WAIST_Y
+    mid = cx + 6 * f.turn  # the front's centre line: turned towards the side the figure faces
     # --- torso ------------------------------------------------------------------------------
     torso = [(cx - half, top_y + 4), (cx + half, top_y + 4), (cx + waist + 1, waist_y + 2), (cx - waist - 1, waist_y + 2)]
     P.poly(torso, inner)
@@ -360,23 +370,27 @@ def _draw_torso(P: _Painter, f: _Figure) -> None:
     if r["upper_type"] == "hoodie" and view == "back" and not outer:
         P.poly([(cx - 14, top_y + 2), (cx + 14, top_y + 2), (cx + 10, top_y + 30), (cx - 10, top_y + 30)], _shade(inner, 0.85))
     if r["upper_type"] == "cardigan" and view == "front":  # open down the front, buttoned
-        P.line([(cx, top_y + 6), (cx, waist_y)], _shade(inner, 0.6), 1.5)
+        P.line([(mid, top_y + 6), (mid, waist_y)], _shade(inner, 0.6), 1.5)
         for y in (top_y + 30, top_y + 55, top_y + 80):
-            P.ellipse(cx + 3, y, 1.6, 1.6, _shade(inner, 0.5))
+            P.ellipse(mid + 3, y, 1.6, 1.6, _shade(inner, 0.5))
     if r["upper_type"] == "shirt" and view == "front":
-        P.poly([(cx - 9, top_y + 4), (cx, top_y + 14), (cx + 9, top_y + 4)], _shade(inner, 0.8))
+        P.poly([(mid - 9, top_y + 4), (mid, top_y + 14), (mid + 9, top_y + 4)], _shade(inner, 0.8))
         for y in (top_y + 30, top_y + 55, top_y + 80):
-            P.ellipse(cx, y, 1.4, 1.4, _shade(inner, 0.6))
+            P.ellipse(mid, y, 1.4, 1.4, _shade(inner, 0.6))
     if pat == "logo":
         pc = _c(v["pattern_color"])
-        lx = cx
-        P.rect(lx - 12, top_y + 24, lx + 12, top_y + 40, _shade(inner, 0.9))
-        P.text(lx, top_y + 32, v["logo_text"], pc)
+        if "logo_text" in v:
+            P.rect(mid - 12, top_y + 24, mid + 12, top_y + 40, _shade(inner, 0.9))
+            P.text(mid, top_y + 32, v["logo_text"], pc)
+        else:  # seen at an angle: a foreshortened patch whose letters are strokes, not legible
+            P.rect(mid - 7, top_y + 24, mid + 7, top_y + 40, _shade(inner, 0.9))
+            for y in (top_y + 29, top_y + 35):
+                P.line([(mid - 5, y), (mid + 5, y)], pc, 2)
     if "belt" in v:
         bc = {"black belt": (20, 20, 20), "brown belt": (100, 62, 30)}[v["belt"]]
         P.rect(cx - waist - 1, waist_y - 6, cx + waist + 1, waist_y, bc)
         if view == "front":
-            P.rect(cx - 3, waist_y - 7, cx + 3, waist_y + 1, (180, 180, 170))
+            P.rect(mid - 3, waist_y - 7, mid + 3, waist_y + 1, (180, 180, 170))
 
 
 def _draw_outer(P: _Painter, f: _Figure) -> None:
@@ -389,11 +403,11 @@ def _draw_outer(P: _Painter, f: _Figure) -> None:
         if outer == "parka":  # a hood lying on the shoulders, seen from every side
             P.ellipse(cx, top_y + 2, half * 0.75, 9, _shade(outer_c, 0.85))
         if view == "front":
-            gap = 7
-            P.poly([(cx - half - 1, top_y + 2), (cx - gap, top_y + 2), (cx - gap, bottom), (cx - waist - flare - 1, bottom)], outer_c)
-            P.poly([(cx + gap, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom), (cx + gap, bottom)], outer_c)
-            P.line([(cx - gap, top_y + 2), (cx - gap, bottom)], _shade(outer_c, 0.7), 1)
-            P.line([(cx + gap, top_y + 2), (cx + gap, bottom)], _shade(outer_c, 0.7), 1)
+            gap, mid = 7, cx + 6 * f.turn  # the opening: turned with the figure in a three-quarter view
+            P.poly([(cx - half - 1, top_y + 2), (mid - gap, top_y + 2), (mid - gap, bottom), (cx - waist - flare - 1, bottom)], outer_c)
+            P.poly([(mid + gap, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom), (mid + gap, bottom)], outer_c)
+            P.line([(mid - gap, top_y + 2), (mid - gap, bottom)], _shade(outer_c, 0.7), 1)
+            P.line([(mid + gap, top_y + 2), (mid + gap, bottom)], _shade(outer_c, 0.7), 1)
         else:
             P.poly([(cx - half - 1, top_y + 2), (cx + half + 1, top_y + 2), (cx + waist + flare + 1, bottom),
                     (cx - waist - flare - 1, bottom)], outer_c)
@@ -439,13 +453,14 @@ def _draw_bag(P: _Painter, f: _Figure, hands: list[tuple[float, float]], rng: np
         s_sign = 1 if ((r["bag_side"] == "left") == left_on_image_right) else -1
         if bt == "backpack":
             if view == "back":
-                P.rect(cx - half * 0.8, top_y + 14, cx + half * 0.8, waist_y - 8, bc)
+                bx = cx - 4 * f.turn  # a three-quarter view from behind: the pack a little off the turn
+                P.rect(bx - half * 0.8, top_y + 14, bx + half * 0.8, waist_y - 8, bc)
                 if r["bag_color"] == "camouflage":
                     for _ in range(8):
-                        P.ellipse(cx + rng.uniform(-15, 15), rng.uniform(top_y + 20, waist_y - 14), 5, 3, (60, 70, 40))
+                        P.ellipse(bx + rng.uniform(-15, 15), rng.uniform(top_y + 20, waist_y - 14), 5, 3, (60, 70, 40))
                 if "bag_label_color" in v:
-                    P.rect(cx - 11, top_y + 60, cx + 11, top_y + 76, _c(v["bag_label_color"]))
-                    P.text(cx, top_y + 68, v["bag_label_text"], (255, 255, 255) if sum(_c(v["bag_label_color"])) < 350 else (0, 0, 0))
+                    P.rect(bx - 11, top_y + 60, bx + 11, top_y + 76, _c(v["bag_label_color"]))
+                    P.text(bx, top_y + 68, v["bag_label_text"], (255, 255, 255) if sum(_c(v["bag_label_color"])) < 350 else (0, 0, 0))
             elif view == "front":
                 for sx in (-1, 1):
                     P.line([(cx + sx * (half - 8), top_y + 3), (cx + sx * (half - 6), waist_y - 30)], bc, 4)
@@ -494,19 +509,24 @@ def _draw_head(P: _Painter, f: _Figure) -> None:
     v, view, side, cx, skin = f.v, f.view, f.side, f.cx, f.skin
     top_y = TOP_Y
     # --- head, hair, headwear, glasses --------------------------------------------------------
-    hcx, hcy = cx + (3 if side else 0), 50.0
+    turn = f.turn
+    hcx, hcy = cx + (3 if side else 2 * turn), 50.0
+    ex = hcx + 3 * turn  # between the eyes: turned towards the side the face looks to
     P.rect(cx - 5, 62, cx + 5, top_y + 6, skin)  # neck
     P.ellipse(hcx, hcy, 12.5 if side else 13, 16, skin)
-    if side:
-        P.poly([(hcx + 11, hcy - 2), (hcx + 15, hcy + 4), (hcx + 11, hcy + 6)], skin)
+    if side or (turn and view == "front"):  # the nose in profile (a three-quarter face shows it too)
+        nx = hcx + (11 if side else 10 * turn)
+        P.poly([(nx, hcy - 2), (nx + (4 if side else 3 * turn), hcy + 4), (nx, hcy + 6)], skin)
     _draw_hair(P, f, hcx, hcy)
+    if view == "back" and turn:  # a three-quarter view from behind: a sliver of cheek and an ear
+        P.ellipse(hcx + 11 * turn, hcy + 2, 3, 7, skin)
     if view != "back":
         eye = (30, 24, 24)
         if side:
             P.ellipse(hcx + 7, hcy - 1, 1.4, 1.4, eye)
         else:
-            P.ellipse(hcx - 5, hcy - 1, 1.5, 1.5, eye)
-            P.ellipse(hcx + 5, hcy - 1, 1.5, 1.5, eye)
+            P.ellipse(ex - (4 if turn else 5), hcy - 1, 1.5, 1.5, eye)
+            P.ellipse(ex + (4 if turn else 5), hcy - 1, 1.5, 1.5, eye)
     if "headwear" in v:
         hwc = _c(v["headwear_color"])
         hw = v["headwear"]
@@ -531,10 +551,11 @@ def _draw_head(P: _Painter, f: _Figure) -> None:
             P.ellipse(hcx + 7, hcy - 1, 2.4, 1.9, lens)
             P.line([(hcx + 4, hcy - 2), (hcx - 6, hcy - 3)], gc, 1)
         else:
-            for ex in (hcx - 5, hcx + 5):
-                P.ellipse(ex, hcy - 1, 4.2, 3.3, gc)
-                P.ellipse(ex, hcy - 1, 3.0, 2.2, lens)
-            P.line([(hcx - 1.5, hcy - 1), (hcx + 1.5, hcy - 1)], gc, 1)
+            gap = 4 if turn else 5
+            for lx in (ex - gap, ex + gap):
+                P.ellipse(lx, hcy - 1, 4.2 if not turn else 3.6, 3.3, gc)
+                P.ellipse(lx, hcy - 1, 3.0 if not turn else 2.5, 2.2, lens)
+            P.line([(ex - 1.5, hcy - 1), (ex + 1.5, hcy - 1)], gc, 1)
 
 
 def _draw_hair(P: _Painter, f: _Figure, hcx: float, hcy: float) -> None:
@@ -565,11 +586,13 @@ def _draw_hair(P: _Painter, f: _Figure, hcx: float, hcy: float) -> None:
         if style == "curly":
             for ang in np.linspace(0, np.pi, 9):
                 P.ellipse(hcx - 14 * np.cos(ang), hcy - 8 - 10 * np.sin(ang), 4, 4, _shade(hc, 1.15))
-        if style == "ponytail" and view != "front":
-            tx = hcx - 14 if side else hcx
+        tied_shows = view != "front" or f.turn  # a three-quarter face shows the tail or bun behind
+        back_off = 14 if side else (-14 * f.turn if view == "front" else -3 * f.turn)
+        if style == "ponytail" and tied_shows:
+            tx = hcx - back_off if side else hcx + back_off
             P.poly([(tx - 4, hcy - 4), (tx + 4, hcy - 4), (tx + 3, hcy + 40), (tx - 3, hcy + 40)], hc)
-        if style == "bun" and view != "front":
-            P.ellipse(hcx - (12 if side else 0), hcy - 16, 7, 6, _shade(hc, 0.9))
+        if style == "bun" and tied_shows:
+            P.ellipse(hcx - (12 if side else -0.85 * back_off), hcy - 16, 7, 6, _shade(hc, 0.9))
 
 
 def _occlude(img: Image.Image, dom: Domain, rng: np.random.Generator) -> None:
