@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 
 from ufinebench.vocab import load_vocabulary
@@ -27,48 +29,59 @@ def test_claims_script_tiny(tmp_path):
     out = tmp_path / "claims"
     _claims(out)
     md = (out / "claims.md").read_text()
-    for section in ("### Effects", "### Runs", "### D."):
+    for section in ("### Effects", "### Arms", "### D."):
         assert section in md
     res = json.loads((out / "claims.json").read_text())
-    assert set(res["runs"]) == {"cfam", "cfam_coarse", "irra", "clip-sdm", "cfam_nogran", "cfam_nomatch"}
-    assert all(set(per_seed) == {"0", "1"} for per_seed in res["runs"].values())  # two seeds each
-    assert yaml.safe_load((out / "runs" / "irra_s0" / "config.yaml").read_text())["model"]["mlm"] is True  # IRRA with its MLM head
-    effects = {r["effect"]: r for r in res["effects"]}
-    cfam, irra = res["runs"]["cfam"], res["runs"]["irra"]
-    row = effects["CFAM - IRRA (with MLM), in-domain"]
-    diffs = [cfam[s]["test"]["R1"] - irra[s]["test"]["R1"] for s in ("0", "1")]
-    assert row["seeds"] == 2 and abs(row["R1"]["mean"] - sum(diffs) / 2) < 1e-9  # paired by seed, from the raw results
-    assert row["verdict"] in {"reproduced", "not reproduced", "open"}
-    assert any(r["effect"].startswith("granularity ") for r in res["effects"])  # A's breakdown cells
+    assert set(res["runs"]) == {"global", "gran", "cfam", "irra", "cfam_coarse"}  # without --sdm CLIP-SDM is the global model
+    assert res["settings"]["alias"] == {"clip-sdm": "global"}
+    assert all(set(per_data) == {"101"} and set(per_data["101"]) == {"0", "1"} for per_data in res["runs"].values())
+    cfg = yaml.safe_load((out / "runs" / "d101" / "irra_s0" / "config.yaml").read_text())
+    assert cfg["model"]["mlm"] is True and cfg["train"]["loss_weights"]["id"] == 1.0  # IRRA with MLM and ID
+    assert cfg["data"]["attribute_words"] is False  # the paper's parts only
+    glob = yaml.safe_load((out / "runs" / "d101" / "global_s0" / "config.yaml").read_text())["model"]
+    assert glob["granularity"] is False and glob["matching"] is False
+    rows = {r["effect"]: r for r in res["effects"]}
+    row = rows["CFAM - IRRA (SDM + MLM + ID), in-domain"]
+    runs = res["runs"]
+    r1 = {arm: [100 * np.mean(np.asarray(runs[arm]["101"][s]["test"]["rank"]) == 1) for s in ("0", "1")] for arm in ("cfam", "irra")}
+    assert r1["cfam"][0] == pytest.approx(runs["cfam"]["101"]["0"]["test"]["overall"]["R1"])  # per-query ranks agree with the summary
+    assert row["pairs"] == 2 and row["t_points"]["mean"] == pytest.approx(np.mean(np.subtract(r1["cfam"], r1["irra"])))
+    assert row["verdict"] in {"reproduced", "not reproduced", "open"} and row["kind"] == "confirmatory"
+    assert rows["CFAM - CLIP-SDM, in-domain"]["b"] == "global"
+    assert any(r["kind"] == "exploratory" and r["effect"].startswith("granularity ") for r in res["effects"])  # A's breakdown
     d = res["D"]
-    assert d["original"]["R1"] == d["squashed"]["R1"] and d["original"]["mAP"] == d["squashed"]["mAP"]
-    assert d["original"]["mSD"] != d["squashed"]["mSD"]
+    assert 0 <= d["discordant_pairs"] <= d["pairs"] <= 2 * 10 * 9 // 2  # two sets, ten runs each
+    assert d["squash"]["original"]["R1"] == d["squash"]["squashed"]["R1"] and d["squash"]["original"]["mSD"] != d["squash"]["squashed"]["mSD"]
     assert (out / "D_original.png").is_file() and (out / "D_squashed.png").is_file()
     # the report is recomputable from the raw results alone
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--from", str(out / "claims.json")],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.strip() == md.strip()
+    pilot_seed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--tiny", "--out", str(out), "--data-seeds", "100"],
+                                capture_output=True, text=True, timeout=300)
+    assert pilot_seed.returncode != 0 and "pilot" in pilot_seed.stderr and "Traceback" not in pilot_seed.stderr
 
 
 def test_claims_script_resumes(tmp_path):
     out = tmp_path / "claims"
     first = _claims(out, "--claims", "B", "--seeds", "0", "--epochs", "2")
-    assert first.stdout.count("trained in") == 3
-    # put clip-sdm in the state of a run killed during its second epoch: last checkpoint = epoch 1
-    ck = out / "runs" / "clip-sdm_s0" / "checkpoints"
+    assert first.stdout.count("trained in") == 3  # cfam, irra, global (standing for CLIP-SDM)
+    # put global in the state of a run killed during its second epoch: last checkpoint = epoch 1
+    run = out / "runs" / "d101" / "global_s0"
+    ck = run / "checkpoints"
     assert (ck / "last").read_text().strip() == "epoch_0002"
     (ck / "epoch_0002").rename(ck / "epoch_0001")
     meta = json.loads((ck / "epoch_0001" / "meta.json").read_text())
     (ck / "epoch_0001" / "meta.json").write_text(json.dumps({**meta, "epoch": 0}))
     (ck / "last").write_text("epoch_0001")
-    (out / "runs" / "clip-sdm_s0" / "claims_eval.json").unlink()
+    (run / "claims_eval.json").unlink()
     second = _claims(out, "--claims", "B", "--seeds", "0,1", "--epochs", "2")
-    assert "cfam seed 0: training kept" in second.stdout and "irra seed 0: training kept" in second.stdout
-    assert "clip-sdm seed 0: resumed after epoch 1" in second.stdout
-    assert second.stdout.count("trained in") == 4  # clip-sdm 0 finished, then the three runs of seed 1
+    assert "d101 cfam seed 0: training kept" in second.stdout and "d101 irra seed 0: training kept" in second.stdout
+    assert "d101 global seed 0: resumed after epoch 1" in second.stdout
+    assert second.stdout.count("trained in") == 4  # global 0 finished, then the three runs of seed 1
     assert (ck / "last").read_text().strip() == "epoch_0002"
     res = json.loads((out / "claims.json").read_text())
-    assert res["runs"]["clip-sdm"]["0"]["test"]["queries"] > 0 and set(res["runs"]["cfam"]) == {"0", "1"}
+    assert res["runs"]["global"]["101"]["0"]["test"]["overall"]["queries"] > 0 and set(res["runs"]["cfam"]["101"]) == {"0", "1"}
     wrong = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "claims.py"), "--tiny", "--out", str(out), "--claims", "B",
                             "--seeds", "0", "--epochs", "3"], capture_output=True, text=True, timeout=300)
     assert wrong.returncode != 0 and "trained for 2 epochs" in wrong.stderr and "Traceback" not in wrong.stderr
