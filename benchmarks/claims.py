@@ -68,6 +68,8 @@ EFFECTS: list[tuple[str, str, str, str, str, float | None, float | None]] = [
 ]
 BONFERRONI = 1 - 0.05 / len(EFFECTS)  # 0.99: the confirmatory effects' interval level
 EXPLORATORY = ("granularity", "style", "source")  # A's breakdown on the 3C set
+BY_ARM = {"test": "detail", "3c": "gallery"}  # every arm's R1 by separating detail (in-domain) and by 3C gallery
+TAG_KEYS = EXPLORATORY + tuple(BY_ARM.values())  # the query tags claims.json keeps
 PILOT_DATA_SEED = 100
 
 
@@ -135,12 +137,24 @@ def _train_one(arm: str, seed: int, data: str, run: str, spec: dict[str, Any], t
         for key, file in SETS.items():
             f = evaluate_checkpoint(str(run_dir), load_dataset(Path(data) / file, split="test").split("test"), device=device)["_features"]
             res[key] = _per_query(metrics_from_features(f.query_features, f.gallery_features, f.query_ids, f.gallery_ids, per_query=True))
-            queries = Path(data).parent / f"queries_{key}.json"
-            if not queries.is_file():  # the same for every run on this data: written once
-                tags = {k: [str(t.get(k, "")) for t in f.query_tags] for k in EXPLORATORY}
-                atomic_write_bytes(queries, json.dumps({"ids": f.query_ids.tolist(), **tags}).encode())
+            _write_queries(Path(data), key)
         atomic_write_bytes(cached, json.dumps(res).encode())
     return msg
+
+
+def _write_queries(data: Path, key: str) -> None:
+    """The query identities and tags of one evaluation set, in evaluation order (the same for every
+    run on this data: written once, and again when an older file lacks a tag key)."""
+    from ufinebench.data.annotations import load_dataset
+    from ufinebench.evaluate import Features
+    from ufinebench.io import atomic_write_bytes
+
+    path = data.parent / f"queries_{key}.json"
+    if path.is_file() and set(TAG_KEYS) <= set(json.loads(path.read_text())):
+        return
+    f = Features.of_split(load_dataset(data / SETS[key], split="test").split("test"))
+    tags = {k: [str(t.get(k, "")) for t in f.query_tags] for k in TAG_KEYS}
+    atomic_write_bytes(path, json.dumps({"ids": f.query_ids.tolist(), **tags}).encode())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,6 +280,30 @@ def effects_table(rows: list[dict[str, Any]]) -> str:
     return head + body
 
 
+def by_arm_table(results: dict[str, Any]) -> str:
+    """Exploratory: every arm's mean R1 over its runs by separating detail (in-domain) and by 3C gallery."""
+    raw, queries = results["runs"], results["queries"]
+    md = ""
+    for where, key in BY_ARM.items():
+        # a base of a family lists every detail its variants differ in ("glasses+belt"): it counts under each
+        member = {d: [set(t.split("+")) - {""} for t in queries[d][where].get(key, [])] for d in queries}
+        values = sorted(set().union(*(m for d in member for m in member[d])))
+        if not values:
+            continue
+        counts = {v: sum(v in m for d in member for m in member[d]) for v in values}
+        md += (f"| arm ({where}, by {key}) | " + " | ".join(f"{v} ({counts[v]})" for v in values) + " |\n|"
+               + "---|" * (len(values) + 1) + "\n")
+        for arm in raw:
+            cells = []
+            for v in values:
+                r1 = [100 * float(np.mean(np.asarray(raw[arm][d][s][where]["rank"])[np.asarray([v in m for m in member[d]])] == 1))
+                      for d in raw[arm] for s in raw[arm][d] if any(v in m for m in member[d])]
+                cells.append(f"{np.mean(r1):.1f}" if r1 else "n/a")
+            md += f"| {arm} | " + " | ".join(cells) + " |\n"
+        md += "\n"
+    return md
+
+
 def runs_table(results: dict[str, Any]) -> str:
     raw, ceil = results["runs"], results.get("ceilings", {})
     head = "| arm | set | runs | " + " | ".join(METRICS) + " |\n|" + "---|" * (len(METRICS) + 3) + "\n"
@@ -292,6 +330,10 @@ def render(results: dict[str, Any]) -> str:
           + (f"; aliases {s['alias']}" if s.get("alias") else "") + ".\n",
           "### Effects (confirmatory: verdict on the ratio's 99 % two-level bootstrap interval; exploratory: no verdict)\n",
           effects_table(rows), "### Arms (mean ± sample standard deviation over every data and training seed)\n", runs_table(results)]
+    by_arm = by_arm_table(results)
+    if by_arm:
+        md += ["### Arms by separating detail and by 3C gallery (exploratory: mean R1 over every run; queries over both data seeds "
+               "in brackets; a family's base counts under each of its details)\n", by_arm]
     d = results.get("D")
     if d:
         md += ["### D. Do mSD and mAP order runs differently?\n",
@@ -303,7 +345,8 @@ def render(results: dict[str, Any]) -> str:
             md.append(f"Illustration (decides nothing): a monotone squash of one CFAM's in-domain scores keeps R1 {q['original']['R1']:.2f} "
                       f"and mAP {q['original']['mAP']:.2f} and moves mSD from {q['original']['mSD']:.2f} to {q['squashed']['mSD']:.2f}.\n")
     if "seconds" in results:
-        md.append(f"Total time: {results['seconds']} s on {results['machine']}.\n")
+        md.append(f"Time of this invocation: {results['seconds']} s on {results['machine']} (finished trainings are kept, so a rerun "
+                  "that finds them takes seconds).\n")
     return "\n".join(md)
 
 
@@ -443,6 +486,9 @@ def main() -> int:
     ceilings = {str(d): _build(runs_dir / f"d{d}" / "data", args.identities, args.size, d) for d in data_seeds}
     _train_all([(a, s, d) for d in data_seeds for s in seeds for a in arms], runs_dir, spec, args.parallel)  # data- then seed-major
     raw = {a: {str(d): {str(s): _load_eval(runs_dir, a, d, s) for s in seeds} for d in data_seeds} for a in arms}
+    for d in data_seeds:
+        for w in SETS:
+            _write_queries(runs_dir / f"d{d}" / "data", w)
     queries = {str(d): {w: json.loads((runs_dir / f"d{d}" / f"queries_{w}.json").read_text()) for w in SETS} for d in data_seeds}
     results: dict[str, Any] = {
         "protocol": "docs/claims-protocol.md", "command": "python benchmarks/claims.py " + " ".join(sys.argv[1:]),

@@ -29,11 +29,14 @@ def test_claims_script_tiny(tmp_path):
     out = tmp_path / "claims"
     _claims(out)
     md = (out / "claims.md").read_text()
-    for section in ("### Effects", "### Arms", "### D."):
+    for section in ("### Effects", "### Arms", "### Arms by separating detail", "### D."):
         assert section in md
     res = json.loads((out / "claims.json").read_text())
     assert set(res["runs"]) == {"global", "gran", "cfam", "irra", "cfam_coarse"}  # without --sdm CLIP-SDM is the global model
     assert res["settings"]["alias"] == {"clip-sdm": "global"}
+    q = res["queries"]["101"]["3c"]
+    assert {"ids", "granularity", "style", "source", "detail", "gallery"} <= set(q) and len(q["ids"]) == len(q["gallery"])
+    assert len(q["ids"]) == len(res["runs"]["cfam"]["101"]["0"]["3c"]["rank"]) == res["runs"]["cfam"]["101"]["0"]["3c"]["overall"]["queries"]
     assert all(set(per_data) == {"101"} and set(per_data["101"]) == {"0", "1"} for per_data in res["runs"].values())
     cfg = yaml.safe_load((out / "runs" / "d101" / "irra_s0" / "config.yaml").read_text())
     assert cfg["model"]["mlm"] is True and cfg["train"]["loss_weights"]["id"] == 1.0  # IRRA with MLM and ID
