@@ -43,8 +43,8 @@ class DemoPlan:
 
 
 # 1,000 identities on UFine-Synth standard: 700 to train on, 200 in the in-domain test gallery, 325 more in
-# the 3C set; 18 epochs (1,332 steps, bf16 autocast on CPUs that have it) took 505 s on the 2-core development
-# machine (~28 s an epoch), the whole demo 533 s, 9 min 59 s with the first-time set-up (2026-12-06).
+# the 3C set; 18 epochs (1,332 steps, bf16 autocast on CPUs that have it) took 502 s on the 2-core development
+# machine (~28 s an epoch), the whole demo 534 s, 10 min 33 s with the first-time set-up (2026-12-06, five views).
 FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 DEMO_DIFFICULTY = "standard"  # look-alike families, annotators who differ, everyday language, a real domain test
 QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)

@@ -165,6 +165,11 @@ def identity_weights(persons: np.ndarray, n_boot: int, rng: np.random.Generator)
     return counts[:, index]  # (n_boot, Q)
 
 
+def _run_means(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(n_boot, R) mean of each run's per-query values x (R, Q) under the query weights w (n_boot, Q)."""
+    return (w @ x.T) / w.sum(1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class BootstrapEffect:
     """An effect of a over b (difference in points and ratio of means) with percentile intervals."""
@@ -202,8 +207,7 @@ def two_level_bootstrap(
         if a.shape != b.shape or a.shape[1] != len(persons):
             raise ValueError(f"arms differ in shape or queries: {a.shape} vs {b.shape}, {len(persons)} persons")
         w = identity_weights(np.asarray(persons), n_boot, rng)  # (n_boot, Q)
-        per_run_a = (w @ a.T) / w.sum(1, keepdims=True)  # (n_boot, S)
-        per_run_b = (w @ b.T) / w.sum(1, keepdims=True)
+        per_run_a, per_run_b = _run_means(w, a), _run_means(w, b)  # (n_boot, S)
         rows = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))  # (n_boot, S) seeds drawn
         sum_a += np.take_along_axis(per_run_a, rows, 1).mean(1)
         sum_b += np.take_along_axis(per_run_b, rows, 1).mean(1)
@@ -249,7 +253,7 @@ def discordance(
         d, c = share(x.mean(1), y.mean(1))
         d0, c0 = d0 + int(d), c0 + int(c)
         w = identity_weights(np.asarray(persons), n_boot, rng)  # (n_boot, Q)
-        wx, wy = (w @ x.T) / w.sum(1, keepdims=True), (w @ y.T) / w.sum(1, keepdims=True)  # (n_boot, R)
+        wx, wy = _run_means(w, x), _run_means(w, y)  # (n_boot, R)
         d, c = share(wx, wy)
         disc += d
         count += c

@@ -587,12 +587,12 @@ def _draw_hair(P: _Painter, f: _Figure, hcx: float, hcy: float) -> None:
             for ang in np.linspace(0, np.pi, 9):
                 P.ellipse(hcx - 14 * np.cos(ang), hcy - 8 - 10 * np.sin(ang), 4, 4, _shade(hc, 1.15))
         tied_shows = view != "front" or f.turn  # a three-quarter face shows the tail or bun behind
-        back_off = 14 if side else (-14 * f.turn if view == "front" else -3 * f.turn)
+        behind = -14 if side else (-14 * f.turn if view == "front" else -3 * f.turn)  # where a tail hangs, from the head's centre
         if style == "ponytail" and tied_shows:
-            tx = hcx - back_off if side else hcx + back_off
+            tx = hcx + behind
             P.poly([(tx - 4, hcy - 4), (tx + 4, hcy - 4), (tx + 3, hcy + 40), (tx - 3, hcy + 40)], hc)
         if style == "bun" and tied_shows:
-            P.ellipse(hcx - (12 if side else -0.85 * back_off), hcy - 16, 7, 6, _shade(hc, 0.9))
+            P.ellipse(hcx + (-12 if side else 0.85 * behind), hcy - 16, 7, 6, _shade(hc, 0.9))
 
 
 def _occlude(img: Image.Image, dom: Domain, rng: np.random.Generator) -> None:
