@@ -2,6 +2,13 @@
 
     python benchmarks/train_speed.py [--preset vitb16|synth-cpu-small] [--device cpu|cuda] [--batch 64]
                                      [--steps 20] [--amp bf16|fp16|none] [--archs clip-sdm,irra,cfam]
+    python benchmarks/train_speed.py --pipeline DATA.json [--steps 40]
+                                     [--variant DATA2.json --set KEY=VALUE ...]
+
+``--pipeline`` times the real ``train()`` of synth-cpu-small on a data set; with ``--variant``
+it also times the preset with the ``--set`` overrides on a second data set (e.g. the same persons
+rendered at 256 x 96 with ``model.image_size=256x96 model.vision_stem=2``), both in memory, in
+the same run, and prints the variant's speed as a ratio to the preset's.
 
 Random images and texts of the preset's shape (ViT-B/16: 384 x 128 images, 168-token texts
 whose end token falls between positions 100 and 167, as UFine captions do), two captions per
@@ -106,26 +113,30 @@ def worker(arch: str, preset: str, device: str, batch: int, steps: int, warmup: 
     return out
 
 
-def pipeline(dataset: str, steps: int) -> int:
-    """train() of synth-cpu-small for ``steps`` steps, streaming vs in memory, in one run."""
+def pipeline(dataset: str, steps: int, variant: str | None = None, overrides: list[str] | None = None) -> int:
+    """train() of synth-cpu-small for ``steps`` steps: streaming vs in memory, or the preset vs a variant, in one run."""
     import tempfile
 
     from ufinebench.config import load_config
     from ufinebench.training import train
 
     print(f"train() pipeline on {dataset}: synth-cpu-small, {steps} steps (one epoch), no validation")
+    if variant:
+        runs = [("preset (in memory)", dataset, 2048, []), (f"variant {' '.join(overrides or [])} on {variant}", variant, 2048, overrides or [])]
+    else:
+        runs = [("streaming (DataLoader, data.workers=2)", dataset, 0, []), ("in memory (decoded once)", dataset, 2048, [])]
     times = {}
-    for name, mb in (("streaming (DataLoader, data.workers=2)", 0), ("in memory (decoded once)", 2048)):
+    for name, data, mb, extra in runs:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = load_config("synth-cpu-small", [f"data.dataset={dataset}", f"train.out_dir={tmp}/run", "train.epochs=1",
+            cfg = load_config("synth-cpu-small", [f"data.dataset={data}", f"train.out_dir={tmp}/run", "train.epochs=1",
                                                   f"train.max_steps_per_epoch={steps}", "train.eval_every=0",
-                                                  "train.tensorboard=false", f"data.in_memory_mb={mb}"])
+                                                  "train.tensorboard=false", f"data.in_memory_mb={mb}", *extra])
             t0 = time.perf_counter()
             train(cfg, progress=False)
             times[name] = time.perf_counter() - t0
         print(f"  {name:40s} {times[name]:6.1f} s  ({steps / times[name]:.2f} steps/s, set-up included)")
     a, b = times.values()
-    print(f"  in memory / streaming speed: {a / b:.2f}x")
+    print(f"  {'variant / preset' if variant else 'in memory / streaming'} speed: {a / b:.2f}x")
     return 0
 
 
@@ -140,10 +151,12 @@ def main() -> int:
     ap.add_argument("--archs", default="clip-sdm,irra,cfam")
     ap.add_argument("--pipeline", metavar="DATASET", help="instead: time train() on this dataset (e.g. the demo's "
                     "ufine_synth.json), images streamed by DataLoader workers vs decoded once into memory")
+    ap.add_argument("--variant", metavar="DATASET2", help="with --pipeline: also time the preset with the --set overrides on this data set")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for --variant (repeatable)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.pipeline:
-        return pipeline(args.pipeline, args.steps)
+        return pipeline(args.pipeline, args.steps, args.variant, args.set)
     if args.device == "cuda":
         import torch
 

@@ -110,3 +110,47 @@ def test_augment_caption_without_keep_first_may_drop_any_sentence_but_never_all(
         first_gone += sentences[0] not in out
     assert 60 < first_gone < 140  # the first goes about half the time (p 0.5), not never
     assert augment_caption(text, np.random.default_rng(1), drop=0.999, keep_first=False) == sentences[0]  # all drawn: the first stays
+
+
+def test_camera_degradation_is_seeded_alike_in_both_paths_and_degrades():
+    """The per-item transform and the in-memory batch path draw and apply the same degradations; off
+    leaves every other draw as it was; grey draws make the channels equal; p 0.5 degrades about half."""
+    from ufinebench.data.transforms import CameraDraw, augment_batch
+
+    img = _gradient()
+    arr = torch.from_numpy(np.asarray(img.resize((32, 80))).transpose(2, 0, 1).copy())[None].expand(6, -1, -1, -1).contiguous()
+    tf = ImageTransform(size=(80, 32), train=True, pad=2, color_jitter=0.2, erase_prob=0.5, camera=1.0)
+    one = torch.stack([tf(img, np.random.default_rng(s)) for s in range(6)])
+    batch, _ = augment_batch(arr, [np.random.default_rng(s) for s in range(6)], tf)
+    assert torch.allclose(one, batch, atol=1e-5)
+    clean = ImageTransform(size=(80, 32), train=True, pad=2, color_jitter=0.2, erase_prob=0)
+    degraded = ImageTransform(size=(80, 32), train=True, pad=2, color_jitter=0.2, erase_prob=0, camera=1.0)
+    assert not torch.equal(clean(img, np.random.default_rng(0)), degraded(img, np.random.default_rng(0)))
+    draws = [CameraDraw.draw(np.random.default_rng(s), 0.5, 80, 32) for s in range(400)]
+    assert 150 < sum(d is not None for d in draws) < 250
+    grey = next(d for d in draws if d is not None and d.grey)
+    x = grey.apply(torch.rand(1, 3, 80, 32))
+    assert torch.allclose(x[0, 0], x[0, 1], atol=0.2) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_conv_tower_stem_reads_twice_the_resolution_at_the_same_grid():
+    """A space-to-depth stem keeps the 8 x 3 token grid at 256 x 96 and loses no pixel: a one-pixel
+    change (a belt's row) changes the stem's output, and sizes that do not divide are refused."""
+    from ufinebench.model.cfam import ModelConfig, RetrievalModel
+    from ufinebench.model.conv import ConvTower
+
+    tower = ConvTower((256, 96), 32, 16, base=8, stem=2)
+    x = torch.rand(2, 3, 256, 96)
+    glob, tokens = tower(x)
+    assert glob.shape == (2, 16) and tokens.shape == (2, 1 + 8 * 3, 16)
+    y = x.clone()
+    y[:, :, 101, 40] += 0.5
+    assert not torch.equal(tower.stem(x), tower.stem(y)) and tower.stem(x).shape == (2, 12, 128, 48)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ConvTower((128, 48), 32, 16, stem=2)
+    cfg = ModelConfig(arch="cfam", vision="conv", vision_stem=2, image_size=(256, 96), embed_dim=32, vision_width=32, context_length=16,
+                      vocab_size=50, text_width=32, text_layers=1, text_heads=2, num_queries=2, decoder_layers=1, decoder_heads=2,
+                      matcher_layers=1, id_loss=False)
+    assert RetrievalModel(cfg).image_token_count() == 24
+    with pytest.raises(ValueError, match="vision_stem"):
+        ModelConfig(vision="vit", vision_stem=2)

@@ -43,6 +43,7 @@ class DataConfig:
     pad: int = 10
     color_jitter: float = 0.1
     erase_prob: float = 0.5
+    camera: float = 0.0  # share of training images seen through a worse camera: grey, dark, low contrast, blur, noise (CameraDraw)
     sentence_drop: float = 0.0  # each caption sentence after the first dropped with this probability (per epoch)
     sentence_shuffle: bool = False  # caption sentences after the first in a random order (per epoch)
     sentence_keep_first: bool = True  # sentence_drop never drops the first sentence (False: any sentence, never all)
@@ -258,7 +259,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "model.text_layers": (1, 256), "model.text_heads": (1, None), "model.num_queries": (1, 4096), "model.decoder_layers": (1, 256),
     "model.decoder_heads": (1, None), "model.matcher_layers": (1, 256), "model.num_classes": (0, None), "model.attribute_words": (0, None),
     "model.granularity_weight": (0, None), "model.text_position_jitter": (0, 8192),
-    "data.bpe_vocab_size": (8, 10_000_000), "data.pad": (0, 4096), "data.color_jitter": (0, 1), "data.erase_prob": (0, 1),
+    "data.bpe_vocab_size": (8, 10_000_000), "data.pad": (0, 4096), "data.color_jitter": (0, 1), "data.erase_prob": (0, 1), "data.camera": (0, 1),
     "data.num_instances": (1, None), "data.neighbour_group": (1, 1024), "data.neighbours_from": (0, None),
     "data.workers": (0, 256), "data.val_identities": (0, None), "data.in_memory_mb": (0, None),
     "train.epochs": (1, 1_000_000), "train.batch_size": (2, None), "train.adam_eps": (1e-30, 1), "train.weight_decay": (0, None),

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ufinebench.config import load_config
 from ufinebench.data.annotations import load_dataset, subset_sort_key
 from ufinebench.evaluate import evaluate_checkpoint
@@ -47,7 +49,7 @@ class DemoPlan:
 # machine (~28 s an epoch), the whole demo 534 s, 10 min 33 s with the first-time set-up (2026-12-06, five views).
 FULL = DemoPlan(identities=1000, size="128x48", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 DEMO_DIFFICULTY = "standard"  # look-alike families, annotators who differ, everyday language, a real domain test
-QUICK = DemoPlan(identities=40, size="64x32", epochs=2, max_steps=6, eval_every=0, rerank_topk=5)
+QUICK = DemoPlan(identities=100, size="64x32", epochs=4, max_steps=0, eval_every=0, rerank_topk=5)
 
 
 def _say(msg: str) -> None:
@@ -159,8 +161,11 @@ def _run_demo(out: Path, *, quick: bool, fresh: bool, force: bool) -> int:
     print("\nceiling R1 (a perfect attribute reader; read R1 against it): " + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items()))
     detail = indomain["breakdown"].get("detail", {})
     if detail:
+        single = {k: v["R1"] for k, v in detail.items() if "+" not in k}
+        inside = sorted(v for k, v in single.items() if k != "none")
+        median = f"; median inside families {float(np.median(inside)):.1f}" if inside else ""
         print("in-domain R1 by separating detail (look-alike families; 'none': no look-alike): "
-              + ", ".join(f"{k} {v['R1']:.1f}" for k, v in sorted(detail.items(), key=lambda kv: -kv[1]["R1"]) if "+" not in k))
+              + ", ".join(f"{k} {r1:.1f}" for k, r1 in sorted(single.items(), key=lambda kv: -kv[1])) + median)
     for key in ("granularity", "style", "source", "gallery"):
         table = {f"3C {key} = {v}": d for v, d in threec["breakdown"].get(key, {}).items()}
         if table:

@@ -50,7 +50,8 @@ class ImageTransform:
 
     Training augmentations (all off unless ``train``): horizontal flip (``hflip``, off by default
     because fine-grained texts say "left" and "right"), zero padding then a random crop back to
-    (H, W), mild colour jitter, and random erasing (Zhong et al., AAAI 2020).
+    (H, W), mild colour jitter, a camera's degradations (``camera``: the share of images that get
+    them, see :class:`CameraDraw`), and random erasing (Zhong et al., AAAI 2020).
     """
 
     size: tuple[int, int] = (384, 128)  # (H, W)
@@ -61,6 +62,7 @@ class ImageTransform:
     pad: int = 10
     color_jitter: float = 0.1  # brightness/contrast/saturation factors drawn from [1-j, 1+j]
     erase_prob: float = 0.5
+    camera: float = 0.0  # share of training images seen through a worse camera (CameraDraw); 0: off
     erase_area: tuple[float, float] = (0.02, 0.4)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
 
@@ -104,7 +106,64 @@ class ImageTransform:
             gray = x @ np.asarray([0.299, 0.587, 0.114], np.float32)  # (H, W)
             x = (x - gray[..., None]) * s + gray[..., None]
             x = np.clip(x, 0.0, 1.0)
+        if self.camera > 0:
+            cam = CameraDraw.draw(rng, self.camera, h, w)
+            if cam is not None:
+                x = cam.apply_hwc(x)
         return x.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class CameraDraw:
+    """One image's camera degradations: what a cheap, badly lit or far camera does to a picture.
+
+    Grey (a monochrome or infrared camera, p 0.3), exposure (gain 0.5-1.1 and gamma 0.8-1.8: dark or washed-out
+    scenes), contrast 0.5-1 (haze, rain, a dirty lens), a 3 x 3 blur (p 0.5: focus, motion, low
+    resolution) and sensor noise (standard deviation 0-0.06 of full scale). Colour words survive
+    every draw but the grey one. Drawn from the item's generator, so an image is degraded alike in
+    any batch, process or resume; real cameras differ from the training set in exactly these ways
+    (a standard augmentation in person re-identification), and none of it reads the held-out
+    domains the UFine-Synth generator draws.
+    """
+
+    grey: bool
+    gain: float
+    gamma: float
+    contrast: float
+    blur: bool
+    noise: np.ndarray | None  # (H, W, 3) float32 standard-normal draws times the noise level, or None
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, p: float, h: int, w: int) -> CameraDraw | None:
+        """None (a clean image, with probability 1 - p) or one draw; always consumes the same first number."""
+        if rng.random() >= p:
+            return None
+        grey = bool(rng.random() < 0.3)
+        gain, gamma, contrast = float(rng.uniform(0.5, 1.1)), float(rng.uniform(0.8, 1.8)), float(rng.uniform(0.5, 1.0))
+        blur = bool(rng.random() < 0.5)
+        level = float(rng.uniform(0.0, 0.06))
+        noise = (rng.standard_normal((h, w, 3)) * level).astype(np.float32) if level > 0.01 else None
+        return cls(grey, gain, gamma, contrast, blur, noise)
+
+    def apply_hwc(self, x: np.ndarray) -> np.ndarray:
+        """(H, W, 3) float in [0, 1] -> degraded (H, W, 3) float32 in [0, 1]."""
+        t = self.apply(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None])  # (1, 3, H, W)
+        return t[0].permute(1, 2, 0).numpy()
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) float in [0, 1] -> degraded (1, 3, H, W) in [0, 1] (the one implementation both paths use)."""
+        if self.grey:
+            x = (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        x = (x * self.gain).clamp(0.0, 1.0) ** self.gamma
+        mean = x.mean()
+        x = (x - mean) * self.contrast + mean
+        if self.blur:
+            k = torch.tensor([1.0, 2.0, 1.0])
+            k2 = (k[:, None] * k[None, :] / 16.0).expand(3, 1, 3, 3).contiguous()  # (3, 1, 3, 3) depthwise
+            x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), k2, groups=3)
+        if self.noise is not None:
+            x = x + torch.from_numpy(self.noise).permute(2, 0, 1)[None]
+        return x.clamp(0.0, 1.0).contiguous()
 
 
 def _draw_erase(
@@ -194,6 +253,7 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
     offsets = np.zeros((b, 2), dtype=np.int64)
     jitter = np.ones((b, 3), dtype=np.float32)
     erase: list[tuple[int, int, np.ndarray] | None] = [None] * b
+    cams: list[CameraDraw | None] = [None] * b
     for i, rng in enumerate(rngs):  # the draws, in ImageTransform's order
         if tf.hflip and rng.random() < 0.5:
             flipped[i] = True
@@ -201,6 +261,8 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
             offsets[i] = int(rng.integers(0, 2 * p + 1)), int(rng.integers(0, 2 * p + 1))
         if tf.color_jitter > 0:
             jitter[i] = rng.uniform(1 - tf.color_jitter, 1 + tf.color_jitter, size=3)
+        if tf.camera > 0:
+            cams[i] = CameraDraw.draw(rng, tf.camera, h, w)
         if tf.erase_prob > 0 and rng.random() < tf.erase_prob:
             erase[i] = _draw_erase(rng, h, w, tf.erase_area, tf.erase_ratio)
     if flipped.any():
@@ -216,6 +278,9 @@ def augment_batch(images: torch.Tensor, rngs: list[np.random.Generator], tf: Ima
         x = (x - mean) * bcs[:, 1, None, None, None] + mean
         gray = (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)  # (B, 1, H, W)
         x = ((x - gray) * bcs[:, 2, None, None, None] + gray).clamp_(0.0, 1.0)
+    for i, cam in enumerate(cams):
+        if cam is not None:
+            x[i] = cam.apply(x[i : i + 1])[0]
     mean_t = torch.tensor(tf.mean, dtype=torch.float32)[None, :, None, None]
     std_t = torch.tensor(tf.std, dtype=torch.float32)[None, :, None, None]
     x = (x - mean_t) / std_t

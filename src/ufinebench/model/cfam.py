@@ -104,6 +104,7 @@ class ModelConfig:
     granularity_weight: float = 1.0  # weight of the granularity similarity at retrieval
     grad_checkpointing: bool = False
     vision: str = "vit"  # vit: CLIP's ViT (real weights); conv: ConvTower (from scratch on the CPU)
+    vision_stem: int = 1  # conv only: s > 1 folds each s x s pixel block into channels first (a higher resolution at the same cost)
     text_pool: str = "eot"  # eot: CLIP's causal end-token pooling; mean: bidirectional, mean of real tokens
     activation: str = "quick_gelu"  # the encoders' MLP activation: quick_gelu (OpenAI CLIP) | gelu (LAION open_clip)
     # training only: each caption's word positions start at a random offset in [0, jitter], so the
@@ -128,6 +129,8 @@ class ModelConfig:
             raise ValueError(f"activation must be 'quick_gelu' or 'gelu', got {self.activation!r}")
         if self.word_head_input not in ("global", "map"):
             raise ValueError(f"word_head_input must be 'global' or 'map', got {self.word_head_input!r}")
+        if self.vision_stem < 1 or (self.vision_stem > 1 and self.vision != "conv"):
+            raise ValueError(f"vision_stem must be 1, or > 1 with the conv tower, got {self.vision_stem}")
         if self.match_text not in ("granular", "tokens"):
             raise ValueError(f"match_text must be 'granular' or 'tokens', got {self.match_text!r}")
         if self.text_position_jitter < 0:
@@ -236,7 +239,7 @@ class RetrievalModel(nn.Module):
         d = cfg.embed_dim
         self.visual: nn.Module
         if cfg.vision == "conv":
-            self.visual = ConvTower(cfg.image_size, cfg.vision_width, d)
+            self.visual = ConvTower(cfg.image_size, cfg.vision_width, d, stem=cfg.vision_stem)
         else:
             self.visual = VisionTransformer(cfg.image_size, cfg.patch_size, cfg.vision_width, cfg.vision_layers, cfg.vision_heads, d,
                                             activation=cfg.activation)
@@ -360,7 +363,8 @@ class RetrievalModel(nn.Module):
         """N: the image tokens after the global one (conv: the feature map's positions; ViT: the patches)."""
         h, w = self.cfg.image_size
         if self.cfg.vision == "conv":
-            return (h // 16) * (w // 16)
+            stride = 16 * self.cfg.vision_stem
+            return (h // stride) * (w // stride)
         return (h // self.cfg.patch_size) * (w // self.cfg.patch_size)
 
     def word_logits(self, img: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -6,6 +6,11 @@ its final feature map (an 8 x 3 grid for 128 x 48 images) is projected position 
 into tokens, and the global embedding is a linear map of the *flattened* map, so "grey hoodie,
 blue jeans" keeps the top and the bottom of the body apart instead of averaging them away.
 
+At a higher resolution (``stem`` = 2: 256 x 96 read as 128 x 48 x 12) the first step folds each
+2 x 2 block of pixels into channels (space-to-depth, lossless), so the tower keeps its cost and its
+8 x 3 grid while a belt's row, a sole or a label's letter keeps every pixel it was drawn with
+(at 128 x 48 they are one to three pixels, often blended away; docs/training.md).
+
 GroupNorm rather than BatchNorm: a sample's features never depend on the rest of its batch, so
 ``torchrun`` with N processes still equals one process and evaluation equals training mode.
 """
@@ -27,24 +32,27 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 class ConvTower(nn.Module):
     """Seven conv-norm-ReLU layers, four of them halving the resolution (stride 16 overall).
 
-    The first layer already halves the resolution: at 128 x 48 the tower costs about 60 M
-    multiply-adds per image, so a batch of 64 trains at a few steps per second on 2 CPU cores.
+    The first layer already halves the resolution: at 128 x 48 (or 256 x 96 with ``stem`` 2) the
+    tower costs about 60 M multiply-adds per image, so a batch of 64 trains at a few steps per second on 2 CPU cores.
 
     ``(B, 3, H, W) -> global (B, D), tokens (B, 1 + N, D)``: token 0 is the global embedding,
-    the others are the N = (H/16)(W/16) map positions (what the granularity decoder and the
+    the others are the N = (H/16s)(W/16s) map positions (s = ``stem``) (what the granularity decoder and the
     matcher attend to).
     """
 
-    def __init__(self, image_size: tuple[int, int], width: int, output_dim: int, base: int = 32) -> None:
+    def __init__(self, image_size: tuple[int, int], width: int, output_dim: int, base: int = 32, stem: int = 1) -> None:
         super().__init__()
         h, w = image_size
-        if h % 16 or w % 16:
-            raise ValueError(f"image size {h}x{w} must be a multiple of 16 for the conv tower")
+        stride = 16 * stem
+        if stem < 1 or h % stride or w % stride:
+            raise ValueError(f"image size {h}x{w} must be a multiple of {stride} for the conv tower (stem {stem})")
         self.image_size = (h, w)
-        self.grid = (h // 16, w // 16)
+        self.grid = (h // stride, w // stride)
         c1, c2, c3 = base, 2 * base, 4 * base
+        # stem > 1: (B, 3, H, W) -> (B, 3 s^2, H/s, W/s), every pixel kept
+        self.stem = nn.PixelUnshuffle(stem) if stem > 1 else nn.Identity()
         self.features = nn.Sequential(
-            _block(3, c1, 2), _block(c1, c1, 1), _block(c1, c2, 2), _block(c2, c2, 1), _block(c2, c3, 2),
+            _block(3 * stem * stem, c1, 2), _block(c1, c1, 1), _block(c1, c2, 2), _block(c2, c2, 1), _block(c2, c3, 2),
             _block(c3, c3, 1), _block(c3, width, 2),
         )
         n = self.grid[0] * self.grid[1]
@@ -57,7 +65,7 @@ class ConvTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> global (B, D) and tokens (B, 1 + N, D)."""
-        f = self.features(x)  # (B, C, gh, gw)
+        f = self.features(self.stem(x))  # (B, C, gh, gw)
         glob = self.global_proj(f.flatten(1))  # (B, D)
         tokens = self.token_proj(f.flatten(2).transpose(1, 2)) + self.positional_embedding  # (B, N, D)
         return glob, torch.cat([glob[:, None], tokens], dim=1)

@@ -129,7 +129,7 @@ def setup_data(cfg: Config, tokenizer: Any, vocabulary: AttributeVocabulary | No
     tokenizer = tokenizer if resumed else _tokenizer(d, train_samples)
     vocabulary = vocabulary if resumed else resolve_vocabulary(d, ann.path)
     transform = ImageTransform(size=(m.image_size[0], m.image_size[1]), train=True, hflip=d.hflip, pad=d.pad, color_jitter=d.color_jitter,
-                               erase_prob=d.erase_prob)
+                               erase_prob=d.erase_prob, camera=d.camera)
     n_images = len({s.image_path for s in train_samples})
     in_memory = n_images * 3 * m.image_size[0] * m.image_size[1] <= d.in_memory_mb * 2**20
     dataset = TrainPairs(train_samples, tokenizer, transform, context_length=m.context_length, seed=t.seed, in_memory=in_memory,
