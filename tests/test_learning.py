@@ -47,7 +47,7 @@ def learn_set(tmp_path_factory):
 
 def _train_and_eval(data_file, run_dir) -> tuple[float, float, float]:
     cfg = load_config("synth-cpu-small", [
-        f"data.dataset={data_file}", f"train.out_dir={run_dir}", "model.image_size=64x32", f"train.epochs={EPOCHS}",
+        f"data.dataset={data_file}", f"train.out_dir={run_dir}", "model.image_size=64x32", "model.vision_stem=1", f"train.epochs={EPOCHS}",
         "train.eval_every=0", "train.tensorboard=false", "data.workers=1", "train.batch_size=32",
     ])
     run = train(cfg, progress=False)

@@ -108,13 +108,13 @@ def _demo_size_grads(steps: int) -> list[dict[str, torch.Tensor]]:
     """Gradients of ``steps`` identical backward passes of the demo's model on one batch of 64 pairs."""
     from ufinebench.losses import DistContext, Targets, compute_losses
 
-    cfg = load_config("synth-cpu-small", ["model.image_size=128x48"])
+    cfg = load_config("synth-cpu-small", ["model.image_size=256x96"])
     m = dataclasses.replace(cfg.model, num_classes=40, vocab_size=300, eot_id=2)  # as the trainer completes it
     torch.manual_seed(0)
     model = RetrievalModel(m)
     model.train()
     g = torch.Generator().manual_seed(1)
-    images = torch.randn(64, 3, 128, 48, generator=g)
+    images = torch.randn(64, 3, 256, 96, generator=g)
     tokens = torch.randint(3, 300, (64, 80), generator=g)
     tokens[:, 0], tokens[:, 79] = 1, 2
     labels = torch.randint(0, 40, (64,), generator=g)  # repeated identities: repeated hard-negative indices

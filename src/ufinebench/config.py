@@ -258,7 +258,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "model.vision_heads": (1, None), "model.context_length": (4, 8192), "model.vocab_size": (1, None), "model.text_width": (1, None),
     "model.text_layers": (1, 256), "model.text_heads": (1, None), "model.num_queries": (1, 4096), "model.decoder_layers": (1, 256),
     "model.decoder_heads": (1, None), "model.matcher_layers": (1, 256), "model.num_classes": (0, None), "model.attribute_words": (0, None),
-    "model.granularity_weight": (0, None), "model.text_position_jitter": (0, 8192),
+    "model.granularity_weight": (0, None), "model.text_position_jitter": (0, 8192), "model.vision_stem": (1, 8),
     "data.bpe_vocab_size": (8, 10_000_000), "data.pad": (0, 4096), "data.color_jitter": (0, 1), "data.erase_prob": (0, 1), "data.camera": (0, 1),
     "data.num_instances": (1, None), "data.neighbour_group": (1, 1024), "data.neighbours_from": (0, None),
     "data.workers": (0, 256), "data.val_identities": (0, None), "data.in_memory_mb": (0, None),
@@ -307,8 +307,12 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("model.vision: must be vit or conv")
     if m.text_pool not in ("eot", "mean"):
         raise ConfigError("model.text_pool: must be eot or mean")
-    if m.vision == "conv" and (h <= 0 or w <= 0 or h % 16 or w % 16):
-        raise ConfigError(f"model.image_size: {h}x{w} must be positive multiples of 16 for model.vision=conv")
+    if m.vision_stem < 1 or (m.vision_stem > 1 and m.vision != "conv"):
+        raise ConfigError(f"model.vision_stem: must be 1, or more with model.vision=conv, got {m.vision_stem}")
+    stride = 16 * m.vision_stem
+    if m.vision == "conv" and (h <= 0 or w <= 0 or h % stride or w % stride):
+        raise ConfigError(f"model.image_size: {h}x{w} must be positive multiples of {stride} for model.vision=conv"
+                          + (f" with model.vision_stem={m.vision_stem} (set model.vision_stem=1 for smaller images)" if m.vision_stem > 1 else ""))
     if m.vision == "vit" and (h <= 0 or w <= 0 or h % m.patch_size or w % m.patch_size):
         raise ConfigError(f"model.image_size: {h}x{w} must be positive multiples of model.patch_size ({m.patch_size})")
     encoders = [("text", m.text_width, m.text_heads)] + ([("vision", m.vision_width, m.vision_heads)] if m.vision == "vit" else [])
