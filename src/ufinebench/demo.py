@@ -47,8 +47,8 @@ class DemoPlan:
 
 
 # 1,000 identities on UFine-Synth standard: 700 to train on, 200 in the in-domain test gallery, 325 more in
-# the 3C set; 18 epochs (1,332 steps, bf16 autocast on CPUs that have it) took 502 s on the 2-core development
-# machine (~28 s an epoch), the whole demo 534 s, 10 min 33 s with the first-time set-up (2026-12-06, five views).
+# the 3C set; at 256 x 96, 18 epochs (1,332 steps, bf16 autocast on CPUs that have it) took 422 s on the 2-core
+# development machine (~21 s an epoch), the whole demo 452 s, 8 min 42 s with the first-time set-up (2026-12-08).
 FULL = DemoPlan(identities=1000, size="256x96", epochs=18, max_steps=0, eval_every=9, rerank_topk=10)
 DEMO_DIFFICULTY = "standard"  # look-alike families, annotators who differ, everyday language, a real domain test
 QUICK = DemoPlan(identities=100, size="64x32", epochs=4, max_steps=0, eval_every=0, rerank_topk=5)
