@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
         "and a finished training.",
     )
     p.add_argument("--out", metavar="DIR", default="demo_out", help="where the demo writes its files (default: demo_out)")
-    p.add_argument("--quick", action="store_true", help="a one-to-two-minute miniature (tiny data and model): it shows the pipeline runs, its figures mean little")
+    p.add_argument("--quick", action="store_true",
+                   help="a one-to-two-minute miniature (tiny data and model): it shows the pipeline runs; its figures mean little")
     p.add_argument("--fresh", action="store_true", help="start over: delete what an earlier demo wrote in DIR (nothing else)")
     p.add_argument("--force", action="store_true", help="write into DIR although it holds files the demo did not write (they are kept)")
     p.set_defaults(func=run)
