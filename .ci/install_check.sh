@@ -23,7 +23,7 @@ where=$("$tmp/venv/bin/python" -c "import ufinebench, pathlib; print(pathlib.Pat
 case "$where" in "$repo"*) echo "install_check: ufinebench was imported from the checkout ($where), not the installed package" >&2; exit 1 ;; esac
 "$tmp/venv/bin/ufinebench" demo --quick --out demo_quick > demo.log
 grep -q "^report: " demo.log || { cat demo.log; echo "install_check: demo --quick printed no report line" >&2; exit 1; }
-"$tmp/venv/bin/ufinebench" synth data/ufine_synth --identities 30 --size 128x48 --workers 1 > /dev/null
+"$tmp/venv/bin/ufinebench" synth data/ufine_synth --identities 30 --size 256x96 --workers 1 > /dev/null
 "$tmp/venv/bin/ufinebench" train --config synth-cpu-small --dry-run 2 --set data.workers=0 | tee dry.log
 grep -q "^dry run of synth-cpu-small: 2 steps" dry.log
 echo "install_check: installed package ran demo --quick and a preset dry run from $work"
