@@ -68,10 +68,12 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def make_pairs(feats: Any, samples: list[Any], ids: dict[int, dict[str, Any]], hardest: bool = True, seed: int = 0) -> Pairs:
-    """The probe's pairs from a split's features: against each caption's hardest look-alike image by
-    the cosine (``hardest``), or against a random image of a random other member (``hardest`` False:
-    no scorer chose it, so no scorer is handicapped by the choice)."""
+def make_pairs(feats: Any, qn: np.ndarray, gn: np.ndarray, samples: list[Any], ids: dict[int, dict[str, Any]], hardest: bool = True,
+               seed: int = 0) -> Pairs:
+    """The probe's pairs from a split's features (``qn`` (Q, F) / ``gn`` (G, F): its unit query and gallery
+    rows): against each caption's hardest look-alike image by the cosine (``hardest``), or against a
+    random image of a random other member (``hardest`` False: no scorer chose it, so no scorer is
+    handicapped by the choice)."""
     rng = np.random.default_rng(seed)
     fam_of = {pid: (r.get("family") or {}).get("family") for pid, r in ids.items() if (r.get("family") or {}).get("family_size", 1) > 1}
     members: dict[int, list[int]] = defaultdict(list)
@@ -81,8 +83,6 @@ def make_pairs(feats: Any, samples: list[Any], ids: dict[int, dict[str, Any]], h
     for g, pid in enumerate(feats.gallery_ids.tolist()):
         rows_of[pid].append(g)
     mentions = _mentions(samples, feats.query_keys)
-    qn = feats.query_features / np.linalg.norm(feats.query_features, axis=1, keepdims=True)
-    gn = feats.gallery_features / np.linalg.norm(feats.gallery_features, axis=1, keepdims=True)
     q, pos, neg, detail, dec = [], [], [], [], []
     for i, pid in enumerate(feats.query_ids.tolist()):
         if pid not in fam_of:
@@ -113,10 +113,8 @@ def _mentions(samples: list[Any], keys: list[str]) -> dict[str, dict[str, Any]]:
     return {k: out.get(k, {}) for k in keys}
 
 
-def cosine_scores(feats: Any, p: Pairs) -> tuple[np.ndarray, np.ndarray]:
-    """(P,), (P,): the retrieval cosine of each pair's own and look-alike image."""
-    qn = feats.query_features / np.linalg.norm(feats.query_features, axis=1, keepdims=True)
-    gn = feats.gallery_features / np.linalg.norm(feats.gallery_features, axis=1, keepdims=True)
+def cosine_scores(qn: np.ndarray, gn: np.ndarray, p: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """(P,), (P,): the retrieval cosine (unit rows ``qn`` / ``gn``) of each pair's own and look-alike image."""
     return (qn[p.q] * gn[p.pos]).sum(1), (qn[p.q] * gn[p.neg]).sum(1)
 
 
@@ -182,6 +180,7 @@ def accuracy_rows(p: Pairs, scores: dict[str, tuple[np.ndarray, np.ndarray]]) ->
 def probe(run: str, data: Path, epochs: int, seed: int) -> dict[str, Any]:
     from ufinebench.data.annotations import load_dataset
     from ufinebench.evaluate import extract_features
+    from ufinebench.metrics import unit_rows
     from ufinebench.model.checkpoint import from_checkpoint
 
     loaded = from_checkpoint(run)
@@ -195,14 +194,16 @@ def probe(run: str, data: Path, epochs: int, seed: int) -> dict[str, Any]:
     for split in ("train", "test"):
         samples = [s for s in load_dataset(ann, split=split).split(split) if s.person_id in family_ids]
         feats = extract_features(loaded.model, samples, loaded.tokenizer, loaded.transform, batch_size=64, keep_tokens=True)
-        split_feats[split] = (feats, make_pairs(feats, samples, ids), make_pairs(feats, samples, ids, hardest=False, seed=seed))
-    feats, hard, rand = split_feats["train"]
+        qn, gn = unit_rows(feats.query_features), unit_rows(feats.gallery_features)  # (Q, F), (G, F)
+        hard = make_pairs(feats, qn, gn, samples, ids)
+        split_feats[split] = (feats, qn, gn, hard, make_pairs(feats, qn, gn, samples, ids, hardest=False, seed=seed))
+    feats, _, _, hard, rand = split_feats["train"]
     both = Pairs(*(np.concatenate([getattr(hard, f), getattr(rand, f)]) for f in ("q", "pos", "neg")), hard.detail + rand.detail,
                  np.concatenate([hard.decidable, rand.decidable]))
     fresh = train_fresh(loaded.model.matcher, feats, both, epochs=epochs, seed=seed)
-    for split, (feats, hard, rand) in split_feats.items():
+    for split, (feats, qn, gn, hard, rand) in split_feats.items():
         for kind, p in (("hardest", hard), ("any", rand)):
-            scores = {"cosine": cosine_scores(feats, p), "matcher": matcher_scores(loaded.model.matcher, feats, p),
+            scores = {"cosine": cosine_scores(qn, gn, p), "matcher": matcher_scores(loaded.model.matcher, feats, p),
                       "fresh": matcher_scores(fresh, feats, p)}
             out[f"{split} {kind}"] = accuracy_rows(p, scores)
     return out
